@@ -1,0 +1,35 @@
+# The two commands a newcomer needs:  make demo   (the whole job, end to end)
+#                                      make test   (the test suite)
+# Both install what they need first: system packages, the virtualenv, the Horovod build.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+CACHE ?= $(HOME)/.cache/image-classifier-pipeline
+# The virtualenv (with its ~5 minute Horovod build) is reused while the pins are unchanged.
+VENV_KEY := $(shell cat requirements.txt requirements-dev.txt requirements-horovod.txt | sha256sum | cut -c1-16)
+VENV ?= $(CACHE)/venv-$(VENV_KEY)
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+# Open MPI refuses to run as root unless told it may (containers and CI run as root).
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv demo test clean-venv
+setup: system venv
+	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e . >/dev/null
+
+system:
+	@bash infra/setup/system.sh
+
+venv: system
+	@PYTHON=$(PYTHON) bash infra/setup/venv.sh $(VENV)
+
+demo: setup
+	$(PY) -m infra.demo $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(CACHE)/venv-*

@@ -1,0 +1,1 @@
+"""What runs the system: the embedded local stack and the end-to-end demo."""

@@ -1,0 +1,79 @@
+"""Fashion-MNIST from the Debian package `dataset-fashion-mnist`, laid out in a bucket the way a
+team's images sit there: one PNG object per image, a labels CSV (key,label,split), a class list.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from pipeline.storage import Storage, join
+
+DATA_DIR = "/usr/share/datasets/fashion-mnist"
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def read_idx(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    _, dtype, dims = struct.unpack(">HBB", data[:4])
+    shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def load(split: str, data_dir: str = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+    images_file, labels_file = FILES[split]
+    for name in (images_file, labels_file):
+        if not os.path.exists(os.path.join(data_dir, name)):
+            raise FileNotFoundError(f"{os.path.join(data_dir, name)} missing: "
+                                    "apt-get install dataset-fashion-mnist")
+    return read_idx(os.path.join(data_dir, images_file)), read_idx(os.path.join(data_dir, labels_file))
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(storage: Storage, root: str, limit: int | None = None, threads: int = 32,
+           log=print) -> dict:
+    """Write <root>/images/<split>/<n>.png, <root>/labels.csv and <root>/classes.txt.
+
+    `limit` takes the first N images of each split (tests). Returns the URLs."""
+    storage.ensure_bucket(root)
+    rows, started, done = [], time.monotonic(), 0
+    with ThreadPoolExecutor(threads) as pool:
+        for split in ("train", "test"):
+            images, labels = load(split)
+            n = len(images) if limit is None else min(limit, len(images))
+            keys = [f"{split}/{i:05d}.png" for i in range(n)]
+            rows += [(k, CLASSES[labels[i]], split) for i, k in enumerate(keys)]
+
+            def put(i, images=images, keys=keys):
+                storage.write_bytes(join(root, "images", keys[i]), png_bytes(images[i]))
+
+            for _ in pool.map(put, range(n)):
+                done += 1
+                if done % 10000 == 0:
+                    log(f"uploaded {done} images ({done / (time.monotonic() - started):.0f}/s)")
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["key", "label", "split"])
+    writer.writerows(rows)
+    urls = {"images": join(root, "images"), "labels": join(root, "labels.csv"),
+            "classes": join(root, "classes.txt")}
+    storage.write_text(urls["labels"], text.getvalue())
+    storage.write_text(urls["classes"], "\n".join(CLASSES) + "\n")
+    return urls

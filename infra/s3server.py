@@ -1,0 +1,92 @@
+"""A local S3-compatible server (moto's server: real S3 over HTTP) on 127.0.0.1.
+
+    python -m infra.s3server [--port 9000]     # foreground, Ctrl-C stops it
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+# Dummy credentials: the local server accepts any; real runs use boto3's credential chain.
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-access-key",
+                     "AWS_SECRET_ACCESS_KEY": "local-secret-key",
+                     "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalS3:
+    """Start/stop a moto S3 server in its own process; `env()` points boto3 at it."""
+
+    def __init__(self, port: int = 0, log_path: str | None = None):
+        self.port = port or free_port()
+        self.log_path = log_path or os.devnull
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict:
+        return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_S3": self.endpoint_url}
+
+    def start(self, timeout: float = 30.0) -> "LocalS3":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"S3 server exited with {self.process.returncode}; see {self.log_path}")
+            try:
+                urllib.request.urlopen(self.endpoint_url + "/", timeout=1).read()
+                return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"S3 server did not answer on {self.endpoint_url} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.s3server", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    with LocalS3(args.port) as server:
+        print(f"S3 server on {server.endpoint_url}; export:")
+        for k, v in server.env().items():
+            print(f"  export {k}={v}")
+        try:
+            server.process.wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""python -m pipeline --source s3://bucket/images --output s3://bucket/datasets/name [Beam flags]"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+USAGE = """python -m pipeline --source URL --output URL [options] [Beam pipeline options]
+
+Ingest labelled images from S3 or a local directory into sharded TFRecords plus a manifest.
+Runs on Beam's DirectRunner with 2 worker processes unless --runner says otherwise; any Beam
+option (--runner, --direct_num_workers, --s3_endpoint_url, --project, --flink_master, ...)
+is passed through."""
+
+
+def print_help() -> None:
+    from pipeline.options import IngestOptions
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, add_help=False)
+    IngestOptions._add_argparse_args(parser)
+    parser.print_help()
+
+
+def unknown_flags(argv: list[str]) -> list[str]:
+    """Flags no registered PipelineOptions class knows (Beam itself only warns about them)."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    import pipeline.options  # noqa: F401  (registers IngestOptions)
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    classes = {str(cls): cls for cls in PipelineOptions.__subclasses__()}  # as Beam does
+    for cls in classes.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(argv)
+    return [a for a in unknown if a.startswith("-")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print_help()
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for noisy in ("apache_beam", "botocore", "urllib3", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    import apache_beam as beam
+
+    from pipeline.job import Plan, UsageError, build, make_options, storage_for
+    from pipeline.manifest import read_manifest
+    from pipeline.summary import summary_line
+
+    try:
+        bad = unknown_flags(argv)
+        if bad:
+            raise UsageError(f"unknown flag {bad[0]} (see --help)")
+        options = make_options(argv)
+        storage = storage_for(options)
+        plan = Plan(options, storage)
+    except UsageError as e:
+        print(f"pipeline: error: {e}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    logging.info("ingesting %s -> %s (staging %s)", plan.source, plan.output, plan.staging)
+    try:
+        with beam.Pipeline(options=options) as p:
+            build(p, plan, storage)
+    except Exception as e:
+        storage.delete_prefix(plan.staging)
+        print(f"pipeline: failed: {str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)}",
+              file=sys.stderr)
+        return 1
+    manifest = read_manifest(storage, plan.output)
+    print(summary_line(manifest, plan.output, time.monotonic() - started))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

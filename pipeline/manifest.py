@@ -1,0 +1,109 @@
+"""The manifest: the one file that makes a directory of shards a published dataset.
+
+It is written last by the ingestion job and read first by the trainer. It lists every shard
+file of every split with its record count, size and sha256, the class list, the image shape
+and what was quarantined. Like TFDS's dataset_info.json, but it is also the commit point:
+shards without a manifest are not a dataset. No timestamps inside, so the same input gives a
+byte-identical manifest.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from pipeline import records
+from pipeline.storage import Storage, join
+
+MANIFEST_NAME = "manifest.json"
+QUARANTINE_NAME = "quarantine.jsonl"
+SPLITS = ("train", "validation", "test")
+
+
+class DatasetNotFound(Exception):
+    """No published dataset at the given location."""
+
+
+@dataclasses.dataclass
+class Shard:
+    file: str       # relative to the dataset directory
+    records: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass
+class Split:
+    shards: list[Shard]
+    class_counts: list[int]
+
+    @property
+    def num_records(self) -> int:
+        return sum(s.records for s in self.shards)
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.bytes for s in self.shards)
+
+
+@dataclasses.dataclass
+class Manifest:
+    name: str
+    classes: list[str]
+    image_shape: list[int] | None     # [height, width, channels] when all images agree
+    splits: dict[str, Split]
+    quarantine: dict                   # {"count": n, "by_reason": {...}, "file": ...}
+    source: dict
+    format_version: int = records.FORMAT_VERSION
+
+    def to_json(self) -> str:
+        doc = {
+            "format_version": self.format_version,
+            "name": self.name,
+            "features": records.FEATURE_TYPES,
+            "classes": self.classes,
+            "image_shape": self.image_shape,
+            "splits": {
+                name: {"num_records": s.num_records, "num_bytes": s.num_bytes,
+                       "class_counts": s.class_counts,
+                       "shards": [dataclasses.asdict(x) for x in s.shards]}
+                for name, s in self.splits.items()
+            },
+            "quarantine": self.quarantine,
+            "source": self.source,
+        }
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        doc = json.loads(text)
+        if doc.get("format_version") != records.FORMAT_VERSION:
+            raise ValueError(f"manifest format_version {doc.get('format_version')} is not "
+                             f"{records.FORMAT_VERSION}; re-ingest or upgrade the trainer")
+        splits = {name: Split(shards=[Shard(**x) for x in s["shards"]],
+                              class_counts=s["class_counts"])
+                  for name, s in doc["splits"].items()}
+        return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
+                   splits=splits, quarantine=doc["quarantine"], source=doc["source"])
+
+    def shard_urls(self, dataset_url: str, split: str) -> list[str]:
+        if split not in self.splits:
+            raise KeyError(f"dataset {self.name!r} has no split {split!r} "
+                           f"(it has: {', '.join(self.splits)})")
+        return [join(dataset_url, s.file) for s in self.splits[split].shards]
+
+
+def read_manifest(storage: Storage, dataset_url: str) -> Manifest:
+    url = join(dataset_url, MANIFEST_NAME)
+    try:
+        text = storage.read_text(url)
+    except FileNotFoundError:
+        raise DatasetNotFound(
+            f"no published dataset at {dataset_url}: {MANIFEST_NAME} is missing "
+            "(shards without a manifest are an unfinished or crashed ingestion)") from None
+    return Manifest.from_json(text)
+
+
+def write_manifest(storage: Storage, dataset_url: str, manifest: Manifest) -> str:
+    url = join(dataset_url, MANIFEST_NAME)
+    storage.write_text(url, manifest.to_json())
+    return url

@@ -1,0 +1,1 @@
+"""The Horovod trainer: reads a published dataset (manifest + shards), trains, checkpoints."""

@@ -1,0 +1,27 @@
+"""python -m trainer --dataset URL --checkpoint-dir URL [options]   (one process per rank)"""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trainer.config import parser
+
+    args = parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+    from pipeline.manifest import DatasetNotFound
+    from pipeline.storage import StorageError
+    from trainer.train import train
+
+    try:
+        train(args)
+    except (DatasetNotFound, StorageError, ValueError, KeyError) as e:
+        print(f"trainer: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Checkpoints that are complete or invisible, on S3 or local disk.
+
+Rank 0 writes the checkpoint locally, uploads each file, and only then writes the COMMITTED
+marker (which lists the files with their sha256). Readers consider a checkpoint only if its
+marker exists, so a crash during upload leaves the previous one as the newest complete one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+
+import tensorflow as tf
+
+from pipeline.storage import Storage, join
+from trainer.data import sha256_of
+
+MARKER = "COMMITTED"
+NAME = re.compile(r"^ckpt-(\d{5,})$")
+
+
+class CheckpointStore:
+    def __init__(self, storage: Storage, url: str, local_dir: str, keep: int = 3):
+        self.storage, self.url, self.local_dir, self.keep = storage, url.rstrip("/"), local_dir, keep
+
+    @staticmethod
+    def name(epoch: int) -> str:
+        return f"ckpt-{epoch:05d}"
+
+    def _entries(self) -> dict[int, bool]:
+        """epoch -> committed? for every checkpoint directory found."""
+        found: dict[int, bool] = {}
+        for url, _ in self.storage.list(self.url):
+            parts = url[len(self.url) + 1:].split("/")
+            match = NAME.match(parts[0])
+            if match and len(parts) == 2:
+                epoch = int(match.group(1))
+                found[epoch] = found.get(epoch, False) or parts[1] == MARKER
+        return found
+
+    def committed(self) -> list[int]:
+        return sorted(e for e, done in self._entries().items() if done)
+
+    def latest(self) -> int | None:
+        done = self.committed()
+        return done[-1] if done else None
+
+    def save(self, checkpoint: tf.train.Checkpoint, epoch: int, meta: dict) -> str:
+        name = self.name(epoch)
+        local = os.path.join(self.local_dir, name)
+        shutil.rmtree(local, ignore_errors=True)
+        checkpoint.write(os.path.join(local, "ckpt"))
+        files = []
+        for file_name in sorted(os.listdir(local)):
+            path = os.path.join(local, file_name)
+            self.storage.upload(path, join(self.url, name, file_name))
+            files.append({"name": file_name, "bytes": os.path.getsize(path),
+                          "sha256": sha256_of(path)})
+        marker = {"epoch": epoch, "files": files, **meta}
+        self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
+        shutil.rmtree(local, ignore_errors=True)
+        self._prune(epoch)
+        return join(self.url, name)
+
+    def _prune(self, newest: int) -> None:
+        """Keep the newest `keep` committed checkpoints; drop older ones and stale partial ones."""
+        entries = self._entries()
+        keep = set(sorted(e for e, done in entries.items() if done)[-self.keep:])
+        for epoch in entries:
+            if epoch not in keep and epoch <= newest:
+                self.storage.delete_prefix(join(self.url, self.name(epoch)))
+
+    def restore(self, checkpoint: tf.train.Checkpoint, epoch: int, rank: int = 0) -> dict:
+        name = self.name(epoch)
+        marker = json.loads(self.storage.read_text(join(self.url, name, MARKER)))
+        local = os.path.join(self.local_dir, f"restore-{rank}", name)
+        for f in marker["files"]:
+            path = os.path.join(local, f["name"])
+            self.storage.download(join(self.url, name, f["name"]), path)
+            if sha256_of(path) != f["sha256"]:
+                raise IOError(f"checkpoint file {join(self.url, name, f['name'])} does not match "
+                              "its sha256 in the COMMITTED marker")
+        checkpoint.read(os.path.join(local, "ckpt")).expect_partial()
+        return marker

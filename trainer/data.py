@@ -1,0 +1,131 @@
+"""tf.data input for one Horovod rank.
+
+files (manifest) -> this rank's files -> staged locally, sha256 checked -> interleaved reads
+-> parse + decode (parallel map) -> [cache] -> shuffle -> repeat -> augment (parallel map)
+-> batch -> prefetch (last)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import tensorflow as tf
+
+from pipeline import records
+from pipeline.manifest import Manifest
+from pipeline.storage import Storage, join
+
+AUTOTUNE = tf.data.AUTOTUNE
+CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
+
+
+class ShardChecksumError(Exception):
+    pass
+
+
+def files_for_rank(files: list, rank: int, size: int) -> tuple[list, bool]:
+    """Every rank reads whole files when there are enough of them; otherwise every rank reads
+    all files and keeps every size-th record (returned flag True)."""
+    if len(files) >= size:
+        return files[rank::size], False
+    return files, True
+
+
+def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, indices: list[int],
+          cache_dir: str) -> list[str]:
+    """Bring the given shards of a split to local disk (once; verified by sha256)."""
+    shards = [manifest.splits[split].shards[i] for i in indices]
+    local_root = os.path.join(cache_dir, manifest.name)
+
+    def fetch(shard):
+        path = os.path.join(local_root, shard.sha256[:16] + "-" + shard.file)
+        if os.path.exists(path):
+            return path
+        url = join(dataset_url, shard.file)
+        storage.download(url, path + ".incoming")
+        if sha256_of(path + ".incoming") != shard.sha256:
+            os.remove(path + ".incoming")
+            raise ShardChecksumError(f"{url}: sha256 differs from the manifest (corrupt or replaced)")
+        os.replace(path + ".incoming", path)
+        return path
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(fetch, shards))
+
+
+def sha256_of(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
+            with_ids: bool = False) -> tf.data.Dataset:
+    """(uint8 image, label[, id]) per record, read with interleave and decoded in parallel."""
+    height, width, channels = shape
+    spec = records.parse_spec()
+
+    def parse(serialized):
+        f = tf.io.parse_single_example(serialized, spec)
+        image = tf.io.decode_image(f[records.IMAGE], channels=channels, expand_animations=False)
+        image = tf.image.resize_with_crop_or_pad(image, height, width)
+        image.set_shape((height, width, channels))
+        return (image, f[records.LABEL], f[records.ID]) if with_ids else (image, f[records.LABEL])
+
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(paths), 8)),
+                          num_parallel_calls=AUTOTUNE, deterministic=False)
+    if shard_records:
+        ds = ds.shard(*shard_records)
+    return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+
+
+def augment_fn(shape, flip: bool):
+    height, width, channels = shape
+    pad = max(2, height // 8)
+
+    def augment(image, label):
+        image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
+        image = tf.image.random_crop(image, (height, width, channels))
+        if flip:
+            image = tf.image.random_flip_left_right(image)
+        return image, label
+    return augment
+
+
+def to_float(image, label):
+    return tf.cast(image, tf.float32) / 255.0, label
+
+
+def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: int,
+                     augment: bool, flip: bool, threads: int,
+                     shard_records=None) -> tf.data.Dataset:
+    """Endless batches; the caller takes the same number of steps on every rank."""
+    ds = decoded(paths, shape, shard_records)
+    if num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
+        ds = ds.cache()
+        buffer = num_records
+    else:
+        buffer = 10_000
+    ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True).repeat()
+    if augment:
+        ds = ds.map(augment_fn(shape, flip), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    return with_threads(ds.prefetch(AUTOTUNE), threads)
+
+
+def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
+                 repeat: bool = False) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records).map(to_float, num_parallel_calls=AUTOTUNE)
+    if repeat:
+        ds = ds.repeat()
+    return with_threads(ds.batch(batch_size).prefetch(AUTOTUNE), threads)
+
+
+def with_threads(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
+    """Keep tf.data to this rank's share of the cores (several ranks share a host)."""
+    options = tf.data.Options()
+    options.threading.private_threadpool_size = max(1, threads)
+    return ds.with_options(options)

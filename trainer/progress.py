@@ -1,0 +1,59 @@
+"""Progress lines and epoch checkpoints, as Keras callbacks that act on rank 0 only."""
+from __future__ import annotations
+
+import time
+
+import tensorflow as tf
+
+
+class ProgressLogger(tf.keras.callbacks.Callback):
+    """Every few seconds: epoch, step, loss, accuracy, learning rate, images/s (all ranks)."""
+
+    def __init__(self, epochs: int, steps: int, global_batch: int, every: float, history: list):
+        super().__init__()
+        self.epochs, self.steps, self.global_batch, self.every = epochs, steps, global_batch, every
+        self.history = history
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.epoch_start = epoch, time.monotonic()
+        self.last_print, self.last_step = self.epoch_start, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self.last_print >= self.every:
+            rate = (batch + 1 - self.last_step) * self.global_batch / (now - self.last_print)
+            print(f"epoch {self.epoch + 1}/{self.epochs} step {batch + 1}/{self.steps} "
+                  f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} lr {self._lr():.4f} "
+                  f"{rate:.0f} img/s", flush=True)
+            self.last_print, self.last_step = now, batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self.epoch_start
+        entry = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": self._lr(),
+                 "images_per_second": round(self.steps * self.global_batch / seconds, 1),
+                 **{k: float(v) for k, v in (logs or {}).items()}}
+        self.history.append(entry)
+        print(f"epoch {epoch + 1}/{self.epochs} done in {seconds:.0f} s: "
+              f"loss {entry.get('loss', 0):.4f} acc {entry.get('accuracy', 0):.4f} "
+              f"val_loss {entry.get('val_loss', 0):.4f} val_acc {entry.get('val_accuracy', 0):.4f} "
+              f"({entry['images_per_second']:.0f} img/s)", flush=True)
+
+    def _lr(self) -> float:
+        opt = self.model.optimizer
+        lr = opt.learning_rate
+        return float(lr(opt.iterations) if callable(lr) else tf.keras.backend.get_value(lr))
+
+
+class EpochCheckpoint(tf.keras.callbacks.Callback):
+    """Rank 0 commits a checkpoint at the end of every epoch."""
+
+    def __init__(self, store, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, meta: dict):
+        super().__init__()
+        self.store, self.checkpoint, self.epoch_var, self.meta = store, checkpoint, epoch_var, meta
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_var.assign(epoch + 1)
+        started = time.monotonic()
+        url = self.store.save(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
+            k: float(v) for k, v in (logs or {}).items()}})
+        print(f"checkpoint {url} committed ({time.monotonic() - started:.1f} s)", flush=True)
