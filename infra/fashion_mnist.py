@@ -1,5 +1,7 @@
 """Fashion-MNIST from the Debian package `dataset-fashion-mnist`, laid out in a bucket the way a
 team's images sit there: one PNG object per image, a labels CSV (key,label,split), a class list.
+Test images keep their canonical split; training images leave `split` empty so the job's hash
+split carves validation from them.
 """
 from __future__ import annotations
 
@@ -59,7 +61,10 @@ def upload(storage: Storage, root: str, limit: int | None = None, threads: int =
             images, labels = load(split)
             n = len(images) if limit is None else min(limit, len(images))
             keys = [f"{split}/{i:05d}.png" for i in range(n)]
-            rows += [(k, CLASSES[labels[i]], split) for i, k in enumerate(keys)]
+            # The canonical test set stays the test split; validation is carved from train by
+            # the ingestion job's stable hash split (rows with an empty split).
+            assigned = "test" if split == "test" else ""
+            rows += [(k, CLASSES[labels[i]], assigned) for i, k in enumerate(keys)]
 
             def put(i, images=images, keys=keys):
                 storage.write_bytes(join(root, "images", keys[i]), png_bytes(images[i]))

@@ -13,11 +13,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.manifest import DatasetNotFound
     from pipeline.storage import StorageError
-    from trainer.train import train
+    from trainer.data import ShardChecksumError
+    from trainer.train import UsageError, train
 
     try:
         train(args)
-    except (DatasetNotFound, StorageError, ValueError, KeyError) as e:
+    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError) as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

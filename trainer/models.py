@@ -29,5 +29,5 @@ MODELS = {"cnn": cnn}
 
 def build_model(name, input_shape, num_classes, weight_decay=5e-4) -> tf.keras.Model:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r} (choose from: {', '.join(sorted(MODELS))})")
+        raise KeyError(f"unknown model {name!r} (choose from: {', '.join(sorted(MODELS))})")
     return MODELS[name](tuple(input_shape), num_classes, weight_decay)

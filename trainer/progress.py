@@ -33,15 +33,32 @@ class ProgressLogger(tf.keras.callbacks.Callback):
                  "images_per_second": round(self.steps * self.global_batch / seconds, 1),
                  **{k: float(v) for k, v in (logs or {}).items()}}
         self.history.append(entry)
-        print(f"epoch {epoch + 1}/{self.epochs} done in {seconds:.0f} s: "
-              f"loss {entry.get('loss', 0):.4f} acc {entry.get('accuracy', 0):.4f} "
-              f"val_loss {entry.get('val_loss', 0):.4f} val_acc {entry.get('val_accuracy', 0):.4f} "
+        shown = " ".join(f"{k} {entry[k]:.4f}" for k in
+                         ("loss", "accuracy", "val_loss", "val_accuracy") if k in entry)
+        print(f"epoch {epoch + 1}/{self.epochs} done in {seconds:.0f} s: {shown} "
               f"({entry['images_per_second']:.0f} img/s)", flush=True)
 
     def _lr(self) -> float:
         opt = self.model.optimizer
         lr = opt.learning_rate
         return float(lr(opt.iterations) if callable(lr) else tf.keras.backend.get_value(lr))
+
+
+class AverageNonTrainable(tf.keras.callbacks.Callback):
+    """Average batch-norm moving statistics over ranks at each epoch end.
+
+    Gradients are averaged every step, so trainable weights agree; moving means/variances are
+    computed from each rank's own batches and would drift apart. Averaging them before the
+    checkpoint makes every rank hold the same model (runs on every rank: it is a collective)."""
+
+    def __init__(self, allreduce):
+        super().__init__()
+        self.allreduce = allreduce
+
+    def on_epoch_end(self, epoch, logs=None):
+        for var in self.model.non_trainable_variables:
+            if var.dtype.is_floating:
+                var.assign(self.allreduce(var, name=f"avg_{var.name}"))
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):

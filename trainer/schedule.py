@@ -9,6 +9,7 @@ import math
 import tensorflow as tf
 
 
+@tf.keras.utils.register_keras_serializable("trainer")
 class WarmupCosine(tf.keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, base_lr: float, scale: float, warmup_steps: int, total_steps: int):
         self.base_lr, self.scale = base_lr, scale

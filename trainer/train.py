@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
 from pipeline.manifest import Manifest, read_manifest
@@ -15,8 +16,12 @@ from pipeline.storage import Storage, join
 from trainer import data, evaluate
 from trainer.checkpoints import CheckpointStore
 from trainer.models import build_model
-from trainer.progress import EpochCheckpoint, ProgressLogger
+from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger
 from trainer.schedule import WarmupCosine
+
+
+class UsageError(Exception):
+    """The dataset or flags cannot be trained on as given; the message says why."""
 
 
 def train(args) -> dict | None:
@@ -37,7 +42,7 @@ def train(args) -> dict | None:
     train_count = manifest.splits["train"].num_records
     steps = train_count // (args.batch_size * size)
     if steps == 0:
-        raise SystemExit(f"trainer: error: {train_count} training records are fewer than one global "
+        raise UsageError(f"{train_count} training records are fewer than one global "
                          f"batch ({args.batch_size} x {size}); lower --batch-size")
     train_ds = data.training_dataset(
         train_files[0], shape, num_records=train_count // size, batch_size=args.batch_size,
@@ -46,7 +51,10 @@ def train(args) -> dict | None:
 
     # Model, optimizer, schedule: LR scaled by the world size with a warm-up (Goyal et al.).
     tf.keras.utils.set_random_seed(args.seed)   # same initial weights on every rank
-    model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
+    try:
+        model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
+    except KeyError as e:
+        raise UsageError(e.args[0]) from None
     schedule = WarmupCosine(args.lr, size, int(args.warmup_epochs * steps), args.epochs * steps)
     optimizer = hvd.DistributedOptimizer(
         tf.keras.optimizers.legacy.SGD(learning_rate=schedule, momentum=args.momentum))
@@ -58,7 +66,7 @@ def train(args) -> dict | None:
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     store = CheckpointStore(storage, args.checkpoint_dir,
                             os.path.join(args.cache_dir, "checkpoints"), args.keep_checkpoints)
-    latest = hvd.broadcast_object(store.latest() if rank == 0 else None, root_rank=0)
+    latest = hvd_tf.broadcast_object(store.latest() if rank == 0 else None, root_rank=0)
     if latest is not None:
         optimizer._create_all_weights(model.trainable_variables)   # so slots restore at once
         store.restore(checkpoint, latest, rank)
@@ -67,7 +75,8 @@ def train(args) -> dict | None:
 
     history: list[dict] = []
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback()]
+                 hvd.callbacks.MetricAverageCallback(),
+                 AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name))]
     if rank == 0:
         callbacks += [ProgressLogger(args.epochs, steps, args.batch_size * size, args.log_every, history),
                       EpochCheckpoint(store, checkpoint, epoch_var,
@@ -85,8 +94,8 @@ def train(args) -> dict | None:
     # Test split: each rank scores its files, the confusion matrices are summed.
     test_ds = data.eval_dataset(test_files[0], shape, batch_size=256, threads=threads,
                                 shard_records=test_files[1])
-    matrix = hvd.allreduce(evaluate.confusion_matrix(model, test_ds, len(manifest.classes)),
-                           op=hvd.Sum, name="test_confusion").numpy().astype(np.int64)
+    matrix = hvd_tf.allreduce(evaluate.confusion_matrix(model, test_ds, len(manifest.classes)),
+                              op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
     print(f"rank {rank} weights sha256 {weights_digest(model)}", flush=True)
     if rank != 0:
         return None
@@ -116,7 +125,7 @@ def share_cores(local_size: int) -> int:
 
 def image_shape(manifest: Manifest) -> tuple[int, int, int]:
     if not manifest.image_shape:
-        raise SystemExit(f"trainer: error: images in {manifest.name} differ in size; "
+        raise UsageError(f"images in {manifest.name} differ in size; "
                          "re-ingest with a fixed size")
     return tuple(manifest.image_shape)
 
