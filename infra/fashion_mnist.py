@@ -10,8 +10,8 @@ import gzip
 import io
 import os
 import struct
+import multiprocessing
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -49,30 +49,39 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def upload(storage: Storage, root: str, limit: int | None = None, threads: int = 32,
+def _upload_part(args) -> int:
+    """Upload one slice of a split (runs in a worker process with its own S3 client)."""
+    endpoint, root, split, start, stop = args
+    storage = Storage(endpoint_url=endpoint)
+    images, _ = load(split)
+    for i in range(start, stop):
+        storage.write_bytes(join(root, "images", f"{split}/{i:05d}.png"), png_bytes(images[i]))
+    return stop - start
+
+
+def upload(storage: Storage, root: str, limit: int | None = None, processes: int = 2,
            log=print) -> dict:
     """Write <root>/images/<split>/<n>.png, <root>/labels.csv and <root>/classes.txt.
 
-    `limit` takes the first N images of each split (tests). Returns the URLs."""
+    `limit` takes the first N images of each split (tests). Signing S3 requests costs CPU, so
+    the upload is spread over processes rather than threads. Returns the URLs."""
     storage.ensure_bucket(root)
-    rows, started, done = [], time.monotonic(), 0
-    with ThreadPoolExecutor(threads) as pool:
-        for split in ("train", "test"):
-            images, labels = load(split)
-            n = len(images) if limit is None else min(limit, len(images))
-            keys = [f"{split}/{i:05d}.png" for i in range(n)]
-            # The canonical test set stays the test split; validation is carved from train by
-            # the ingestion job's stable hash split (rows with an empty split).
-            assigned = "test" if split == "test" else ""
-            rows += [(k, CLASSES[labels[i]], assigned) for i, k in enumerate(keys)]
-
-            def put(i, images=images, keys=keys):
-                storage.write_bytes(join(root, "images", keys[i]), png_bytes(images[i]))
-
-            for _ in pool.map(put, range(n)):
-                done += 1
-                if done % 10000 == 0:
-                    log(f"uploaded {done} images ({done / (time.monotonic() - started):.0f}/s)")
+    rows, parts = [], []
+    for split in ("train", "test"):
+        _, labels = load(split)
+        n = len(labels) if limit is None else min(limit, len(labels))
+        # The canonical test set stays the test split; validation is carved from train by
+        # the ingestion job's stable hash split (rows with an empty split).
+        assigned = "test" if split == "test" else ""
+        rows += [(f"{split}/{i:05d}.png", CLASSES[labels[i]], assigned) for i in range(n)]
+        step = 2000
+        parts += [(storage.endpoint_url, root, split, a, min(a + step, n)) for a in range(0, n, step)]
+    started, done = time.monotonic(), 0
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        for count in pool.imap_unordered(_upload_part, parts):
+            done += count
+            log(f"uploaded {done}/{len(rows)} images "
+                f"({done / (time.monotonic() - started):.0f} images/s)")
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["key", "label", "split"])

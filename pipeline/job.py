@@ -64,6 +64,7 @@ class Plan:
         self.num_readers, self.num_shards = o.num_readers, o.num_shards
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
+        self.fetch_threads = max(1, o.fetch_threads)
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
         try:
@@ -125,7 +126,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     fetched = (resolved.records
                | "Spread" >> beam.Reshuffle()
                | "Batch" >> beam.BatchElements(min_batch_size=8, max_batch_size=64)
-               | "FetchAndValidate" >> beam.ParDo(FetchAndValidate(storage, plan.max_pixels))
+               | "FetchAndValidate" >> beam.ParDo(FetchAndValidate(storage, plan.max_pixels,
+                                                                    plan.fetch_threads))
                .with_outputs(QUARANTINE, main="examples"))
 
     shard_counts = (fetched.examples

@@ -35,5 +35,8 @@ class IngestOptions(PipelineOptions):
                             help="target shard size in MiB (default: %(default)s)")
         parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                             help="images with more pixels are quarantined (default: %(default)s)")
+        parser.add_argument("--fetch_threads", type=int, default=16,
+                            help="concurrent object reads per worker; object stores are latency "
+                            "bound (default: %(default)s)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace a dataset already published at --output")

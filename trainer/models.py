@@ -7,7 +7,8 @@ layers = tf.keras.layers
 
 
 def cnn(input_shape, num_classes, weight_decay=5e-4):
-    """A small VGG-style CNN with batch norm: two conv blocks and a dense head."""
+    """A small CNN with batch norm: three conv stages (32, 64, 128 filters), a dense head with
+    dropout. ~9 M multiply-adds per 28x28 image: fast enough to train on CPUs."""
     reg = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
 
     def conv(filters):
@@ -16,10 +17,11 @@ def cnn(input_shape, num_classes, weight_decay=5e-4):
 
     return tf.keras.Sequential(
         [layers.Input(input_shape)]
-        + conv(32) + conv(32) + [layers.MaxPooling2D(), layers.Dropout(0.1)]
-        + conv(64) + conv(64) + [layers.MaxPooling2D(), layers.Dropout(0.2)]
-        + [layers.Flatten(), layers.Dense(256, use_bias=False, kernel_regularizer=reg),
-           layers.BatchNormalization(), layers.ReLU(), layers.Dropout(0.3),
+        + conv(32) + [layers.MaxPooling2D()]
+        + conv(64) + [layers.MaxPooling2D()]
+        + conv(128) + [layers.Dropout(0.2), layers.Flatten()]
+        + [layers.Dense(256, use_bias=False, kernel_regularizer=reg),
+           layers.BatchNormalization(), layers.ReLU(), layers.Dropout(0.4),
            layers.Dense(num_classes, kernel_regularizer=reg)],
         name="cnn")
 
