@@ -61,7 +61,7 @@ class Storage:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"max_attempts": 8, "mode": "adaptive"},
+            config = Config(retries={"max_attempts": 5, "mode": "standard"},
                             max_pool_connections=32, connect_timeout=10, read_timeout=120)
             client = boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)

@@ -1,0 +1,72 @@
+"""Small pure functions of the ingestion job: validation, splits, shard rule, labels parsing."""
+import pytest
+
+from pipeline import images, sharding, splits
+from pipeline.sources import LabelsFileError, parse_labels
+from tests.helpers import jpeg, png
+
+
+def test_inspect_image_describes_png_and_jpeg():
+    assert images.inspect_image(png(28, 20, 1)) == images.ImageInfo("png", 28, 20, 1)
+    assert images.inspect_image(png(8, 8, 3)).channels == 3
+    assert images.inspect_image(jpeg(10, 12)) == images.ImageInfo("jpeg", 10, 12, 3)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"", "empty object"),
+    (b"hello, I am a text file", "not an image"),
+    (png(64, 64, 3)[:200], "corrupt image"),
+    (jpeg(64, 64)[:300], "corrupt image"),
+])
+def test_inspect_image_rejects_bad_bytes_with_a_reason(data, reason):
+    with pytest.raises(images.BadImage, match=reason):
+        images.inspect_image(data)
+
+
+def test_inspect_image_refuses_too_many_pixels_before_decoding():
+    with pytest.raises(images.BadImage, match="too many pixels"):
+        images.inspect_image(png(100, 100), max_pixels=5000)
+
+
+def test_split_assignment_is_stable_and_close_to_the_ratios():
+    ratios = splits.parse_ratios("train:0.8,validation:0.1,test:0.1")
+    ids = [f"img-{i}" for i in range(20000)]
+    first = [splits.assign_split(i, ratios) for i in ids]
+    assert first == [splits.assign_split(i, ratios) for i in ids]
+    assert abs(first.count("train") / len(ids) - 0.8) < 0.02
+    assert abs(first.count("test") / len(ids) - 0.1) < 0.02
+
+
+@pytest.mark.parametrize("text, message", [
+    ("train:0.5,validation:0.2", "sum to 0.7"),
+    ("train:0.5,dev:0.5", "unknown split 'dev'"),
+    ("train:x,test:1", "not a number"),
+])
+def test_bad_split_ratios_name_the_problem(text, message):
+    with pytest.raises(ValueError, match=message):
+        splits.parse_ratios(text)
+
+
+@pytest.mark.parametrize("records, size, readers, expected", [
+    (0, 0, 8, 0),
+    (10, 10_000, 2, 6),              # tiny: no more shards than half the records, readers' multiple
+    (300, 100_000, 2, 20),           # readers x 10
+    (1_000_000, 300 * 2**20, 8, 1000),  # ~1000 shards per million images
+    (100_000, 80 * 2**30, 8, 640),   # 80 GiB at 128 MiB per shard
+    (57_000, 20 * 2**20, 3, 57),     # rounded up to a multiple of 3
+])
+def test_shard_count_rule(records, size, readers, expected):
+    assert sharding.num_shards(records, size, readers) == expected
+
+
+def test_shard_index_is_in_range_and_stable():
+    assert all(0 <= sharding.shard_index(f"k{i}", 7) < 7 for i in range(1000))
+    assert sharding.shard_index("k1", 7) == sharding.shard_index("k1", 7)
+    assert sharding.shard_name("fm", "train", 3, 64) == "fm-train.tfrecord-00003-of-00064"
+
+
+def test_labels_csv_rows_and_missing_columns():
+    rows = dict(parse_labels("key,label,split\na.png,Coat,\nb.png,Bag,test\n", "labels.csv"))
+    assert rows == {"a.png": {"label": "Coat", "split": ""}, "b.png": {"label": "Bag", "split": "test"}}
+    with pytest.raises(LabelsFileError, match="no column"):
+        list(parse_labels("file,class\na.png,Coat\n", "s3://b/labels.csv"))
