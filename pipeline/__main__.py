@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         with beam.Pipeline(options=options) as p:
             build(p, plan, storage)
     except Exception as e:
-        storage.delete_prefix(plan.staging)
+        try:
+            storage.delete_prefix(plan.staging)   # nothing half-written stays behind
+        except Exception:  # the store itself may be what failed; the error below says so
+            pass
         print(f"pipeline: failed: {str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)}",
               file=sys.stderr)
         return 1

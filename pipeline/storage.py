@@ -128,7 +128,7 @@ class Storage:
 
     def download(self, url: str, local_path: str) -> None:
         os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-        partial = local_path + ".partial"
+        partial = f"{local_path}.{os.getpid()}.partial"
         if is_s3(url):
             bucket, key = split_s3(url)
             self._call("download", url, self.s3.download_file, bucket, key, partial)

@@ -42,11 +42,12 @@ def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, in
         if os.path.exists(path):
             return path
         url = join(dataset_url, shard.file)
-        storage.download(url, path + ".incoming")
-        if sha256_of(path + ".incoming") != shard.sha256:
-            os.remove(path + ".incoming")
+        incoming = f"{path}.{os.getpid()}.incoming"   # ranks on one host may fetch the same shard
+        storage.download(url, incoming)
+        if sha256_of(incoming) != shard.sha256:
+            os.remove(incoming)
             raise ShardChecksumError(f"{url}: sha256 differs from the manifest (corrupt or replaced)")
-        os.replace(path + ".incoming", path)
+        os.replace(incoming, path)
         return path
 
     with ThreadPoolExecutor(8) as pool:
