@@ -9,6 +9,9 @@ VENV_KEY := $(shell cat requirements.txt requirements-dev.txt requirements-horov
 VENV ?= $(CACHE)/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
+# The shared virtualenv holds dependencies only; the code comes from this checkout, so several
+# clones can share one venv. (`pip install .` gives the console scripts of setup.py instead.)
+export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # Open MPI refuses to run as root unless told it may (containers and CI run as root).
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
@@ -17,7 +20,6 @@ PYTEST_ARGS ?=
 
 .PHONY: setup system venv demo test clean-venv
 setup: system venv
-	@$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation --use-pep517 -e . >/dev/null
 
 system:
 	@bash infra/setup/system.sh
@@ -29,7 +31,7 @@ demo: setup
 	$(PY) -m infra.demo $(DEMO_ARGS)
 
 test: setup
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest $(or $(PYTEST_ARGS),tests)
 
 clean-venv:
 	rm -rf $(CACHE)/venv-*
