@@ -132,7 +132,7 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
 
     shard_counts = (fetched.examples
                     | "SizeOf" >> beam.Map(lambda e: (e[0], (1, len(e[2]))))
-                    | "SumPerSplit" >> beam.CombinePerKey(lambda v: tuple(map(sum, zip(*v))))
+                    | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)
                     | "ShardCount" >> beam.Map(lambda kv: (kv[0], plan.num_shards or sharding.num_shards(
                         kv[1][0], kv[1][1], plan.num_readers, plan.target_shard_bytes))))
     shard_infos = (fetched.examples
@@ -148,3 +148,10 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
                beam.pvalue.AsList(shard_infos), beam.pvalue.AsList(quarantine),
                beam.pvalue.AsSingleton(classes)))
 
+
+def sum_pairs(pairs) -> tuple[int, int]:
+    """(records, bytes) summed; safe on empty input and on partial sums (Beam re-combines them)."""
+    records = size = 0
+    for count, nbytes in pairs:
+        records, size = records + count, size + nbytes
+    return records, size
