@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         print(f"local S3 server on {s3.endpoint_url} (dummy credentials, loopback only)")
 
         t = step("upload Fashion-MNIST as one PNG object per image + labels.csv")
-        urls = fashion_mnist.upload(storage, f"{BUCKET}/fashion-mnist", limit=args.limit)
+        urls = fashion_mnist.upload(storage, f"{BUCKET}/fashion-mnist", limit=args.limit,
+                                    log=lambda line: print(line, flush=True))
         timings["upload"] = time.monotonic() - t
 
         dataset = f"{BUCKET}/datasets/fashion_mnist"

@@ -59,3 +59,8 @@ def test_trainer_unreachable_endpoint(s3):
 def test_trainer_unknown_flag():
     result = run_cli(["trainer", "--dataset", "x", "--checkpoint-dir", "y", "--epochz", "3"])
     one_clear_line(result, "unrecognized arguments: --epochz")
+
+
+def test_trainer_unknown_model(dataset):
+    result = run_cli(["trainer", "--dataset", dataset, "--checkpoint-dir", "s3://fmnist/c", "--model", "vgg99"])
+    one_clear_line(result, "unknown model 'vgg99'", "cnn")

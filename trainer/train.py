@@ -15,7 +15,7 @@ from pipeline.manifest import Manifest, read_manifest
 from pipeline.storage import Storage, join
 from trainer import data, evaluate
 from trainer.checkpoints import CheckpointStore
-from trainer.models import build_model
+from trainer.models import MODELS, build_model
 from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger
 from trainer.schedule import WarmupCosine
 
@@ -27,7 +27,9 @@ class UsageError(Exception):
 def train(args) -> dict | None:
     started = time.monotonic()
     storage = Storage(endpoint_url=args.s3_endpoint_url)
-    manifest = read_manifest(storage, args.dataset)      # fails before any process waits on others
+    if args.model not in MODELS:                          # fail before any process waits on others
+        raise UsageError(f"unknown model {args.model!r} (choose from: {', '.join(sorted(MODELS))})")
+    manifest = read_manifest(storage, args.dataset)
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     threads = share_cores(hvd.local_size())
@@ -51,10 +53,7 @@ def train(args) -> dict | None:
 
     # Model, optimizer, schedule: LR scaled by the world size with a warm-up (Goyal et al.).
     tf.keras.utils.set_random_seed(args.seed)   # same initial weights on every rank
-    try:
-        model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
-    except KeyError as e:
-        raise UsageError(e.args[0]) from None
+    model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
     schedule = WarmupCosine(args.lr, size, int(args.warmup_epochs * steps), args.epochs * steps)
     optimizer = hvd.DistributedOptimizer(
         tf.keras.optimizers.legacy.SGD(learning_rate=schedule, momentum=args.momentum))
