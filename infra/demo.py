@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         run([sys.executable, "-m", "pipeline", "--source", urls["images"],
              "--labels_file", urls["labels"], "--classes", urls["classes"], "--output", dataset,
              "--splits", "train:0.95,validation:0.05", "--num_readers", str(args.processes),
-             "--fetch_threads", "4", "--overwrite"],
+             "--fetch_threads", "2", "--overwrite"],
             env, os.path.join(args.workdir, "ingest.log"))
         timings["ingest"] = time.monotonic() - t
 
