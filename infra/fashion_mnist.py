@@ -6,6 +6,7 @@ split carves validation from them.
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
 import os
@@ -32,6 +33,7 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
+@functools.lru_cache(maxsize=2)   # each upload process decodes a split once, not once per slice
 def load(split: str, data_dir: str = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
     images_file, labels_file = FILES[split]
     for name in (images_file, labels_file):
