@@ -4,8 +4,9 @@
 SHELL := /bin/bash
 PYTHON ?= python3.11
 CACHE ?= $(HOME)/.cache/image-classifier-pipeline
-# The virtualenv (with its ~5 minute Horovod build) is reused while the pins are unchanged.
-VENV_KEY := $(shell cat requirements.txt requirements-dev.txt requirements-horovod.txt | sha256sum | cut -c1-16)
+# The virtualenv (with its ~5 minute Horovod build) is reused while the runtime and Horovod pins
+# are unchanged; the dev tools (requirements-dev.txt) are a layer added on top when they change.
+VENV_KEY := $(shell cat requirements.txt requirements-horovod.txt | sha256sum | cut -c1-16)
 VENV ?= $(CACHE)/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
