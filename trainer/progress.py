@@ -62,7 +62,7 @@ class AverageNonTrainable(tf.keras.callbacks.Callback):
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Rank 0 commits a checkpoint at the end of every epoch."""
+    """Rank 0 commits a checkpoint at the end of every epoch (uploaded while training goes on)."""
 
     def __init__(self, store, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, meta: dict):
         super().__init__()
@@ -70,33 +70,12 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
-        started = time.monotonic()
-        url = self.store.save(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
-            k: float(v) for k, v in (logs or {}).items()}})
-        print(f"checkpoint {url} committed ({time.monotonic() - started:.1f} s)", flush=True)
+        self.store.save_async(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
+            k: float(v) for k, v in (logs or {}).items()}}, done=self._committed)
 
+    def on_train_end(self, logs=None):
+        self.store.wait()
 
-class UploadDirectory(tf.keras.callbacks.Callback):
-    """Rank 0 copies a local directory (TensorBoard logs) to storage after every epoch, so the
-    logs of a run that dies later are still there. Files that did not change are not re-sent."""
-
-    def __init__(self, storage, local_dir: str, url: str):
-        super().__init__()
-        self.storage, self.local_dir, self.url = storage, local_dir, url
-        self.sent: dict[str, tuple[int, float]] = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.upload()
-
-    def upload(self) -> None:
-        import os
-        from pipeline.storage import join
-
-        for root, _, files in os.walk(self.local_dir):
-            for name in files:
-                path = os.path.join(root, name)
-                stat = os.stat(path)
-                if self.sent.get(path) != (stat.st_size, stat.st_mtime):
-                    rel = os.path.relpath(path, self.local_dir)
-                    self.storage.upload(path, join(self.url, *rel.split(os.sep)))
-                    self.sent[path] = (stat.st_size, stat.st_mtime)
+    @staticmethod
+    def _committed(url: str, seconds: float) -> None:
+        print(f"checkpoint {url} committed ({seconds:.1f} s)", flush=True)
