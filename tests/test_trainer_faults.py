@@ -57,7 +57,11 @@ def test_kill_one_rank_ends_the_job_and_the_relaunch_resumes(dataset, storage, t
     reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
     reader.start()
     deadline = time.monotonic() + 300
-    while not any(re.search(r"epoch 2/4 step \d+/", line) for line in lines):   # mid-epoch 2
+    while not storage.exists(f"{checkpoints}/ckpt-00001/COMMITTED"):   # uploaded in the background
+        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.05)
+    seen = len(lines)
+    while not any(re.search(r"epoch [23]/4 step \d+/", line) for line in lines[seen:]):   # mid-epoch
         assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
         time.sleep(0.05)
     victim = rank_pid(checkpoints, 1)
@@ -84,8 +88,11 @@ def test_kill_one_rank_ends_the_job_and_the_relaunch_resumes(dataset, storage, t
     a = json.loads(storage.read_text(f"{checkpoints}/report.json"))
     b = json.loads(storage.read_text("s3://fmnist/runs/not-killed/report.json"))
     # Same seed, but the input order after a resume differs (resume is at epoch boundaries) and
-    # reads are interleaved non-deterministically, so agreement is within a tolerance.
-    assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= 0.12, (a["test"]["accuracy"], b["test"]["accuracy"])
-    assert abs(a["history"][-1]["loss"] - b["history"][-1]["loss"]) <= 0.25 * b["history"][-1]["loss"]
-    print("accuracy resumed", a["test"]["accuracy"], "uninterrupted", b["test"]["accuracy"],
-          "final loss", a["history"][-1]["loss"], b["history"][-1]["loss"])
+    # reads are interleaved non-deterministically, so agreement is within a tolerance. Compared:
+    # the last epoch's training loss and accuracy (means over its steps). Test accuracy after
+    # these 60 steps is not compared: it hangs on batch-norm moving averages still far from
+    # converged (momentum 0.99) and swung between 0.11 and 0.32 across identical runs here.
+    last_a, last_b = a["history"][-1], b["history"][-1]
+    print("last epoch resumed", last_a, "uninterrupted", last_b)
+    assert abs(last_a["loss"] - last_b["loss"]) <= 0.25 * last_b["loss"]
+    assert abs(last_a["accuracy"] - last_b["accuracy"]) <= 0.12
