@@ -86,9 +86,11 @@ def _open_checked(data: bytes, max_pixels: int):
         return img
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised bytes)") from None
+    except Image.DecompressionBombError as e:     # PIL's own limit, before ours could look
+        raise BadImage(f"too many pixels: {e}") from None
     except BadImage:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except (OSError, ValueError, SyntaxError) as e:
         raise BadImage(f"corrupt image: {e}") from None   # how PIL reports truncation/corruption
 
 
