@@ -187,8 +187,13 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
 
 def read_rows(p: beam.Pipeline, plan: Plan, storage: Storage):
     """The source's rows (see pipeline/sources.py) and the PCollections of inputs it rejected."""
-    files = (p | "Source" >> beam.Create([plan.source])
-               | "ListFiles" >> beam.ParDo(sources.ListFiles(storage, skip=(plan.labels or "",))))
+    skip = (plan.labels or "",)
+    top = (p | "Source" >> beam.Create([plan.source])
+             | "ListTopLevel" >> beam.ParDo(sources.ListTopLevel(storage, skip))
+             .with_outputs(sources.FOLDERS, main="files"))
+    nested = (top[sources.FOLDERS] | "SpreadFolders" >> beam.Reshuffle()
+                                   | "ListFolders" >> beam.ParDo(sources.ListFiles(storage, skip)))
+    files = (top.files, nested) | "AllFiles" >> beam.Flatten()
     if plan.layout == "folders":
         return files | "FolderRows" >> beam.Map(sources.folder_row), []
     if plan.layout == "attributes":
