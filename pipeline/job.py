@@ -119,8 +119,8 @@ class Plan:
         if o.layout == "labels":
             raise UsageError(f"no labels file: {self.source}/labels.csv or labels.jsonl does not "
                              "exist (pass --labels_file)")
-        first = [url for url, _ in zip(storage.list(self.source), range(1000))]
-        if any(url.lower().endswith(".csv") for url, _ in first):
+        first = [url for (url, _), _ in zip(storage.list(self.source), range(1000))]
+        if any(url.lower().endswith(".csv") for url in first):
             return "attributes", None
         return "folders", None
 
@@ -148,6 +148,15 @@ class Plan:
         if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
+        self.stale_staging = self._stale_staging(storage)
+
+    def _stale_staging(self, storage: Storage) -> list[str]:
+        """Staging folders of runs that crashed (or run now) into the same output."""
+        try:
+            return [url for url, size in storage.list_children(self.output)
+                    if size is None and posixpath.basename(url).startswith(".staging-")]
+        except FileNotFoundError:
+            return []
 
 
 def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
