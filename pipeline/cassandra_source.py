@@ -343,7 +343,8 @@ class SplitRing(beam.DoFn):
         transient = transient_errors()
         for attempt in range(self.config.retries + 1):
             try:
-                return connect(self.config)
+                with quiet_driver():
+                    return connect(self.config)
             except transient as e:
                 if attempt == self.config.retries:
                     raise CassandraSourceError(connection_problem(e, self.config)) from None
@@ -375,7 +376,8 @@ class ReadRange(beam.DoFn):
         if self.session is not None:
             return
         self._disconnect()
-        self.cluster, self.session = connect(self.config)
+        with quiet_driver():     # a failure is logged once, by process()
+            self.cluster, self.session = connect(self.config)
         table = table_metadata(self.cluster, self.config)
         pk = ", ".join(_quote(c.name) for c in table.partition_key)
         columns = ", ".join(_quote(c) for c in self.config.columns.values())
@@ -388,6 +390,8 @@ class ReadRange(beam.DoFn):
     def process(self, segment):
         lo, hi = segment
         last, seen_at_last = None, 0     # the last token yielded, and how many rows had it
+        from cassandra.cluster import NoHostAvailable
+
         transient, count = transient_errors(), 0
         for attempt in range(self.config.retries + 1):
             try:
@@ -410,6 +414,8 @@ class ReadRange(beam.DoFn):
                     break
                 self.retried.inc()
                 delay = backoff(self.config, attempt)
+                if isinstance(e, NoHostAvailable):
+                    self._disconnect()  # a fresh Cluster finds a restarted node at once
                 log.warning("cassandra: range (%d, %d] attempt %d failed (%s); retrying from token %s in %.1f s",
                             lo, hi, attempt + 1, _one_line(error), last if last is not None else lo, delay)
                 time.sleep(delay)
