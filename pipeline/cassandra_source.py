@@ -425,11 +425,11 @@ class ReadRange(beam.DoFn):
 
     def _record(self, row) -> dict:
         record_id = id_text(row[1])
-        image = row[3]
+        image = bytes(row[3] or b"")     # null -> empty: quarantined as "empty image"
         return {"id": record_id, "source": f"{self.config.url}/{record_id}",
                 "label": None if row[2] is None else str(row[2]),
                 "split": (row[4] or "") if self.config.split_column else "",
-                "image": None if image is None else bytes(image), "url": None}
+                "image": image, "size": len(image), "url": None}
 
     def _progress(self, rows: int):
         self.done_ranges += 1
@@ -454,7 +454,8 @@ def _one_line(e: Exception) -> str:
 
 
 class ReadRows(beam.PTransform):
-    """PBegin -> one dict per table row: {"id", "source", "label", "split", "image", "url"}."""
+    """PBegin -> one row dict per table row (the shape pipeline/sources.py describes):
+    {"id", "source", "label", "split", "image" (bytes, never None), "size", "url": None}."""
 
     def __init__(self, config: CassandraConfig):
         super().__init__()

@@ -13,7 +13,9 @@ class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--source", help="where the images are: s3://bucket/prefix or a local "
-                            "directory; every object under it is an image candidate")
+                            "directory (every object under it is an image candidate), or a "
+                            "Cassandra table cassandra://host1,host2:port/keyspace/table (one "
+                            "image per row; see the --cassandra_* flags)")
         parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                             help="how labels are kept: `labels` (a labels file, CSV or JSONL), "
                             "`folders` (<source>/<class>/<image>), `attributes` (name.png beside "

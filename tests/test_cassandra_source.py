@@ -6,20 +6,23 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import json
 import os
 import random
 import threading
 import time
+import uuid
 
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from infra import cassandra_load
+from infra import cassandra_load, fashion_mnist
 from infra.cassandra import PROTOCOL_VERSION
 from pipeline.cassandra_ring import TOKEN_BOUNDS, ring_ranges, split_ring
 from pipeline.cassandra_source import (CassandraConfig, CassandraSourceError, ReadRows, check,
                                        connect, parse_source_url)
+from tests.conftest import run_cli
 
 KEYSPACE, TABLE = "source_test", "images"
 ROWS_PER_SPLIT = 5000            # x 2 splits of Fashion-MNIST = 10,000 rows
@@ -211,3 +214,62 @@ def test_range_that_keeps_failing_fails_the_job_naming_it(cassandra, table, tmp_
     finally:
         reader.teardown()
         cassandra.start()
+
+
+# ---------------------------------------------------------------- the whole job from the CLI
+
+@pytest.fixture(scope="module")
+def small_table(cassandra) -> str:
+    """300 good Fashion-MNIST rows plus one row of each kind of bad input; its source URL."""
+    config = CassandraConfig(hosts=(cassandra.host,), port=cassandra.port, keyspace=KEYSPACE,
+                             table="with_bad_rows", protocol_version=PROTOCOL_VERSION)
+    good = list(cassandra_load.fashion_mnist_rows(150))
+    png = good[0][2]
+    bad = [(uuid.uuid4(), "Bag", None, ""), (uuid.uuid4(), "Bag", b"", ""),
+           (uuid.uuid4(), "Bag", b"not a png at all", ""), (uuid.uuid4(), "Bag", png[:len(png) // 2], ""),
+           (uuid.uuid4(), "Spaceship", png, ""), (uuid.uuid4(), None, png, "")]
+    cluster, session = connect(config)
+    try:
+        cassandra_load.create_table(session, KEYSPACE, config.table)
+        cassandra_load.insert_rows(session, KEYSPACE, config.table, good + bad, log=lambda *_: None)
+    finally:
+        cluster.shutdown()
+    return config.url
+
+
+def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
+    from pipeline.manifest import read_manifest
+    from pipeline.storage import Storage
+
+    output = str(tmp_path / "dataset")
+    result = run_cli(["pipeline", "--source", small_table, "--output", output,
+                      "--cassandra_protocol_version", "3", "--cassandra_split_column", "split",
+                      "--classes", ",".join(fashion_mnist.CLASSES), "--num_readers", "2",
+                      "--splits", "train:0.8,validation:0.2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = read_manifest(Storage(), output)
+    counts = {name: split.num_records for name, split in manifest.splits.items()}
+    assert sum(counts.values()) + manifest.duplicates == 300, counts
+    assert manifest.quarantine["count"] == 6, manifest.quarantine
+    reasons = [json.loads(line)["reason"].split(":")[0]
+               for line in open(os.path.join(output, "quarantine.jsonl"))]
+    assert sorted(reasons) == sorted(["empty image", "empty image", "not an image (unrecognised bytes)", "corrupt image",
+                                      "unknown label", "missing label"]), reasons
+    assert all(json.loads(line)["source"].startswith(small_table + "/")
+               for line in open(os.path.join(output, "quarantine.jsonl")))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda url: url.replace(f"/{KEYSPACE}/", "/nokeyspace/"), ["keyspace 'nokeyspace' does not exist"]),
+    (lambda url: url.replace("/with_bad_rows", "/notable"), [f"table {KEYSPACE}.notable does not exist"]),
+    (lambda url: url, ["--cassandra_label_column 'klass': no such column"]),
+    (lambda url: "cassandra://127.0.0.1:9/ks/t", ["cannot reach Cassandra at 127.0.0.1:9"]),
+])
+def test_cli_errors_name_the_problem(small_table, tmp_path, change, words):
+    extra = ["--cassandra_label_column", "klass"] if "klass" in words[0] else []
+    result = run_cli(["pipeline", "--source", change(small_table), "--output", str(tmp_path / "d"),
+                      "--cassandra_protocol_version", "3", *extra])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]    # (Beam's import may log a warning first)
+    assert last.startswith("pipeline: error: ") and all(w in last for w in words), result.stderr[-2000:]
