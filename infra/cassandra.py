@@ -49,7 +49,7 @@ LOGBACK = """<configuration>
 YAML = """cluster_name: 'Local Cluster'
 num_tokens: {num_tokens}
 partitioner: org.apache.cassandra.dht.Murmur3Partitioner
-authenticator: AllowAllAuthenticator
+authenticator: {authenticator}
 authorizer: AllowAllAuthorizer
 hinted_handoff_enabled: false
 data_file_directories: [ {run}/data ]
@@ -102,12 +102,14 @@ class LocalCassandra:
     host = "127.0.0.1"
 
     def __init__(self, port: int = 0, run_dir: str | None = None, heap: str = "256M",
-                 num_tokens: int = 16, log_path: str | None = None):
+                 num_tokens: int = 16, log_path: str | None = None, password_auth: bool = False):
         self.port = port or free_port()
         self.storage_port, self.ssl_storage_port = free_port(), free_port()
         self._own_run_dir = run_dir is None
         self.run_dir = run_dir or tempfile.mkdtemp(prefix="cassandra-")
         self.heap, self.num_tokens = heap, num_tokens
+        # PasswordAuthenticator: Cassandra creates the superuser cassandra/cassandra ~10 s after start.
+        self.authenticator = "PasswordAuthenticator" if password_auth else "AllowAllAuthenticator"
         self.log_path = log_path or os.path.join(self.run_dir, "cassandra.log")
         self.process: subprocess.Popen | None = None
 
@@ -155,7 +157,8 @@ class LocalCassandra:
             os.makedirs(os.path.join(run, sub), exist_ok=True)
         with open(os.path.join(run, "cassandra.yaml"), "w") as f:
             f.write(YAML.format(run=run, port=self.port, storage_port=self.storage_port,
-                                ssl_storage_port=self.ssl_storage_port, num_tokens=self.num_tokens))
+                                ssl_storage_port=self.ssl_storage_port, num_tokens=self.num_tokens,
+                                authenticator=self.authenticator))
         with open(os.path.join(run, "logback.xml"), "w") as f:
             f.write(LOGBACK)
         jars = sorted(j for j in glob.glob(os.path.join(dist, "lib", "*.jar"))

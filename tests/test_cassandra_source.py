@@ -273,3 +273,44 @@ def test_cli_errors_name_the_problem(small_table, tmp_path, change, words):
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]    # (Beam's import may log a warning first)
     assert last.startswith("pipeline: error: ") and all(w in last for w in words), result.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- credentials
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory):
+    """A second real server that demands a password (superuser cassandra/cassandra)."""
+    from infra.cassandra import LocalCassandra
+
+    server = LocalCassandra(run_dir=str(tmp_path_factory.mktemp("cassandra-auth")), password_auth=True).start()
+    yield server
+    server.stop()
+
+
+def check_error(config: CassandraConfig) -> str:
+    try:
+        check(config)
+    except CassandraSourceError as e:
+        return str(e)
+    return ""
+
+
+def test_credentials_come_from_a_file_or_the_environment(secured, tmp_path, monkeypatch):
+    """(system.local's host_id is a uuid, not a blob: that complaint means we were let in.)"""
+    config = CassandraConfig(hosts=(secured.host,), port=secured.port, keyspace="system",
+                             table="local", id_column="key", label_column="cluster_name",
+                             image_column="host_id", protocol_version=PROTOCOL_VERSION)
+    let_in = "is of type uuid, not blob"
+    monkeypatch.delenv("CASSANDRA_USERNAME", raising=False)
+    assert "refused the credentials" in check_error(config)
+    wrong, right = tmp_path / "wrong", tmp_path / "right"
+    wrong.write_text("username=cassandra\npassword=nope\n")
+    right.write_text("# the default superuser\nusername = cassandra\npassword = cassandra\n")
+    deadline = time.monotonic() + 60          # the superuser appears ~10 s after start-up
+    while let_in not in check_error(dataclasses.replace(config, credentials_file=str(right))):
+        assert time.monotonic() < deadline, check_error(dataclasses.replace(config, credentials_file=str(right)))
+        time.sleep(1)
+    assert "refused the credentials" in check_error(dataclasses.replace(config, credentials_file=str(wrong)))
+    monkeypatch.setenv("CASSANDRA_USERNAME", "cassandra")
+    monkeypatch.setenv("CASSANDRA_PASSWORD", "cassandra")
+    assert let_in in check_error(config)
