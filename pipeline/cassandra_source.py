@@ -216,6 +216,9 @@ def connection_problem(e: Exception, config: CassandraConfig) -> str:
     if "ProtocolException" in reason or "protocol version" in reason.lower():
         return (f"cannot talk to Cassandra at {where}: protocol version not supported by the "
                 f"server (pass --cassandra_protocol_version, e.g. 3 for Cassandra 2.1): {reason[:200]}")
+    if "requires authentication" in reason:
+        return (f"Cassandra at {where} requires credentials: pass --cassandra_credentials_file or "
+                f"set {' / '.join(CREDENTIALS_ENV)}")
     if "Authentication" in reason or "credentials" in reason.lower():
         return f"Cassandra at {where} refused the credentials: {reason[:200]}"
     return f"cannot reach Cassandra at {where}: {reason[:200]}"
@@ -388,10 +391,10 @@ class ReadRange(beam.DoFn):
             statement.fetch_size = self.config.page_size
 
     def process(self, segment):
-        lo, hi = segment
-        last, seen_at_last = None, 0     # the last token yielded, and how many rows had it
         from cassandra.cluster import NoHostAvailable
 
+        lo, hi = segment
+        last, seen_at_last = None, 0     # the last token yielded, and how many rows had it
         transient, count = transient_errors(), 0
         for attempt in range(self.config.retries + 1):
             try:

@@ -302,7 +302,7 @@ def test_credentials_come_from_a_file_or_the_environment(secured, tmp_path, monk
                              image_column="host_id", protocol_version=PROTOCOL_VERSION)
     let_in = "is of type uuid, not blob"
     monkeypatch.delenv("CASSANDRA_USERNAME", raising=False)
-    assert "refused the credentials" in check_error(config)
+    assert "requires credentials" in check_error(config)
     wrong, right = tmp_path / "wrong", tmp_path / "right"
     wrong.write_text("username=cassandra\npassword=nope\n")
     right.write_text("# the default superuser\nusername = cassandra\npassword = cassandra\n")
