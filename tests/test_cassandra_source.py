@@ -314,3 +314,38 @@ def test_credentials_come_from_a_file_or_the_environment(secured, tmp_path, monk
     monkeypatch.setenv("CASSANDRA_USERNAME", "cassandra")
     monkeypatch.setenv("CASSANDRA_PASSWORD", "cassandra")
     assert let_in in check_error(config)
+
+
+# ---------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A third real server that speaks only TLS to clients, with a self-signed certificate for
+    127.0.0.1 (made by the JDK's keytool); yields (server, the certificate as PEM)."""
+    import subprocess
+
+    from infra.cassandra import LocalCassandra
+
+    where = tmp_path_factory.mktemp("cassandra-tls")
+    keystore, pem = str(where / "node.jks"), str(where / "node.pem")
+    subprocess.run(["keytool", "-genkeypair", "-keystore", keystore, "-storetype", "JKS", "-alias", "node",
+                    "-dname", "CN=127.0.0.1", "-ext", "SAN=ip:127.0.0.1", "-keyalg", "RSA",
+                    "-keysize", "2048", "-validity", "2", "-storepass", "secret1", "-keypass", "secret1"],
+                   check=True, capture_output=True)
+    with open(pem, "w") as f:
+        subprocess.run(["keytool", "-exportcert", "-rfc", "-alias", "node", "-keystore", keystore,
+                        "-storepass", "secret1"], check=True, stdout=f, stderr=subprocess.DEVNULL)
+    server = LocalCassandra(run_dir=str(where / "run"), keystore=(keystore, "secret1")).start()
+    yield server, pem
+    server.stop()
+
+
+def test_tls_with_a_ca_file(tls_server):
+    server, pem = tls_server
+    config = CassandraConfig(hosts=(server.host,), port=server.port, keyspace="system",
+                             table="local", id_column="key", label_column="cluster_name",
+                             image_column="host_id", protocol_version=PROTOCOL_VERSION)
+    assert "cannot reach Cassandra" in check_error(config)                  # plain text: refused
+    assert "is of type uuid, not blob" in check_error(dataclasses.replace(config, ssl_ca=pem))
+    untrusted = dataclasses.replace(config, ssl_ca="/etc/ssl/certs/ca-certificates.crt")
+    assert "certificate verify failed" in check_error(untrusted)            # self-signed: not theirs
