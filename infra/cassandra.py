@@ -14,6 +14,7 @@ import argparse
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -227,6 +228,7 @@ def main(argv=None) -> int:
           f"{PROTOCOL_VERSION}\n"
           f"  python -m pipeline --source cassandra://{server.contact}/KEYSPACE/TABLE "
           f"--cassandra_protocol_version {PROTOCOL_VERSION} ...\nCtrl-C stops it.", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))    # clean up on `kill` as on Ctrl-C
     try:
         server.process.wait()
     except KeyboardInterrupt:
