@@ -98,7 +98,7 @@ def parse_source_url(url: str) -> tuple[tuple[str, ...], int, str, str]:
 
 def config_from(options, source_url: str) -> CassandraConfig:
     """The source's settings from the job's flags (IngestOptions' --cassandra_* block)."""
-    from apache_beam.options.pipeline_options import DirectOptions, WorkerOptions
+    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions, WorkerOptions
 
     from pipeline.options import IngestOptions
 
@@ -114,9 +114,11 @@ def config_from(options, source_url: str) -> CassandraConfig:
         path = getattr(o, f"cassandra_{flag}")
         if path and not os.path.isfile(path):
             raise CassandraSourceError(f"--cassandra_{flag} {path}: no such file")
-    workers = (options.view_as(DirectOptions).direct_num_workers
-               or options.view_as(WorkerOptions).max_num_workers
-               or options.view_as(WorkerOptions).num_workers or 1)
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+        workers = options.view_as(DirectOptions).direct_num_workers
+    else:
+        workers = (options.view_as(WorkerOptions).max_num_workers
+                   or options.view_as(WorkerOptions).num_workers)
     return CassandraConfig(
         hosts=hosts, port=port, keyspace=keyspace, table=table,
         id_column=o.cassandra_id_column, label_column=o.cassandra_label_column,
@@ -125,7 +127,7 @@ def config_from(options, source_url: str) -> CassandraConfig:
         protocol_version=o.cassandra_protocol_version or None,
         credentials_file=o.cassandra_credentials_file, ssl_ca=o.cassandra_ssl_ca,
         ssl_cert=o.cassandra_ssl_cert, ssl_key=o.cassandra_ssl_key, splits=o.cassandra_splits,
-        workers=max(1, workers), page_size=o.cassandra_page_size, retries=o.cassandra_retries)
+        workers=max(1, workers or 1), page_size=o.cassandra_page_size, retries=o.cassandra_retries)
 
 
 # ---------------------------------------------------------------- connecting
