@@ -264,9 +264,12 @@ def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
     (lambda url: url.replace("/with_bad_rows", "/notable"), [f"table {KEYSPACE}.notable does not exist"]),
     (lambda url: url, ["--cassandra_label_column 'klass': no such column"]),
     (lambda url: "cassandra://127.0.0.1:9/ks/t", ["cannot reach Cassandra at 127.0.0.1:9"]),
+    (lambda url: url, ["--cassandra_consistency SOMETIMES: unknown level"]),
 ])
 def test_cli_errors_name_the_problem(small_table, tmp_path, change, words):
-    extra = ["--cassandra_label_column", "klass"] if "klass" in words[0] else []
+    extra = {"klass": ["--cassandra_label_column", "klass"],
+             "SOMETIMES": ["--cassandra_consistency", "SOMETIMES"]}
+    extra = next((flags for word, flags in extra.items() if word in words[0]), [])
     result = run_cli(["pipeline", "--source", change(small_table), "--output", str(tmp_path / "d"),
                       "--cassandra_protocol_version", "3", *extra])
     assert result.returncode == 2, result.stderr[-2000:]
