@@ -229,9 +229,17 @@ def test_nightly_renders_an_mpijob_the_crd_accepts():
 
 
 # -- what the issue asks of them -------------------------------------------------------------------
-@pytest.mark.parametrize("directory", ["base", "overlays/dev"])
-def test_pods_run_as_non_root_with_requests_and_limits(directory):
-    for obj in with_templates(rendered(directory)):
+def one_off_jobs() -> list[dict]:
+    return [obj for f in manifest_files() if f.startswith("jobs/") for obj in load(f)]
+
+
+def objects_for(source: str) -> list[dict]:
+    return one_off_jobs() if source == "jobs" else with_templates(rendered(source))
+
+
+@pytest.mark.parametrize("source", ["base", "overlays/dev", "jobs"])
+def test_pods_run_as_non_root_with_requests_and_limits(source):
+    for obj in objects_for(source):
         for where, pod in pod_specs(obj):
             pod_non_root = pod.get("securityContext", {}).get("runAsNonRoot") is True
             for container in pod.get("initContainers", []) + pod["containers"]:
@@ -283,6 +291,14 @@ def test_every_referenced_name_exists(directory, external):
     assert not missing, f"referenced but not defined in {directory}: {sorted(missing)}"
     if directory == "overlays/dev":
         assert {("Secret", n) for n in EXTERNAL_SECRETS} <= present
+
+
+def test_one_off_jobs_refer_to_what_the_base_defines():
+    assert one_off_jobs()
+    present = {(o["kind"], o["metadata"]["name"]) for o in rendered("base")}
+    present |= {("Secret", name) for name in EXTERNAL_SECRETS}
+    missing = {ref for obj in one_off_jobs() for _, pod in pod_specs(obj) for ref in referenced_names(pod)} - present
+    assert not missing, sorted(missing)
 
 
 def by_kind(objects, kind):

@@ -85,6 +85,24 @@ def test_rerunning_a_finished_night_moves_nothing(storage, first_night):
     assert spans == {"2026-01-01"}
 
 
+def wait_until_gone(text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(text in cmdline for cmdline in command_lines()):
+            return True
+        time.sleep(1)
+    return False
+
+
+def command_lines():
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                yield f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+
+
 class Output:
     """Collects a running process's output lines so a test can wait for one."""
 
@@ -126,6 +144,9 @@ def test_crash_mid_run_then_worse_night_is_not_promoted(storage, fmnist, dataset
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
+    # Horovod puts its ranks in their own process groups; its middleman ends them when horovodrun
+    # dies. Make sure no rank of the killed run lives on to write checkpoints behind our back.
+    assert wait_until_gone("versions/2026-01-02", timeout=60)
     assert storage.read_text(POINTER) == before
     assert not storage.exists(f"{MODELS}/runs/2026-01-02.json")
     assert storage.exists(f"{MODELS}/LOCK")                          # left behind by the dead run
