@@ -6,6 +6,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sharding import DEFAULT_TARGET_SHARD_BYTES
+from pipeline.sources import LAYOUTS
 
 
 class IngestOptions(PipelineOptions):
@@ -13,8 +14,18 @@ class IngestOptions(PipelineOptions):
     def _add_argparse_args(cls, parser):
         parser.add_argument("--source", help="where the images are: s3://bucket/prefix or a local "
                             "directory; every object under it is an image candidate")
-        parser.add_argument("--labels_file", "--labels-file", help="CSV with header key,label[,split]; key is the object "
-                            "path relative to --source (default: <source>/labels.csv)")
+        parser.add_argument("--layout", choices=LAYOUTS, default="auto",
+                            help="how labels are kept: `labels` (a labels file, CSV or JSONL), "
+                            "`folders` (<source>/<class>/<image>), `attributes` (name.png beside "
+                            "name.csv with rows \"attribute\", value, number_of_values). auto: a "
+                            "labels file if there is one, else attributes if .csv files are "
+                            "there, else folders (default: %(default)s)")
+        parser.add_argument("--labels_file", "--labels-file", help="CSV with header key,label[,split] "
+                            "or JSONL with {\"key\", \"label\"[, \"split\"]}; key is the object "
+                            "path relative to --source (default: <source>/labels.csv or .jsonl)")
+        parser.add_argument("--label_attribute", help="attributes layout: the attribute that "
+                            "becomes the primary `label` (default: the first in sorted order); "
+                            "every attribute is stored as label/<attribute>")
         parser.add_argument("--classes", help="the class list: comma-separated names, or the URL/path "
                             "of a text file with one class per line (default: the sorted distinct "
                             "labels). Labels outside it are quarantined")
@@ -22,6 +33,9 @@ class IngestOptions(PipelineOptions):
                             "local path")
         parser.add_argument("--name", help="dataset name used in shard file names "
                             "(default: last part of --output)")
+        parser.add_argument("--span", help="a version or date such as 2026-11-23: the dataset is "
+                            "published at <output>/<span>, and {span} in --source/--labels_file "
+                            "is replaced by it, so a nightly run ingests only that day's prefix")
         parser.add_argument("--splits", default="train:0.8,validation:0.1,test:0.1",
                             help="ratios for records whose labels row names no split; assignment "
                             "hashes the record id, so it is stable across runs (default: %(default)s)")
@@ -35,6 +49,11 @@ class IngestOptions(PipelineOptions):
                             help="target shard size in MiB (default: %(default)s)")
         parser.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                             help="images with more pixels are quarantined (default: %(default)s)")
+        parser.add_argument("--channels", type=int, default=0,
+                            help="convert every image to 1 (grey) or 3 (RGB) channels; 0 keeps "
+                            "them as they are (default: %(default)s)")
+        parser.add_argument("--resize", help="resize every image to HEIGHTxWIDTH (e.g. 224x224); "
+                            "converted or resized images are stored as PNG")
         parser.add_argument("--fetch_threads", type=int, default=16,
                             help="concurrent object reads per worker; object stores are latency "
                             "bound (default: %(default)s)")
