@@ -94,11 +94,13 @@ class Night:
             say(f"span {span} is already published; not ingesting it again")
         else:
             ingest = self.config.raw["ingest"]
-            command = [sys.executable, "-m", "pipeline", "--output", span, "--splits", ingest["splits"]]
+            # The pipeline publishes at <output>/<span> and fills {span} in its inputs itself.
+            command = [sys.executable, "-m", "pipeline", "--output", self.config.datasets_url,
+                       "--span", self.date, "--name", self.config.name, "--splits", ingest["splits"]]
             for flag in ("source", "labels_file", "classes"):
                 if ingest.get(flag):
-                    command += [f"--{flag}", str(ingest[flag]).format(date=self.date)]
-            command += [str(a).format(date=self.date) for a in ingest["args"]]
+                    command += [f"--{flag}", str(ingest[flag]).replace("{date}", self.date)]
+            command += [str(a).replace("{date}", self.date) for a in ingest["args"]]
             say("nightly: " + " ".join(command[1:]))
             code = subprocess.call(command)
             if code != 0:

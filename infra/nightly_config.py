@@ -3,7 +3,7 @@
     name: fashion_mnist                  # dataset and model name
     root: s3://ml                        # datasets/<name>/<date>/ and models/<name>/ live here
     ingest:                              # flags of `python -m pipeline` for the new span
-      source: s3://raw/fashion/{date}/images       # {date} is the night's YYYY-MM-DD
+      source: s3://raw/fashion/{date}/images       # {date} (or {span}) is the night, YYYY-MM-DD
       labels_file: s3://raw/fashion/{date}/labels.csv
       classes: s3://raw/fashion/classes.txt
       splits: train:0.9,validation:0.1
@@ -76,8 +76,13 @@ class NightlyConfig:
     def root(self) -> str:
         return self.raw["root"].rstrip("/")
 
+    @property
+    def datasets_url(self) -> str:
+        return f"{self.root}/datasets/{self.name}"
+
     def span_url(self, date: str) -> str:
-        return f"{self.root}/datasets/{self.name}/{date}"
+        """Where `python -m pipeline --output <datasets_url> --span <date>` publishes."""
+        return f"{self.datasets_url}/{date}"
 
     @property
     def models_url(self) -> str:
