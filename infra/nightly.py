@@ -70,10 +70,12 @@ class Night:
         started = time.monotonic()
         try:
             return fn(*args)
-        except StepFailed:
+        except (StepFailed, LockLost):
             raise
         except (StorageError, OSError, ValueError, nightly_launch.TrainingFailed) as e:
             raise StepFailed(f"{step}: {e}") from None
+        except Exception as e:            # anything else still ends as a failed night with a report
+            raise StepFailed(f"{step}: {type(e).__name__}: {e}") from e
         finally:
             self.report["durations_s"][step] = round(time.monotonic() - started, 1)
 

@@ -134,6 +134,8 @@ def check(config: NightlyConfig) -> None:
     tolerance = config.get("promotion.tolerance")
     if not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ConfigError(f"{where}: promotion.tolerance must be a number >= 0, got {tolerance!r}")
+    if not isinstance(config.get("train.warm_start"), bool):
+        raise ConfigError(f"{where}: train.warm_start must be true or false, got {config.get('train.warm_start')!r}")
     for key in ("ingest.args", "train.args"):
         if not isinstance(config.get(key), list):
             raise ConfigError(f"{where}: {key} must be a list of flags, got {config.get(key)!r}")
