@@ -25,8 +25,8 @@ def demo_config(raw: dict) -> nightly_config.NightlyConfig:
         "name": "fashion_mnist", "root": ROOT,
         "ingest": {"source": raw["images"], "labels_file": raw["labels"], "classes": raw["classes"],
                    "args": ["--num_readers", "2", "--fetch_threads", "2"]},
-        "train": {"launcher": "local", "processes": 2, "epochs": 2, "batch_size": 32,
-                  "warm_start": trainer_has_init_from()},
+        "train": {"launcher": "local", "processes": 2, "epochs": 4, "batch_size": 16,
+                  "warm_start": trainer_has_init_from(), "args": ["--warmup-epochs", "0.5"]},
         "evaluation": {"dataset": f"{ROOT}/datasets/fashion_mnist-eval", "split": "test"},
         "promotion": {"tolerance": 0.01}, "lock": {"ttl_seconds": 120}}, "<demo>")
 

@@ -69,7 +69,8 @@ def serve(args) -> int:
     try:
         LocalCassandra = None if args.no_cassandra else local_cassandra()
         if LocalCassandra is not None:
-            cassandra = LocalCassandra().start()
+            cassandra = LocalCassandra()
+            cassandra.start()
             state["cassandra"] = f"{cassandra.host}:{cassandra.port}"
             state["env"].update(CASSANDRA_HOSTS=str(cassandra.host), CASSANDRA_PORT=str(cassandra.port))
         write_atomically(state_path(args.state_dir), json.dumps(state, indent=2))
