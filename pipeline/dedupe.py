@@ -11,7 +11,7 @@ import tempfile
 
 import apache_beam as beam
 
-from pipeline import images, records
+from pipeline import images, records, tfrecord
 from pipeline.storage import Storage, join
 from pipeline.transforms import QUARANTINE, ShardBuilder, quarantine_entry
 
@@ -44,17 +44,17 @@ class DropDuplicates(beam.DoFn):
         yield self._rewrite(info, set(drop), space)
 
     def _rewrite(self, info: dict, drop: set[str], space: dict) -> dict:
-        import tensorflow as tf
-
         url = join(self.staging_url, info["file"])
         shard = ShardBuilder(space)
         with tempfile.TemporaryDirectory(prefix="dedupe-") as tmp:
             local = os.path.join(tmp, "shard.tfrecord")
             self.storage.download(url, local)
-            for raw in tf.data.TFRecordDataset(local).as_numpy_iterator():
-                record = records.decode_example(raw)
-                if record.id not in drop:
-                    shard.add({"id": record.id, "label": record.label, "label_name": record.label_name,
-                               "attributes": record.attributes}, images.prepare_image(record.image))
+            with open(local, "rb") as f:
+                for raw in tfrecord.read_records(f, url):
+                    record = records.decode_example(raw)
+                    if record.id not in drop:
+                        shard.add({"id": record.id, "label": record.label,
+                                   "label_name": record.label_name, "attributes": record.attributes},
+                                  images.prepare_image(record.image))
         keep = {k: info[k] for k in ("split", "index", "shards", "file")}
         return shard.write(self.storage, url, **keep)

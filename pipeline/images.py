@@ -53,12 +53,15 @@ def prepare_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, channels: i
             normalised = normalised.resize((size[1], size[0]), Image.BILINEAR)
         if (channels and img.mode != mode) or normalised.size != img.size:
             data, fmt = _encode_png(normalised), "png"
-        pixels = np.asarray(normalised, dtype=np.float64).reshape(-1, len(mode)) / 255.0
+        pixels = np.asarray(normalised, dtype=np.uint8).reshape(-1, len(mode))
         width, height = normalised.size
+    # Exact integer sums (then scaled to [0, 1]): the same whatever order shards are summed in.
+    sums = pixels.sum(axis=0, dtype=np.uint64)
+    squares = (pixels.astype(np.uint32) ** 2).sum(axis=0, dtype=np.uint64)
     return PreparedImage(
         data=data, info=ImageInfo(fmt, height, width, len(mode)),
-        pixel_sum=tuple(pixels.sum(axis=0)), pixel_sq_sum=tuple((pixels ** 2).sum(axis=0)),
-        pixels=width * height)
+        pixel_sum=tuple(float(s) / 255 for s in sums),
+        pixel_sq_sum=tuple(float(q) / 255**2 for q in squares), pixels=width * height)
 
 
 def _stats_mode(mode: str) -> str:

@@ -119,8 +119,8 @@ class Plan:
         if o.layout == "labels":
             raise UsageError(f"no labels file: {self.source}/labels.csv or labels.jsonl does not "
                              "exist (pass --labels_file)")
-        first = [url for url, _ in zip(storage.list(self.source), range(1000))]
-        if any(url.lower().endswith(".csv") for url, _ in first):
+        first = [url for (url, _), _ in zip(storage.list(self.source), range(1000))]
+        if any(url.lower().endswith(".csv") for url in first):
             return "attributes", None
         return "folders", None
 
@@ -148,6 +148,15 @@ class Plan:
         if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
+        self.stale_staging = self._stale_staging(storage)
+
+    def _stale_staging(self, storage: Storage) -> list[str]:
+        """Staging folders of runs that crashed (or run now) into the same output."""
+        try:
+            return [url for url, size in storage.list_children(self.output)
+                    if size is None and posixpath.basename(url).startswith(".staging-")]
+        except FileNotFoundError:
+            return []
 
 
 def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
@@ -187,8 +196,13 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
 
 def read_rows(p: beam.Pipeline, plan: Plan, storage: Storage):
     """The source's rows (see pipeline/sources.py) and the PCollections of inputs it rejected."""
-    files = (p | "Source" >> beam.Create([plan.source])
-               | "ListFiles" >> beam.ParDo(sources.ListFiles(storage, skip=(plan.labels or "",))))
+    skip = (plan.labels or "",)
+    top = (p | "Source" >> beam.Create([plan.source])
+             | "ListTopLevel" >> beam.ParDo(sources.ListTopLevel(storage, skip))
+             .with_outputs(sources.FOLDERS, main="files"))
+    nested = (top[sources.FOLDERS] | "SpreadFolders" >> beam.Reshuffle()
+                                   | "ListFolders" >> beam.ParDo(sources.ListFiles(storage, skip)))
+    files = (top.files, nested) | "AllFiles" >> beam.Flatten()
     if plan.layout == "folders":
         return files | "FolderRows" >> beam.Map(sources.folder_row), []
     if plan.layout == "attributes":

@@ -1,8 +1,9 @@
 """THE record format: what one image looks like inside a TFRecord shard.
 
 Both sides import this module: the Beam job encodes with `encode_example`, the trainer parses
-with `parse_spec()`. It depends on TensorFlow's protos only (no Beam, no Keras), so changing a
-feature here is the one place the contract between ingestion and training changes.
+with `parse_spec()`. Writing records needs neither Beam nor TensorFlow (example_proto.py declares
+tf.train.Example's wire format). Changing a feature here is the one place the contract between
+ingestion and training changes.
 """
 from __future__ import annotations
 
@@ -48,14 +49,14 @@ def attribute_key(attribute: str) -> str:
 
 
 def encode_example(record: ImageRecord) -> bytes:
-    """Serialize a record as a tf.train.Example."""
-    from tensorflow.core.example import example_pb2, feature_pb2
+    """Serialize a record as a tf.train.Example (without importing TensorFlow)."""
+    from pipeline import example_proto as pb
 
-    def _bytes(value: bytes) -> feature_pb2.Feature:
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+    def _bytes(value: bytes):
+        return pb.Feature(bytes_list=pb.BytesList(value=[value]))
 
-    def _int(value: int) -> feature_pb2.Feature:
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+    def _int(value: int):
+        return pb.Feature(int64_list=pb.Int64List(value=[value]))
 
     feature = {
         IMAGE: _bytes(record.image),
@@ -69,15 +70,15 @@ def encode_example(record: ImageRecord) -> bytes:
     }
     for attribute, index in record.attributes.items():
         feature[attribute_key(attribute)] = _int(index)
-    example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
+    example = pb.Example(features=pb.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
 
 def decode_example(serialized: bytes) -> ImageRecord:
     """Parse a serialized Example back into a record (tests and tools; the trainer uses parse_spec)."""
-    from tensorflow.core.example import example_pb2
+    from pipeline import example_proto as pb
 
-    f = example_pb2.Example.FromString(serialized).features.feature
+    f = pb.Example.FromString(serialized).features.feature
     return ImageRecord(
         id=f[ID].bytes_list.value[0].decode(),
         image=f[IMAGE].bytes_list.value[0],

@@ -30,6 +30,7 @@ from pipeline.storage import Storage
 REQUIRED_COLUMNS = ("key", "label")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LAYOUTS = ("auto", "labels", "folders", "attributes")
+FOLDERS = "folders"
 
 
 class LabelsFileError(ValueError):
@@ -104,15 +105,35 @@ def is_image_key(key: str) -> bool:
     return key.lower().endswith(IMAGE_EXTENSIONS)
 
 
-class ListFiles(beam.DoFn):
-    """prefix -> (key relative to the prefix, (url, size)) for every file but hidden and skipped ones."""
+class ListTopLevel(beam.DoFn):
+    """source -> its files (main output, as ListFiles yields them) and its folders (FOLDERS),
+    so each folder is listed by whichever worker gets it: a billion keys are not listed by one."""
 
     def __init__(self, storage: Storage, skip: tuple[str, ...] = ()):
         self.storage, self.skip = storage, set(skip)
 
-    def process(self, prefix: str):
-        for url, size in self.storage.list(prefix):
-            key = relative_key(url, prefix)
+    def process(self, source: str):
+        for url, size in self.storage.list_children(source):
+            key = relative_key(url, source)
+            if url in self.skip or key.startswith("."):
+                continue
+            if size is None:
+                yield beam.pvalue.TaggedOutput(FOLDERS, (source, url))
+            else:
+                yield key, (url, size)
+
+
+class ListFiles(beam.DoFn):
+    """(source, folder) -> (key relative to the source, (url, size)) for every file under the
+    folder but hidden and skipped ones."""
+
+    def __init__(self, storage: Storage, skip: tuple[str, ...] = ()):
+        self.storage, self.skip = storage, set(skip)
+
+    def process(self, element):
+        source, folder = element
+        for url, size in self.storage.list(folder):
+            key = relative_key(url, source)
             if url in self.skip or any(part.startswith(".") for part in key.split("/")):
                 continue
             yield key, (url, size)

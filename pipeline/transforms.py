@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import images, records, sharding
+from pipeline import images, records, sharding, tfrecord
 from pipeline.manifest import SPLITS
 from pipeline.splits import assign_split
 from pipeline.storage import Storage, join
@@ -208,14 +208,11 @@ class ShardBuilder:
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
     """Write examples as a TFRecord file (locally, then upload when the URL is remote)."""
-    import tensorflow as tf
-
     local_dir = None if not url.startswith("s3://") else tempfile.mkdtemp(prefix="shard-")
     path = url if local_dir is None else os.path.join(local_dir, "shard.tfrecord")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for example in examples:
-            writer.write(example)
+    with open(path, "wb") as f:
+        tfrecord.write_records(f, examples)
     digest, size = file_digest(path)
     if local_dir is not None:
         storage.upload(path, url)

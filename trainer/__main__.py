@@ -14,11 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.manifest import DatasetNotFound
     from pipeline.storage import StorageError
     from trainer.data import ShardChecksumError
-    from trainer.train import UsageError, train
+    from trainer.errors import NonFiniteLoss, UsageError
+    from trainer.train import train
 
     try:
         train(args)
-    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError) as e:
+    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError, NonFiniteLoss) as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -23,6 +23,23 @@ def positive(kind):
     return parse
 
 
+def fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def epoch_list(text):
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"want comma-separated epochs > 0, got {text!r}")
+    return tuple(sorted(values))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,18 +50,49 @@ def parser() -> argparse.ArgumentParser:
                    "reusing it resumes")
     p.add_argument("--model-dir", help="final SavedModel (default: <checkpoint-dir>/model)")
     p.add_argument("--report", help="JSON report (default: <checkpoint-dir>/report.json)")
-    p.add_argument("--model", default="cnn", help="model name (see trainer/models.py; default cnn)")
+    p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), shallow_cnn (7x7x64 "
+                   "conv, 3 more convs, 2 dense layers), resnet20 (small ResNet); default cnn")
     p.add_argument("--epochs", type=positive(int), default=10)
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
     p.add_argument("--lr", type=positive(float), default=0.025,
                    help="learning rate of one process; scaled by the number of processes")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="SGD with momentum (default) or Adam (try --lr 0.001)")
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="linear warm-up to the scaled rate (Goyal et al. 2017; default 1)")
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips in augmentation")
+    p.add_argument("--decay", choices=("cosine", "step"), default="cosine",
+                   help="after warm-up: cosine to 0 (default) or step decay at --decay-epochs")
+    p.add_argument("--decay-epochs", type=epoch_list, default=(),
+                   help="step decay boundaries, e.g. 30,60 (default: at 50%% and 75%% of --epochs)")
+    p.add_argument("--decay-factor", type=positive(float), default=0.1,
+                   help="step decay multiplier per boundary (default 0.1)")
+    p.add_argument("--label-smoothing", type=fraction, default=0.0,
+                   help="label smoothing of the cross-entropy, 0 to <1 (e.g. 0.1; default 0)")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                   help="balanced: weight each class by total / (classes x its count) from the "
+                   "manifest's training class counts (for imbalanced data)")
+    p.add_argument("--no-flip", action="store_true",
+                   help="no horizontal flips in augmentation (for data where a flip changes the class)")
+    p.add_argument("--brightness", type=fraction, default=0.0,
+                   help="random brightness shift up to this much of the [0,1] range (default 0)")
+    p.add_argument("--contrast", type=fraction, default=0.0,
+                   help="random contrast factor in [1-x, 1+x] (default 0)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--init-from", metavar="URL",
+                   help="start from an earlier run: its SavedModel dir (e.g. <checkpoint-dir>/model) "
+                   "or a checkpoint dir with COMMITTED checkpoints (s3:// or local). Layers are "
+                   "matched by name and shape; a head sized for other classes starts new")
+    p.add_argument("--restore", metavar="PREFIXES",
+                   help="with --init-from: restore only layers whose names start with one of these "
+                   "comma-separated prefixes (default: every matching layer)")
+    p.add_argument("--freeze", metavar="SPEC",
+                   help="layers not to train: 'all-but-head' or comma-separated layer-name prefixes "
+                   "(e.g. block1,block2)")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",
                    help="local directory shards are staged into (default %(default)s)")
     p.add_argument("--keep-checkpoints", type=positive(int), default=3)

@@ -84,6 +84,7 @@ def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = Non
 
 
 def augment_fn(shape, flip: bool):
+    """Random crop from the image padded by 1/8 of its size, and a horizontal flip (uint8)."""
     height, width, channels = shape
     pad = max(2, height // 8)
 
@@ -96,14 +97,51 @@ def augment_fn(shape, flip: bool):
     return augment
 
 
-def to_float(image, label):
-    return tf.cast(image, tf.float32) / 255.0, label
+def photometric_fn(brightness: float, contrast: float):
+    """Random brightness shift and contrast factor on [0, 1] floats (before standardisation)."""
+    def photometric(image, label):
+        if brightness:
+            image = tf.image.random_brightness(image, brightness)
+        if contrast:
+            image = tf.image.random_contrast(image, 1 - contrast, 1 + contrast)
+        return tf.clip_by_value(image, 0.0, 1.0), label
+    return photometric
+
+
+class Standardize:
+    """uint8 -> float32: pixel/255, then (x - mean) / std per channel when the manifest has the
+    training split's statistics (older manifests do not: plain /255 scaling then)."""
+
+    def __init__(self, mean=None, std=None):
+        self.mean = [float(m) for m in mean] if mean else None
+        self.std = [max(float(s), 1e-3) for s in std] if std else None
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> "Standardize":
+        split = manifest.splits.get("train")
+        return cls(getattr(split, "pixel_mean", None), getattr(split, "pixel_std", None))
+
+    def scale(self, image):
+        return tf.cast(image, tf.float32) / 255.0
+
+    def center(self, image):
+        if self.mean is None or self.std is None:
+            return image
+        return (image - tf.constant(self.mean)) / tf.constant(self.std)
+
+    def __call__(self, image, label):
+        return self.center(self.scale(image)), label
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean, "std": self.std}
 
 
 def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: int,
-                     augment: bool, flip: bool, threads: int,
-                     shard_records=None) -> tf.data.Dataset:
+                     augment: bool, flip: bool, threads: int, shard_records=None,
+                     standardize: Standardize | None = None, brightness: float = 0.0,
+                     contrast: float = 0.0) -> tf.data.Dataset:
     """Endless batches; the caller takes the same number of steps on every rank."""
+    standardize = standardize or Standardize()
     ds = decoded(paths, shape, shard_records)
     if num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
         ds = ds.cache()
@@ -113,13 +151,22 @@ def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: i
     ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True).repeat()
     if augment:
         ds = ds.map(augment_fn(shape, flip), num_parallel_calls=AUTOTUNE)
+    photometric = photometric_fn(brightness, contrast) if augment and (brightness or contrast) else None
+
+    def to_float(image, label):                  # one map: each map stage costs per element
+        image = standardize.scale(image)
+        if photometric:
+            image, label = photometric(image, label)
+        return standardize.center(image), label
+
     ds = ds.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
     return with_threads(ds.prefetch(AUTOTUNE), threads)
 
 
 def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
-                 repeat: bool = False) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records).map(to_float, num_parallel_calls=AUTOTUNE)
+                 repeat: bool = False, standardize: Standardize | None = None) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records).map(standardize or Standardize(),
+                                                  num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()
     return with_threads(ds.batch(batch_size).prefetch(AUTOTUNE), threads)

@@ -4,12 +4,50 @@ from __future__ import annotations
 import numpy as np
 
 
+SCORE_BINS = 200     # binary tasks: positive-class probabilities are histogrammed per true class
+
+
 def confusion_matrix(model, dataset, num_classes: int) -> np.ndarray:
+    return score(model, dataset, num_classes)[0]
+
+
+def score(model, dataset, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(confusion matrix, histogram [true class, bin] of class 1's probability). Both are sums,
+    so ranks that scored different parts of a split can add theirs with one allreduce each. The
+    histogram (only filled for two classes) is what ROC and PR curves are computed from."""
     matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    hist = np.zeros((num_classes, SCORE_BINS), dtype=np.int64)
     for images, labels in dataset:
-        predicted = np.argmax(model(images, training=False).numpy(), axis=1)
-        np.add.at(matrix, (labels.numpy(), predicted), 1)
-    return matrix
+        logits = model(images, training=False).numpy()
+        labels = labels.numpy()
+        np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
+        if num_classes == 2:
+            positive = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
+            bins = np.minimum((positive * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+            np.add.at(hist, (labels, bins), 1)
+    return matrix, hist
+
+
+def roc_pr(hist: np.ndarray, classes: list[str]) -> dict:
+    """ROC and precision-recall curves of a binary task (class 1 is positive) from score
+    histograms; thresholds are the bin edges, from high to low."""
+    negatives, positives = hist[0][::-1].cumsum(), hist[1][::-1].cumsum()
+    n, p = int(hist[0].sum()), int(hist[1].sum())
+    fpr = np.concatenate([[0.0], negatives / max(n, 1)])
+    tpr = np.concatenate([[0.0], positives / max(p, 1)])
+    predicted = positives + negatives
+    precision = np.where(predicted > 0, positives / np.maximum(predicted, 1), 1.0)
+    recall = positives / max(p, 1)
+    thresholds = (np.arange(SCORE_BINS, 0, -1) - 1) / SCORE_BINS
+    return {"positive_class": classes[1], "positives": p, "negatives": n,
+            "roc_auc": round(float(np.trapz(tpr, fpr)), 4),
+            "average_precision": round(float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision)), 4),
+            "roc": {"fpr": rounded(fpr), "tpr": rounded(tpr), "thresholds": rounded(thresholds)},
+            "pr": {"precision": rounded(precision), "recall": rounded(recall)}}
+
+
+def rounded(values) -> list[float]:
+    return [round(float(v), 5) for v in values]
 
 
 def metrics(matrix: np.ndarray, classes: list[str]) -> dict:

@@ -1,32 +1,99 @@
-"""Models by name, built for the manifest's image shape and class count."""
+"""Models by name, built for the manifest's image shape and class count.
+
+Every layer has an explicit name, stable across builds and class counts, so --init-from can
+restore weights layer by layer and --freeze can pick layers by name prefix. The classifier layer
+(the only one whose shape depends on the class count) is always named "head"."""
 from __future__ import annotations
 
 import tensorflow as tf
 
 layers = tf.keras.layers
+HEAD = "head"
+
+
+def _reg(weight_decay):
+    return tf.keras.regularizers.l2(weight_decay) if weight_decay else None
+
+
+def _conv_bn_relu(x, filters, kernel, name, reg, strides=1):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
+                      kernel_regularizer=reg, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _dense_head(x, widths, num_classes, reg, dropout):
+    for i, width in enumerate(widths, 1):
+        x = layers.Dense(width, use_bias=False, kernel_regularizer=reg, name=f"fc{i}")(x)
+        x = layers.BatchNormalization(name=f"fc{i}_bn")(x)
+        x = layers.ReLU(name=f"fc{i}_relu")(x)
+        x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
+    return layers.Dense(num_classes, kernel_regularizer=reg, name=HEAD)(x)
 
 
 def cnn(input_shape, num_classes, weight_decay=5e-4):
-    """A small CNN with batch norm: three conv stages (32, 64, 128 filters), a dense head with
-    dropout. ~9 M multiply-adds per 28x28 image: fast enough to train on CPUs."""
-    reg = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
-
-    def conv(filters):
-        return [layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg),
-                layers.BatchNormalization(), layers.ReLU()]
-
-    return tf.keras.Sequential(
-        [layers.Input(input_shape)]
-        + conv(32) + [layers.MaxPooling2D()]
-        + conv(64) + [layers.MaxPooling2D()]
-        + conv(128) + [layers.Dropout(0.2), layers.Flatten()]
-        + [layers.Dense(256, use_bias=False, kernel_regularizer=reg),
-           layers.BatchNormalization(), layers.ReLU(), layers.Dropout(0.4),
-           layers.Dense(num_classes, kernel_regularizer=reg)],
-        name="cnn")
+    """A small CNN with batch norm and dropout: three conv stages (32, 64, 128 filters), a dense
+    layer, the head. ~9 M multiply-adds per 28x28 image: fast enough to train on CPUs."""
+    reg = _reg(weight_decay)
+    inputs = layers.Input(input_shape, name="image")
+    x = _conv_bn_relu(inputs, 32, 3, "block1", reg)
+    x = layers.MaxPooling2D(name="block1_pool")(x)
+    x = _conv_bn_relu(x, 64, 3, "block2", reg)
+    x = layers.MaxPooling2D(name="block2_pool")(x)
+    x = _conv_bn_relu(x, 128, 3, "block3", reg)
+    x = layers.Dropout(0.2, name="block3_dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return tf.keras.Model(inputs, _dense_head(x, [256], num_classes, reg, 0.4), name="cnn")
 
 
-MODELS = {"cnn": cnn}
+def shallow_cnn(input_shape, num_classes, weight_decay=5e-4):
+    """The tutorials' shallow CNN: a 7x7x64 conv, then 3x3 convs of 128, 256 and 256 filters
+    (batch norm after each, max pooling between stages), global average pooling and two dense
+    layers with dropout before the head. ~60 M multiply-adds per 28x28 image."""
+    reg = _reg(weight_decay)
+    inputs = layers.Input(input_shape, name="image")
+    x = _conv_bn_relu(inputs, 64, 7, "block1", reg)
+    x = layers.MaxPooling2D(name="block1_pool")(x)
+    x = _conv_bn_relu(x, 128, 3, "block2", reg)
+    x = layers.MaxPooling2D(name="block2_pool")(x)
+    x = _conv_bn_relu(x, 256, 3, "block3a", reg)
+    x = _conv_bn_relu(x, 256, 3, "block3b", reg)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return tf.keras.Model(inputs, _dense_head(x, [256, 128], num_classes, reg, 0.5),
+                          name="shallow_cnn")
+
+
+def _residual_block(x, filters, strides, name, reg):
+    """Basic block of He et al. 2016 (two 3x3 convs), projection shortcut when the shape changes."""
+    shortcut = x
+    y = _conv_bn_relu(x, filters, 3, f"{name}_a", reg, strides)
+    y = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
+                      name=f"{name}_b_conv")(y)
+    y = layers.BatchNormalization(name=f"{name}_b_bn")(y)
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, kernel_regularizer=reg,
+                                 name=f"{name}_proj_conv")(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def resnet20(input_shape, num_classes, weight_decay=5e-4):
+    """The small CIFAR ResNet (He et al. 2016, section 4.2): a 3x3x16 conv, three stages of three
+    basic blocks (16, 32, 64 filters, stride 2 between stages), global pooling, the head.
+    ~0.27 M parameters, ~35 M multiply-adds per 28x28 image."""
+    reg = _reg(weight_decay)
+    inputs = layers.Input(input_shape, name="image")
+    x = _conv_bn_relu(inputs, 16, 3, "stem", reg)
+    for stage, filters in enumerate((16, 32, 64), 1):
+        for block in range(3):
+            strides = 2 if stage > 1 and block == 0 else 1
+            x = _residual_block(x, filters, strides, f"stage{stage}_block{block + 1}", reg)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return tf.keras.Model(inputs, layers.Dense(num_classes, kernel_regularizer=reg, name=HEAD)(x),
+                          name="resnet20")
+
+
+MODELS = {"cnn": cnn, "shallow_cnn": shallow_cnn, "resnet20": resnet20}
 
 
 def build_model(name, input_shape, num_classes, weight_decay=5e-4) -> tf.keras.Model:

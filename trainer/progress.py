@@ -74,3 +74,29 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
         url = self.store.save(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
             k: float(v) for k, v in (logs or {}).items()}})
         print(f"checkpoint {url} committed ({time.monotonic() - started:.1f} s)", flush=True)
+
+
+class UploadDirectory(tf.keras.callbacks.Callback):
+    """Rank 0 copies a local directory (TensorBoard logs) to storage after every epoch, so the
+    logs of a run that dies later are still there. Files that did not change are not re-sent."""
+
+    def __init__(self, storage, local_dir: str, url: str):
+        super().__init__()
+        self.storage, self.local_dir, self.url = storage, local_dir, url
+        self.sent: dict[str, tuple[int, float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.upload()
+
+    def upload(self) -> None:
+        import os
+        from pipeline.storage import join
+
+        for root, _, files in os.walk(self.local_dir):
+            for name in files:
+                path = os.path.join(root, name)
+                stat = os.stat(path)
+                if self.sent.get(path) != (stat.st_size, stat.st_mtime):
+                    rel = os.path.relpath(path, self.local_dir)
+                    self.storage.upload(path, join(self.url, *rel.split(os.sep)))
+                    self.sent[path] = (stat.st_size, stat.st_mtime)

@@ -13,22 +13,22 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.storage import Storage, join
-from trainer import data, evaluate
+from trainer import data, evaluate, objective, report as plots, warmstart
 from trainer.checkpoints import CheckpointStore
+from trainer.errors import UsageError
+from trainer.export import export_model
+from trainer.guards import StopOnNonFiniteLoss
 from trainer.models import MODELS, build_model
-from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger
-from trainer.schedule import WarmupCosine
+from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger, UploadDirectory
+from trainer.schedule import WarmupDecay
 
-
-class UsageError(Exception):
-    """The dataset or flags cannot be trained on as given; the message says why."""
+__all__ = ["train", "UsageError"]
 
 
 def train(args) -> dict | None:
     started = time.monotonic()
     storage = Storage(endpoint_url=args.s3_endpoint_url)
-    if args.model not in MODELS:                          # fail before any process waits on others
-        raise UsageError(f"unknown model {args.model!r} (choose from: {', '.join(sorted(MODELS))})")
+    check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
@@ -39,6 +39,7 @@ def train(args) -> dict | None:
         f"{threads} thread(s) each, image {shape}, {len(manifest.classes)} classes", flush=True)
 
     # Input: every rank reads its own files; every rank takes the same number of steps.
+    standardize = data.Standardize.from_manifest(manifest)
     train_files, val_files, test_files = (
         rank_inputs(storage, args, manifest, split, rank, size) for split in ("train", "validation", "test"))
     train_count = manifest.splits["train"].num_records
@@ -49,23 +50,34 @@ def train(args) -> dict | None:
     train_ds = data.training_dataset(
         train_files[0], shape, num_records=train_count // size, batch_size=args.batch_size,
         seed=args.seed + rank, augment=not args.no_augment, flip=not args.no_flip,
-        threads=threads, shard_records=train_files[1])
+        threads=threads, shard_records=train_files[1], standardize=standardize,
+        brightness=args.brightness, contrast=args.contrast)
 
-    # Model, optimizer, schedule: LR scaled by the world size with a warm-up (Goyal et al.).
-    tf.keras.utils.set_random_seed(args.seed)   # same initial weights on every rank
-    model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
-    schedule = WarmupCosine(args.lr, size, int(args.warmup_epochs * steps), args.epochs * steps)
-    optimizer = hvd.DistributedOptimizer(
-        tf.keras.optimizers.legacy.SGD(learning_rate=schedule, momentum=args.momentum))
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
-                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-
-    # Resume: rank 0 finds the newest complete checkpoint; every rank restores the same one.
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone.
     store = CheckpointStore(storage, args.checkpoint_dir,
                             os.path.join(args.cache_dir, "checkpoints"), args.keep_checkpoints)
     latest = hvd_tf.broadcast_object(store.latest() if rank == 0 else None, root_rank=0)
+
+    # Model (same initial weights on every rank), warm start, frozen layers.
+    tf.keras.utils.set_random_seed(args.seed)
+    model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
+    warm = None
+    if args.init_from and latest is None:
+        warm = warm_start(storage, args, model, rank)
+        say(f"initialised from {warm['source']}: restored {len(warm['restored'])} layers, "
+            f"new: {', '.join(warm['new']) or 'none'}", flush=True)
+    frozen = warmstart.freeze(model, args.freeze) if args.freeze else []
+    if frozen:
+        say(f"frozen: {', '.join(frozen)}", flush=True)
+
+    # Optimizer and schedule: LR scaled by the world size with a warm-up (Goyal et al.).
+    schedule = make_schedule(args, size, steps)
+    optimizer = hvd.DistributedOptimizer(objective.make_optimizer(args.optimizer, schedule, args.momentum))
+    model.compile(optimizer=optimizer, metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
+                  loss=objective.make_loss(len(manifest.classes), args.label_smoothing))
+
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     if latest is not None:
         optimizer._create_all_weights(model.trainable_variables)   # so slots restore at once
         store.restore(checkpoint, latest, rank)
@@ -73,45 +85,110 @@ def train(args) -> dict | None:
     initial_epoch = int(epoch_var.numpy())
 
     history: list[dict] = []
+    tensorboard_url = None if args.no_tensorboard else join(args.checkpoint_dir, "tensorboard")
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
                  hvd.callbacks.MetricAverageCallback(),
-                 AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name))]
+                 AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name)),
+                 StopOnNonFiniteLoss(steps, rank)]
     if rank == 0:
+        meta = {"dataset": args.dataset, "world_size": size, "model": args.model,
+                "image_shape": list(shape), "classes": manifest.classes}
         callbacks += [ProgressLogger(args.epochs, steps, args.batch_size * size, args.log_every, history),
-                      EpochCheckpoint(store, checkpoint, epoch_var,
-                                      {"dataset": args.dataset, "world_size": size})]
+                      EpochCheckpoint(store, checkpoint, epoch_var, meta)]
+        if tensorboard_url:
+            logs = os.path.join(args.cache_dir, "tensorboard", f"{os.getpid()}")
+            callbacks += [tf.keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
+                          UploadDirectory(storage, logs, tensorboard_url)]
     validation = None
     if val_files[0] and manifest.splits["validation"].num_records >= args.batch_size * size:
         validation = dict(
             validation_data=data.eval_dataset(val_files[0], shape, batch_size=args.batch_size,
-                                              threads=threads, shard_records=val_files[1], repeat=True),
+                                              threads=threads, shard_records=val_files[1], repeat=True,
+                                              standardize=standardize),
             validation_steps=manifest.splits["validation"].num_records // (args.batch_size * size))
+    class_weight = objective.balanced_class_weights(manifest) if args.class_weights == "balanced" else None
     if initial_epoch < args.epochs:
         model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=0, **(validation or {}))
+                  callbacks=callbacks, verbose=0, class_weight=class_weight, **(validation or {}))
 
-    # Test split: each rank scores its files, the confusion matrices are summed.
+    # Test split: each rank scores its files, the confusion matrices (and score histograms) are summed.
     test_ds = data.eval_dataset(test_files[0], shape, batch_size=256, threads=threads,
-                                shard_records=test_files[1])
-    matrix = hvd_tf.allreduce(evaluate.confusion_matrix(model, test_ds, len(manifest.classes)),
-                              op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
+                                shard_records=test_files[1], standardize=standardize)
+    matrix, hist = evaluate.score(model, test_ds, len(manifest.classes))
+    matrix = hvd_tf.allreduce(matrix, op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
+    hist = hvd_tf.allreduce(hist, op=hvd_tf.Sum, name="test_scores").numpy().astype(np.int64)
     print(f"rank {rank} weights sha256 {weights_digest(model)}", flush=True)
     if rank != 0:
         return None
     result = evaluate.metrics(matrix, manifest.classes)
+    if len(manifest.classes) == 2:
+        result["binary"] = evaluate.roc_pr(hist, manifest.classes)
     model_url = args.model_dir or join(args.checkpoint_dir, "model")
-    export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"))
+    export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"), shape,
+                 manifest.classes, standardize)
+    report_url = args.report or join(args.checkpoint_dir, "report.json")
     report = {"dataset": args.dataset, "model": args.model, "world_size": size,
               "epochs": args.epochs, "resumed_from_epoch": latest, "steps_per_epoch": steps,
               "global_batch": args.batch_size * size, "history": history, "test": result,
-              "model_dir": model_url, "wall_seconds": round(time.monotonic() - started, 1)}
-    storage.write_text(args.report or join(args.checkpoint_dir, "report.json"),
-                       json.dumps(report, indent=2))
+              "model_dir": model_url, "init_from": warm, "frozen": frozen,
+              "standardization": standardize.to_json(), "settings": settings(args),
+              "tensorboard": tensorboard_url,
+              "plots": write_plots(storage, history, matrix, manifest.classes, result, report_url,
+                                   os.path.join(args.cache_dir, "plots")),
+              "wall_seconds": round(time.monotonic() - started, 1)}
+    storage.write_text(report_url, json.dumps(report, indent=2))
     print(evaluate.format_confusion(matrix, manifest.classes))
     print(f"test accuracy {result['accuracy']:.4f} on {result['examples']} images; "
-          f"model {model_url}; report {args.report or join(args.checkpoint_dir, 'report.json')}; "
-          f"{report['wall_seconds']:.0f} s", flush=True)
+          f"model {model_url}; report {report_url}; {report['wall_seconds']:.0f} s", flush=True)
     return report
+
+
+def check_flags(args) -> None:
+    if args.model not in MODELS:
+        raise UsageError(f"unknown model {args.model!r} (choose from: {', '.join(sorted(MODELS))})")
+    if args.restore and not args.init_from:
+        raise UsageError("--restore needs --init-from")
+    if args.decay_epochs and args.decay != "step":
+        raise UsageError("--decay-epochs needs --decay step")
+    if args.decay_epochs and max(args.decay_epochs) >= args.epochs:
+        raise UsageError(f"--decay-epochs {args.decay_epochs} must lie before --epochs {args.epochs}")
+
+
+def make_schedule(args, size: int, steps: int) -> WarmupDecay:
+    boundaries = args.decay_epochs or (args.epochs * 0.5, args.epochs * 0.75)
+    return WarmupDecay(args.lr, size, int(args.warmup_epochs * steps), args.epochs * steps,
+                       args.decay, [int(e * steps) for e in boundaries], args.decay_factor)
+
+
+def warm_start(storage, args, model, rank) -> dict:
+    source, described = warmstart.load_source(storage, args.init_from,
+                                              os.path.join(args.cache_dir, "warmstart"), rank)
+    prefixes = [p.strip() for p in args.restore.split(",") if p.strip()] if args.restore else None
+    return {"source": described, "url": args.init_from,
+            **warmstart.transfer(source, model, prefixes)}
+
+
+def settings(args) -> dict:
+    keys = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs", "decay",
+            "decay_epochs", "decay_factor", "label_smoothing", "class_weights", "no_flip",
+            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze")
+    return {k: getattr(args, k) for k in keys}
+
+
+def write_plots(storage, history, matrix, classes, result, report_url, local_dir) -> dict:
+    """PNG files beside the report: training curves, confusion matrix, ROC/PR (binary tasks)."""
+    made = {"confusion_matrix": plots.confusion_matrix(matrix, classes,
+                                                       os.path.join(local_dir, "confusion_matrix.png"))}
+    if history:
+        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir, "training_curves.png"))
+    if "binary" in result:
+        made["roc_pr"] = plots.roc_pr(result["binary"], os.path.join(local_dir, "roc_pr.png"))
+    base = report_url.rsplit("/", 1)[0] if "/" in report_url else "."
+    urls = {}
+    for name, path in made.items():
+        urls[name] = join(base, os.path.basename(path))
+        storage.upload(path, urls[name])
+    return urls
 
 
 def share_cores(local_size: int) -> int:
@@ -144,17 +221,3 @@ def weights_digest(model) -> str:
     for w in model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
     return h.hexdigest()[:16]
-
-
-def export_model(storage: Storage, model, url: str, local_root: str) -> None:
-    """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
-    import shutil
-
-    local = os.path.join(local_root, "model")
-    shutil.rmtree(local, ignore_errors=True)
-    model.save(local, include_optimizer=False, save_format="tf")
-    for root, _, files in os.walk(local):
-        for name in files:
-            path = os.path.join(root, name)
-            storage.upload(path, join(url, os.path.relpath(path, local)))
-    storage.write_text(join(url, "COMMITTED"), "")

@@ -1,0 +1,49 @@
+"""The final model as a SavedModel whose serving signature takes encoded image bytes.
+
+serving_default: image_bytes (string [N], PNG/JPEG/GIF/BMP) -> probabilities (float [N, C]),
+class (string [N], the most probable class name) and classes (string [N, C], the names in the
+order of probabilities). Decoding, sizing and standardisation are those of training."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import tensorflow as tf
+
+from pipeline.storage import Storage, join
+
+
+def serving_function(model, shape, classes: list[str], standardize):
+    height, width, channels = shape
+    names = tf.constant(classes)
+
+    def decode(encoded):
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.image.resize_with_crop_or_pad(image, height, width)
+        image.set_shape((height, width, channels))
+        return image
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(image_bytes):
+        images = tf.map_fn(decode, image_bytes,
+                           fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))
+        logits = model(standardize.center(standardize.scale(images)), training=False)
+        probabilities = tf.nn.softmax(logits)
+        return {"probabilities": probabilities,
+                "class": tf.gather(names, tf.argmax(probabilities, axis=1)),
+                "classes": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])}
+    return serve
+
+
+def export_model(storage: Storage, model, url: str, local_root: str, shape, classes,
+                 standardize) -> None:
+    """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
+    local = os.path.join(local_root, "model")
+    shutil.rmtree(local, ignore_errors=True)
+    model.save(local, include_optimizer=False, save_format="tf",
+               signatures={"serving_default": serving_function(model, shape, classes, standardize)})
+    for root, _, files in os.walk(local):
+        for name in files:
+            path = os.path.join(root, name)
+            storage.upload(path, join(url, os.path.relpath(path, local)))
+    storage.write_text(join(url, "COMMITTED"), "")

@@ -1,0 +1,38 @@
+"""What training minimises and how: the loss (label smoothing), class weights, the optimizer."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from pipeline.manifest import Manifest
+from trainer.errors import UsageError
+
+
+def make_loss(num_classes: int, label_smoothing: float = 0.0):
+    """Cross-entropy on logits with integer labels; per-example values so class weights apply."""
+    if not label_smoothing:
+        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def smoothed_cross_entropy(labels, logits):
+        one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
+        return tf.keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
+                                                        label_smoothing=label_smoothing)
+    return smoothed_cross_entropy
+
+
+def balanced_class_weights(manifest: Manifest) -> dict[int, float]:
+    """total / (classes x count) per class from the training split's class counts (the
+    "balanced" rule of scikit-learn): a rare class weighs more, the mean weight per image is 1."""
+    counts = manifest.splits["train"].class_counts
+    present = [c for c in counts if c > 0]
+    if len(present) < 2:
+        raise UsageError(f"--class-weights balanced: {manifest.name} has {len(present)} class(es) "
+                         "with training records")
+    total = sum(counts)
+    return {i: (total / (len(present) * c) if c else 0.0) for i, c in enumerate(counts)}
+
+
+def make_optimizer(name: str, learning_rate, momentum: float):
+    """Keras 2 legacy optimizers: the ones horovod.tensorflow.keras.DistributedOptimizer wraps."""
+    if name == "adam":
+        return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
+    return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate, momentum=momentum)

@@ -1,0 +1,66 @@
+"""The end-of-run pictures: training curves, the confusion matrix, ROC/PR for binary tasks (PNG)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")            # no display on training nodes
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def training_curves(history: list[dict], path: str) -> str:
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = [h.get(prefix + metric) for h in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
+        ax.set_xlabel("epoch"), ax.set_title(metric), ax.legend(), ax.grid(alpha=0.3)
+    axes[2].plot(epochs, [h.get("lr") for h in history], "-o")
+    axes[2].set_xlabel("epoch"), axes[2].set_title("learning rate (end of epoch)")
+    axes[2].grid(alpha=0.3)
+    return _save(fig, plt, path)
+
+
+def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str) -> str:
+    plt = _pyplot()
+    size = max(5, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    rows = matrix.sum(axis=1, keepdims=True)
+    ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("confusion matrix (counts; colour: share of the true class)")
+    if len(classes) <= 30:
+        for (i, j), value in np.ndenumerate(matrix):
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.5 * max(rows[i, 0], 1) else "black")
+    return _save(fig, plt, path)
+
+
+def roc_pr(curves: dict, path: str) -> str:
+    plt = _pyplot()
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    roc.plot(curves["roc"]["fpr"], curves["roc"]["tpr"])
+    roc.plot([0, 1], [0, 1], ":", color="grey")
+    roc.set_xlabel("false positive rate"), roc.set_ylabel("true positive rate")
+    roc.set_title(f"ROC ({curves['positive_class']}), AUC {curves['roc_auc']:.3f}")
+    pr.plot(curves["pr"]["recall"], curves["pr"]["precision"])
+    pr.set_xlabel("recall"), pr.set_ylabel("precision")
+    pr.set_title(f"precision-recall, AP {curves['average_precision']:.3f}")
+    return _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str) -> str:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
