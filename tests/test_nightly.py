@@ -3,9 +3,10 @@ Beam job, real horovodrun -np 2, real SavedModels scored on a fixed split.
 
 One story, in order (each night costs one to three minutes here):
   night 1 promotes (nothing promoted yet); re-running night 1 repeats its answer and moves nothing;
-  night 2, with a deliberately bad learning rate, is killed mid-training (SIGKILL to its whole
+  night 2, with a deliberately bad setting, is killed mid-training (SIGKILL to its whole
   process group) while a second start is refused by the lock; the pointer is untouched; once
-  the dead run's lock expires, night 2 is re-run, finishes, and is not promoted.
+  the dead run's lock expires, night 2 is re-run, finishes, and is not promoted; night 3, back to
+  the good setting, warm-starts from the promoted model (night 1) and is promoted.
 """
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ POINTER = f"{MODELS}/PROMOTED"
 LOCK_TTL = 6
 
 
-def config(tmp_path, fmnist, dataset, name: str, train_args=()) -> str:
+def config(tmp_path, fmnist, dataset, name: str, train_args=(), warm_start=None) -> str:
     body = {"name": "fashion", "root": "s3://nightly-test",
             "ingest": {"source": fmnist["images"], "labels_file": fmnist["labels"], "classes": fmnist["classes"],
                        "args": ["--num_readers", "2", "--fetch_threads", "2"]},
             "train": {"processes": 2, "epochs": 4, "batch_size": 16,
                       "args": ["--warmup-epochs", "0.5", "--no-augment", *train_args],
-                      "warm_start": trainer_has_init_from()},
+                      "warm_start": trainer_has_init_from() if warm_start is None else warm_start},
             "evaluation": {"dataset": dataset, "split": "test"},   # the session dataset's 150 test images
             "promotion": {"tolerance": 0.02}, "lock": {"ttl_seconds": LOCK_TTL}}
     path = tmp_path / name
@@ -69,8 +70,11 @@ def test_first_night_promotes(storage, first_night):
     assert report["span"]["records"]["train"] > 0 and report["span"]["ingested_now"] is True
     assert report["evaluation"]["new"]["examples"] == 150
     # 16 steps on ~135 images learn something: well above chance (0.1) on the fixed split.
-    assert report["evaluation"]["new"]["accuracy"] > 0.25
+    assert report["evaluation"]["new"]["accuracy"] > 0.2           # measured 0.34
     assert set(report["durations_s"]) >= {"ingest", "train", "evaluate", "promote", "total"}
+    # The fixed split here holds the same 150 test images as the span's test split, so scoring
+    # through the served signature must agree with the trainer's own test evaluation.
+    assert abs(report["evaluation"]["new"]["accuracy"] - report["model"]["span_test_accuracy"]) < 0.014
     assert not storage.exists(f"{MODELS}/LOCK")
 
 
@@ -124,7 +128,9 @@ class Output:
 
 def test_crash_mid_run_then_worse_night_is_not_promoted(storage, fmnist, dataset, first_night):
     tmp = first_night["tmp"]
-    worse = config(tmp, fmnist, dataset, "worse.yaml", ["--lr", "500"])     # diverges on purpose
+    # Deliberately worse: from scratch with a learning rate too small to learn anything. (A huge
+    # rate no longer makes a bad model: the trainer stops on a non-finite loss, a failed night.)
+    worse = config(tmp, fmnist, dataset, "worse.yaml", ["--lr", "0.00001"], warm_start=False)
     before = storage.read_text(POINTER)
 
     process = subprocess.Popen(
@@ -182,3 +188,18 @@ def test_failed_step_reports_and_exits_1(storage, fmnist, dataset, tmp_path):
     assert report["status"] == "failed" and report["error"].startswith("ingest:")
     assert not storage.exists("s3://nightly-test/models/broken/PROMOTED")
     assert not storage.exists("s3://nightly-test/models/broken/LOCK")          # released on failure
+
+
+def test_next_good_night_warm_starts_from_the_promoted_model(storage, first_night):
+    if not trainer_has_init_from():
+        pytest.skip("the trainer has no --init-from yet (issue 5)")
+    promoted = json.loads(storage.read_text(POINTER))
+    assert promoted["version"] == "2026-01-01"                     # night 2 did not move it
+    result = nightly(first_night["good"], "2026-01-03", first_night["tmp"] / "night3.json")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert f"warm-started from {promoted['model_dir']}" in result.stdout
+    report = json.loads((first_night["tmp"] / "night3.json").read_text())
+    assert report["model"]["init_from"] == promoted["model_dir"]
+    pointer = json.loads(storage.read_text(POINTER))
+    assert pointer["version"] == "2026-01-03" and pointer["previous"]["version"] == "2026-01-01"
+    assert storage.exists(f"{promoted['model_dir']}/COMMITTED")          # the old model stays
