@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "botocore", "urllib3", "absl"):
+    for noisy in ("apache_beam", "botocore", "urllib3", "absl", "cassandra"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import apache_beam as beam
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
+    for url in plan.stale_staging:
+        logging.warning("%s was left by a crashed or concurrent run; it is not part of any "
+                        "dataset (delete it once no other run writes there)", url)
     started = time.monotonic()
     logging.info("ingesting %s -> %s (staging %s)", plan.source, plan.output, plan.staging)
     try:

@@ -1,9 +1,12 @@
-"""Validate encoded image bytes before they may enter a shard."""
+"""Validate encoded image bytes before they may enter a shard, and normalise them on request."""
 from __future__ import annotations
 
 import dataclasses
 import io
 
+import numpy as np
+
+MODE_FOR_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 CHANNELS_BY_MODE = {"1": 1, "L": 1, "I;16": 1, "LA": 2, "P": 3, "RGB": 3, "RGBA": 4, "CMYK": 3}
 FORMATS = {"PNG": "png", "JPEG": "jpeg"}
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -21,28 +24,80 @@ class ImageInfo:
     channels: int
 
 
+@dataclasses.dataclass(frozen=True)
+class PreparedImage:
+    """Bytes ready for a record, what they hold, and their pixel sums for the split statistics."""
+    data: bytes
+    info: ImageInfo
+    pixel_sum: tuple[float, ...]      # per channel, pixel values on the [0, 1] scale
+    pixel_sq_sum: tuple[float, ...]
+    pixels: int                       # height x width
+
+
 def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     """Fully decode the image (a truncated file fails here, not in the trainer) and describe it."""
+    return prepare_image(data, max_pixels).info
+
+
+def prepare_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, channels: int = 0,
+                  size: tuple[int, int] | None = None) -> PreparedImage:
+    """Validate `data`; convert to `channels` (0: keep) and resize to `size` (h, w) when asked,
+    re-encoding as PNG only if that changed anything."""
+    from PIL import Image
+
+    with _open_checked(data, max_pixels) as img:
+        fmt = FORMATS[img.format]
+        mode = MODE_FOR_CHANNELS[channels] if channels else _stats_mode(img.mode)
+        normalised = img.convert(mode) if img.mode != mode else img
+        if size and normalised.size != (size[1], size[0]):
+            normalised = normalised.resize((size[1], size[0]), Image.BILINEAR)
+        if (channels and img.mode != mode) or normalised.size != img.size:
+            data, fmt = _encode_png(normalised), "png"
+        pixels = np.asarray(normalised, dtype=np.uint8).reshape(-1, len(mode))
+        width, height = normalised.size
+    # Exact integer sums (then scaled to [0, 1]): the same whatever order shards are summed in.
+    sums = pixels.sum(axis=0, dtype=np.uint64)
+    squares = (pixels.astype(np.uint32) ** 2).sum(axis=0, dtype=np.uint64)
+    return PreparedImage(
+        data=data, info=ImageInfo(fmt, height, width, len(mode)),
+        pixel_sum=tuple(float(s) / 255 for s in sums),
+        pixel_sq_sum=tuple(float(q) / 255**2 for q in squares), pixels=width * height)
+
+
+def _stats_mode(mode: str) -> str:
+    channels = CHANNELS_BY_MODE.get(mode)
+    if channels is None:
+        raise BadImage(f"unsupported pixel mode {mode}")
+    return MODE_FOR_CHANNELS[channels]
+
+
+def _open_checked(data: bytes, max_pixels: int):
+    """Open and fully decode, turning every way the bytes can be bad into a BadImage reason."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
         raise BadImage("empty object (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt = FORMATS.get(img.format or "")
-            if fmt is None:
-                raise BadImage(f"unsupported image format {img.format}")
-            width, height = img.size
-            if width * height > max_pixels:   # checked before decoding: decompression bombs
-                raise BadImage(f"too many pixels: {width}x{height} > {max_pixels}")
-            img.load()
-            channels = CHANNELS_BY_MODE.get(img.mode)
-            if channels is None:
-                raise BadImage(f"unsupported pixel mode {img.mode}")
+        img = Image.open(io.BytesIO(data))
+        if img.format not in FORMATS:
+            raise BadImage(f"unsupported image format {img.format}")
+        width, height = img.size
+        if width * height > max_pixels:   # checked before decoding: decompression bombs
+            raise BadImage(f"too many pixels: {width}x{height} > {max_pixels}")
+        img.load()
+        _stats_mode(img.mode)
+        return img
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised bytes)") from None
+    except Image.DecompressionBombError as e:     # PIL's own limit, before ours could look
+        raise BadImage(f"too many pixels: {e}") from None
     except BadImage:
         raise
-    except (OSError, ValueError, SyntaxError) as e:  # PIL reports truncation/corruption this way
-        raise BadImage(f"corrupt image: {e}") from None
-    return ImageInfo(format=fmt, height=height, width=width, channels=channels)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImage(f"corrupt image: {e}") from None   # how PIL reports truncation/corruption
+
+
+def _encode_png(img) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG")
+    return out.getvalue()

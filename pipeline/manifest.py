@@ -35,6 +35,11 @@ class Shard:
 class Split:
     shards: list[Shard]
     class_counts: list[int]
+    # Per-channel mean and standard deviation of pixel values on the [0, 1] scale, for the
+    # trainer's standardisation; None when the split's images differ in channel count.
+    pixel_mean: list[float] | None = None
+    pixel_std: list[float] | None = None
+    attribute_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
 
     @property
     def num_records(self) -> int:
@@ -54,6 +59,10 @@ class Manifest:
     quarantine: dict                   # {"count": n, "by_reason": {...}, "file": ...}
     source: dict
     format_version: int = records.FORMAT_VERSION
+    # Multi-label data (one label per attribute): attribute -> its classes. `classes` are those of
+    # the primary attribute, which is also the `label` feature. Empty for single-label data.
+    label_attributes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    duplicates: int = 0      # records dropped because an identical image was kept under another id
 
     def to_json(self) -> str:
         doc = {
@@ -64,12 +73,15 @@ class Manifest:
             "image_shape": self.image_shape,
             "splits": {
                 name: {"num_records": s.num_records, "num_bytes": s.num_bytes,
-                       "class_counts": s.class_counts,
+                       "class_counts": s.class_counts, "pixel_mean": s.pixel_mean,
+                       "pixel_std": s.pixel_std, "attribute_counts": s.attribute_counts,
                        "shards": [dataclasses.asdict(x) for x in s.shards]}
                 for name, s in self.splits.items()
             },
             "quarantine": self.quarantine,
             "source": self.source,
+            "label_attributes": self.label_attributes,
+            "duplicates": self.duplicates,
         }
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
@@ -80,10 +92,14 @@ class Manifest:
             raise ValueError(f"manifest format_version {doc.get('format_version')} is not "
                              f"{records.FORMAT_VERSION}; re-ingest or upgrade the trainer")
         splits = {name: Split(shards=[Shard(**x) for x in s["shards"]],
-                              class_counts=s["class_counts"])
+                              class_counts=s["class_counts"], pixel_mean=s.get("pixel_mean"),
+                              pixel_std=s.get("pixel_std"),
+                              attribute_counts=s.get("attribute_counts", {}))
                   for name, s in doc["splits"].items()}
         return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
-                   splits=splits, quarantine=doc["quarantine"], source=doc["source"])
+                   splits=splits, quarantine=doc["quarantine"], source=doc["source"],
+                   label_attributes=doc.get("label_attributes", {}),
+                   duplicates=doc.get("duplicates", 0))
 
     def shard_urls(self, dataset_url: str, split: str) -> list[str]:
         if split not in self.splits:

@@ -9,14 +9,14 @@ from pipeline import sharding
 from pipeline.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, Manifest, Shard, Split,
                                write_manifest)
 from pipeline.storage import Storage, join
-from pipeline.transforms import reason_kind, write_shard_file
+from pipeline.transforms import ShardBuilder, reason_kind
 
 log = logging.getLogger("pipeline")
 
 
-def publish(storage: Storage, staging_url: str, output_url: str, name: str, classes: list[str],
+def publish(storage: Storage, staging_url: str, output_url: str, name: str, space: dict,
             shard_infos: list[dict], quarantine: list[dict], source: dict) -> Manifest:
-    shard_infos = _fill_empty_shards(storage, staging_url, name, len(classes), shard_infos)
+    shard_infos = _fill_empty_shards(storage, staging_url, name, space, shard_infos)
     quarantine = sorted(quarantine, key=lambda q: (q["id"], q["reason"]))
     storage.write_text(join(staging_url, QUARANTINE_NAME),
                        "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine))
@@ -28,13 +28,13 @@ def publish(storage: Storage, staging_url: str, output_url: str, name: str, clas
         storage.move(join(staging_url, info["file"]), join(output_url, info["file"]))
     storage.move(join(staging_url, QUARANTINE_NAME), join(output_url, QUARANTINE_NAME))
 
-    manifest = build_manifest(name, classes, shard_infos, quarantine, source)
+    manifest = build_manifest(name, space, shard_infos, quarantine, source)
     write_manifest(storage, output_url, manifest)    # the commit point
     storage.delete_prefix(staging_url)
     return manifest
 
 
-def _fill_empty_shards(storage, staging_url, name, num_classes, shard_infos):
+def _fill_empty_shards(storage, staging_url, name, space, shard_infos):
     """A shard index no record hashed to still gets its (empty) file, so `-of-N` is complete."""
     present = {(i["split"], i["index"]) for i in shard_infos}
     totals = {i["split"]: i["shards"] for i in shard_infos}
@@ -43,23 +43,28 @@ def _fill_empty_shards(storage, staging_url, name, num_classes, shard_infos):
         for index in range(shards):
             if (split, index) not in present:
                 file_name = sharding.shard_name(name, split, index, shards)
-                filled.append(write_shard_file(
-                    storage, join(staging_url, file_name), [], [], num_classes,
-                    split=split, index=index, shards=shards, file=file_name, shapes=[]))
+                filled.append(ShardBuilder(space).write(
+                    storage, join(staging_url, file_name),
+                    split=split, index=index, shards=shards, file=file_name))
     return sorted(filled, key=lambda i: (SPLITS.index(i["split"]), i["index"]))
 
 
-def build_manifest(name, classes, shard_infos, quarantine, source) -> Manifest:
+def build_manifest(name, space, shard_infos, quarantine, source) -> Manifest:
+    classes = space["classes"]
     splits = {}
     for split in SPLITS:
         infos = [i for i in shard_infos if i["split"] == split]
         if not infos:
             continue
-        counts = [sum(i["class_counts"][c] for i in infos) for c in range(len(classes))]
+        mean, std = pixel_statistics(infos)
         splits[split] = Split(
             shards=[Shard(file=i["file"], records=i["records"], bytes=i["bytes"],
                           sha256=i["sha256"]) for i in infos],
-            class_counts=counts)
+            class_counts=[sum(i["class_counts"][c] for i in infos) for c in range(len(classes))],
+            pixel_mean=mean, pixel_std=std,
+            attribute_counts={a: [sum(i["attribute_counts"][a][c] for i in infos)
+                                  for c in range(len(names))]
+                              for a, names in space["attributes"].items()})
     shapes = {tuple(s) for i in shard_infos for s in i["shapes"]}
     by_reason = collections.Counter(reason_kind(q["reason"]) for q in quarantine)
     return Manifest(
@@ -68,4 +73,20 @@ def build_manifest(name, classes, shard_infos, quarantine, source) -> Manifest:
         splits=splits,
         quarantine={"count": len(quarantine), "by_reason": dict(sorted(by_reason.items())),
                     "file": QUARANTINE_NAME},
-        source=source)
+        source=source, label_attributes=space["attributes"],
+        duplicates=by_reason.get("duplicate", 0))
+
+
+def pixel_statistics(infos: list[dict]) -> tuple[list[float] | None, list[float] | None]:
+    """Per-channel mean/std over all shards, summed in shard order (so the result is
+    deterministic); None when the split mixes channel counts."""
+    channels = {c for i in infos for c in i["pixel_stats"]}
+    if len(channels) != 1:
+        return None, None
+    c = channels.pop()
+    pixels = sum(i["pixel_stats"][c][0] for i in infos if c in i["pixel_stats"])
+    sums = [sum(i["pixel_stats"][c][1][k] for i in infos if c in i["pixel_stats"]) for k in range(int(c))]
+    squares = [sum(i["pixel_stats"][c][2][k] for i in infos if c in i["pixel_stats"]) for k in range(int(c))]
+    mean = [s / pixels for s in sums]
+    std = [max(q / pixels - m * m, 0.0) ** 0.5 for q, m in zip(squares, mean)]
+    return [round(m, 6) for m in mean], [round(s, 6) for s in std]

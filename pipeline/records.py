@@ -1,8 +1,9 @@
 """THE record format: what one image looks like inside a TFRecord shard.
 
 Both sides import this module: the Beam job encodes with `encode_example`, the trainer parses
-with `parse_spec()`. It depends on TensorFlow's protos only (no Beam, no Keras), so changing a
-feature here is the one place the contract between ingestion and training changes.
+with `parse_spec()`. Writing records needs neither Beam nor TensorFlow (example_proto.py declares
+tf.train.Example's wire format). Changing a feature here is the one place the contract between
+ingestion and training changes.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ CHANNELS = "image/channels"
 LABEL = "label"
 LABEL_NAME = "label/name"
 ID = "id"
+ATTRIBUTE_PREFIX = "label/"   # + attribute name: one int64 label per attribute (multi-label data)
 
 FEATURE_TYPES = {
     IMAGE: "bytes", IMAGE_FORMAT: "bytes", HEIGHT: "int64", WIDTH: "int64",
@@ -29,24 +31,32 @@ FEATURE_TYPES = {
 class ImageRecord:
     """One validated, labelled image as it is stored in a shard."""
     id: str
-    image: bytes          # the original encoded bytes (PNG/JPEG), never re-encoded
+    image: bytes          # the original encoded bytes (PNG/JPEG); re-encoded as PNG only when
+                          # the job normalises channels or size
     image_format: str     # "png" or "jpeg"
     height: int
     width: int
     channels: int
     label: int            # index into the manifest's class list
     label_name: str
+    attributes: dict = dataclasses.field(default_factory=dict)   # {attribute: class index}
+
+
+def attribute_key(attribute: str) -> str:
+    if not attribute or attribute == "name" or "/" in attribute:
+        raise ValueError(f"attribute name {attribute!r} cannot be a feature key")
+    return ATTRIBUTE_PREFIX + attribute
 
 
 def encode_example(record: ImageRecord) -> bytes:
-    """Serialize a record as a tf.train.Example."""
-    from tensorflow.core.example import example_pb2, feature_pb2
+    """Serialize a record as a tf.train.Example (without importing TensorFlow)."""
+    from pipeline import example_proto as pb
 
-    def _bytes(value: bytes) -> feature_pb2.Feature:
-        return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+    def _bytes(value: bytes):
+        return pb.Feature(bytes_list=pb.BytesList(value=[value]))
 
-    def _int(value: int) -> feature_pb2.Feature:
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
+    def _int(value: int):
+        return pb.Feature(int64_list=pb.Int64List(value=[value]))
 
     feature = {
         IMAGE: _bytes(record.image),
@@ -58,15 +68,17 @@ def encode_example(record: ImageRecord) -> bytes:
         LABEL_NAME: _bytes(record.label_name.encode()),
         ID: _bytes(record.id.encode()),
     }
-    example = example_pb2.Example(features=feature_pb2.Features(feature=feature))
+    for attribute, index in record.attributes.items():
+        feature[attribute_key(attribute)] = _int(index)
+    example = pb.Example(features=pb.Features(feature=feature))
     return example.SerializeToString(deterministic=True)
 
 
 def decode_example(serialized: bytes) -> ImageRecord:
     """Parse a serialized Example back into a record (tests and tools; the trainer uses parse_spec)."""
-    from tensorflow.core.example import example_pb2
+    from pipeline import example_proto as pb
 
-    f = example_pb2.Example.FromString(serialized).features.feature
+    f = pb.Example.FromString(serialized).features.feature
     return ImageRecord(
         id=f[ID].bytes_list.value[0].decode(),
         image=f[IMAGE].bytes_list.value[0],
@@ -76,12 +88,17 @@ def decode_example(serialized: bytes) -> ImageRecord:
         channels=f[CHANNELS].int64_list.value[0],
         label=f[LABEL].int64_list.value[0],
         label_name=f[LABEL_NAME].bytes_list.value[0].decode(),
+        attributes={key[len(ATTRIBUTE_PREFIX):]: f[key].int64_list.value[0] for key in sorted(f)
+                    if key.startswith(ATTRIBUTE_PREFIX) and key != LABEL_NAME},
     )
 
 
-def parse_spec() -> dict:
-    """The feature spec for tf.io.parse_single_example / parse_example, built from FEATURE_TYPES."""
+def parse_spec(attributes: tuple[str, ...] | list[str] = ()) -> dict:
+    """The feature spec for tf.io.parse_single_example / parse_example, built from FEATURE_TYPES,
+    plus one int64 label per requested attribute (the manifest's `label_attributes`)."""
     import tensorflow as tf
 
     dtypes = {"bytes": tf.string, "int64": tf.int64}
-    return {key: tf.io.FixedLenFeature([], dtypes[kind]) for key, kind in FEATURE_TYPES.items()}
+    spec = {key: tf.io.FixedLenFeature([], dtypes[kind]) for key, kind in FEATURE_TYPES.items()}
+    spec.update({attribute_key(a): tf.io.FixedLenFeature([], tf.int64) for a in attributes})
+    return spec

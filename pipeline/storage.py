@@ -126,6 +126,26 @@ class Storage:
             for obj in page.get("Contents", []):
                 yield f"s3://{bucket}/{obj['Key']}", obj["Size"]
 
+    def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
+        """One level under a prefix: (url, size) per file, (url, None) per folder, page by page."""
+        if not is_s3(prefix_url):
+            for entry in sorted(os.scandir(prefix_url), key=lambda e: e.name):
+                yield (entry.path, None) if entry.is_dir() else (entry.path, entry.stat().st_size)
+            return
+        bucket, key = split_s3(prefix_url)
+        prefix = key.rstrip("/") + "/" if key else ""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/")
+        iterator = iter(pages)
+        while True:
+            page = self._call("list", prefix_url, next, iterator, None)
+            if page is None:
+                return
+            for obj in page.get("Contents", []):
+                yield f"s3://{bucket}/{obj['Key']}", obj["Size"]
+            for sub in page.get("CommonPrefixes", []):
+                yield f"s3://{bucket}/{sub['Prefix'].rstrip('/')}", None
+
     def download(self, url: str, local_path: str) -> None:
         os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
         partial = f"{local_path}.{os.getpid()}.partial"

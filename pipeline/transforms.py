@@ -1,4 +1,9 @@
-"""The ingestion job's steps as small PTransforms/DoFns, each testable on a few elements."""
+"""The ingestion job's steps as small DoFns, each testable on a few elements.
+
+Image bytes never go through a shuffle: rows carry URLs, the (small) candidates are grouped by
+shard, and each shard's writer reads its own images. Shuffling bytes through the runner was
+measured ~10x slower than reading them where they are written (README, "Speed").
+"""
 from __future__ import annotations
 
 import hashlib
@@ -11,12 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import images, records, sharding
+from pipeline import images, records, sharding, tfrecord
 from pipeline.manifest import SPLITS
 from pipeline.splits import assign_split
 from pipeline.storage import Storage, join
 
 QUARANTINE = "quarantine"
+HASHES = "hashes"
 log = logging.getLogger("pipeline")
 
 
@@ -29,56 +35,69 @@ def reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-class ResolveLabel(beam.DoFn):
-    """(key, {images, labels}) -> a candidate record, or a quarantine entry saying what is wrong."""
+class CheckRow(beam.DoFn):
+    """A row -> a candidate record (label indices, split), or a quarantine entry saying why not.
+
+    `space` is the label space: {"classes": [...], "primary": attribute or None,
+    "attributes": {attribute: [classes]}}."""
 
     def __init__(self, ratios: dict[str, float]):
         self.ratios = ratios
-        self.bad = Metrics.counter("ingest", "quarantined_labels")
+        self.bad = Metrics.counter("ingest", "quarantined_rows")
 
-    def process(self, element, classes):
-        key, grouped = element
-        found, rows = list(grouped["images"]), list(grouped["labels"])
-        source = found[0][0] if found else key
-        problem = self._problem(found, rows, classes)
-        if problem:
+    def process(self, row, space):
+        try:
+            label_name, attributes = self._labels(row, space)
+            split = row["split"] or assign_split(row["id"], self.ratios)
+            if split not in SPLITS:
+                raise ValueError(f"unknown split: {split!r} (use {', '.join(SPLITS)})")
+            if row["image"] is not None and not row["image"]:
+                raise ValueError("empty image: the image column is null or empty")
+        except ValueError as e:
             self.bad.inc()
-            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine_entry(key, source, problem))
+            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine_entry(row["id"], row["source"], str(e)))
             return
-        row = rows[0]
-        split = row["split"] or assign_split(key, self.ratios)
-        yield {"id": key, "url": source, "label": classes.index(row["label"]),
-               "label_name": row["label"], "split": split}
+        yield dict(row, split=split, label=space["classes"].index(label_name),
+                   label_name=label_name, attributes=attributes)
 
     @staticmethod
-    def _problem(found, rows, classes) -> str | None:
-        if not found:
-            return "no image: the labels file names an object that does not exist"
-        if not rows:
-            return "missing label: the image has no row in the labels file"
-        if len({(r["label"], r["split"]) for r in rows}) > 1:
-            return f"conflicting labels: {sorted({r['label'] for r in rows})}"
-        label, split = rows[0]["label"], rows[0]["split"]
+    def _labels(row, space) -> tuple[str, dict[str, int]]:
+        if space["primary"]:
+            values = row["attributes"]
+            if space["primary"] not in values:
+                raise ValueError(f"missing label: no attribute {space['primary']!r} in its file")
+            return str(values[space["primary"]][0]), {a: v for a, (v, _) in values.items()}
+        label = row["label"]
         if not label:
-            return "missing label: empty label in the labels file"
-        if label not in classes:
-            return f"unknown label: {label!r} is not in the class list"
-        if split and split not in SPLITS:
-            return f"unknown split: {split!r} (use {', '.join(SPLITS)})"
-        return None
+            raise ValueError("missing label: the row has no label")
+        if label not in space["classes"]:
+            raise ValueError(f"unknown label: {label!r} is not in the class list")
+        return label, {}
 
 
-class FetchAndValidate(beam.DoFn):
-    """A batch of candidates -> (split, id, serialized Example, label, shape) per good image.
+def size_of(candidate) -> tuple[str, tuple[int, int]]:
+    return candidate["split"], (1, candidate["size"])
 
-    Objects are fetched by a thread pool: object stores are latency bound, so one request at a
-    time per worker would leave the network idle."""
 
-    def __init__(self, storage: Storage, max_pixels: int, fetch_threads: int = 16):
-        self.storage, self.max_pixels, self.fetch_threads = storage, max_pixels, fetch_threads
-        self.read = Metrics.counter("ingest", "images_written")
+def shard_key(candidate, shard_counts):
+    shards = shard_counts[candidate["split"]]
+    return (candidate["split"], sharding.shard_index(candidate["id"], shards), shards), candidate
+
+
+class WriteShard(beam.DoFn):
+    """((split, index, shards), candidates) -> one TFRecord file in the staging dir + its stats.
+
+    Reads the shard's images (a thread pool: object stores are latency bound), validates and
+    normalises them, and writes them sorted by id, so the same input gives byte-identical files.
+    Side outputs: quarantine entries, and (content sha256, (id, source, file)) for the dedupe."""
+
+    def __init__(self, storage: Storage, staging_url: str, name: str, max_pixels: int,
+                 channels: int = 0, size: tuple[int, int] | None = None, fetch_threads: int = 16):
+        self.storage, self.staging_url, self.name = storage, staging_url, name
+        self.max_pixels, self.channels, self.size = max_pixels, channels, size
+        self.fetch_threads = fetch_threads
+        self.written = Metrics.counter("ingest", "images_written")
         self.bad = Metrics.counter("ingest", "quarantined_images")
-        self.bytes = Metrics.counter("ingest", "image_bytes")
 
     def setup(self):
         self.pool = ThreadPoolExecutor(self.fetch_threads)
@@ -87,34 +106,43 @@ class FetchAndValidate(beam.DoFn):
     def teardown(self):
         self.pool.shutdown(wait=False)
 
-    def _fetch(self, candidate):
-        try:
-            return candidate, self.storage.read_bytes(candidate["url"]), None
-        except FileNotFoundError:
-            return candidate, None, "no image: object vanished before it was read"
-        except Exception as e:  # an unreadable object must not kill the job
-            return candidate, None, f"unreadable object: {e}"
-
-    def process(self, batch):
-        for candidate, data, error in self.pool.map(self._fetch, batch):
-            try:
-                if error:
-                    raise images.BadImage(error)
-                info = images.inspect_image(data, self.max_pixels)
-            except images.BadImage as e:
+    def process(self, element, space):
+        (split, index, shards), candidates = element
+        file_name = sharding.shard_name(self.name, split, index, shards)
+        shard = ShardBuilder(space)
+        for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
+            if problem:
                 self.bad.inc()
-                yield beam.pvalue.TaggedOutput(
-                    QUARANTINE, quarantine_entry(candidate["id"], candidate["url"], str(e)))
+                yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine_entry(
+                    candidate["id"], candidate["source"], problem))
                 continue
-            self.read.inc()
-            self.bytes.inc(len(data))
-            example = records.encode_example(records.ImageRecord(
-                id=candidate["id"], image=data, image_format=info.format, height=info.height,
-                width=info.width, channels=info.channels, label=candidate["label"],
-                label_name=candidate["label_name"]))
-            yield (candidate["split"], candidate["id"], example, candidate["label"],
-                   (info.height, info.width, info.channels))
-        self._progress(len(batch))
+            shard.add(candidate, prepared)
+            yield beam.pvalue.TaggedOutput(HASHES, (digest, (candidate["id"], candidate["source"], file_name)))
+        for entry in shard.duplicate_ids:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, entry)
+        self.written.inc(shard.count)
+        yield shard.write(self.storage, join(self.staging_url, file_name),
+                          split=split, index=index, shards=shards, file=file_name)
+
+    def _prepared(self, candidates):
+        """Yield (candidate, PreparedImage, sha256 of the source bytes, problem) in id order."""
+        for start in range(0, len(candidates), 256):   # bounded memory: 256 images in flight
+            yield from self.pool.map(self._prepare, candidates[start:start + 256])
+            self._progress(min(256, len(candidates) - start))
+
+    def _prepare(self, candidate):
+        try:
+            data = candidate["image"]
+            if data is None:
+                data = self.storage.read_bytes(candidate["url"])
+            prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size)
+            return candidate, prepared, hashlib.sha256(data).hexdigest(), None
+        except FileNotFoundError:
+            return candidate, None, None, "no image: object vanished before it was read"
+        except images.BadImage as e:
+            return candidate, None, None, str(e)
+        except Exception as e:  # an unreadable object must not kill the job
+            return candidate, None, None, f"unreadable object: {e}"
 
     def _progress(self, n: int):
         self.seen += n
@@ -125,52 +153,72 @@ class FetchAndValidate(beam.DoFn):
             log.warning("worker %d: %d images read (%.0f images/s)", os.getpid(), self.seen, rate)
 
 
-def shard_key(example, shard_counts):
-    split, record_id = example[0], example[1]
-    shards = shard_counts[split]
-    return (split, sharding.shard_index(record_id, shards), shards), example[1:]
+def unique_ids(candidates, shard: "ShardBuilder") -> list[dict]:
+    """Sort by id; a second row with an id already seen is a duplicate id, never a second record."""
+    kept, seen = [], {}
+    for c in sorted(candidates, key=lambda c: (c["id"], c["source"])):
+        if c["id"] in seen:
+            shard.duplicate_ids.append(quarantine_entry(
+                c["id"], c["source"], f"duplicate id: also read from {seen[c['id']]}"))
+        else:
+            seen[c["id"]] = c["source"]
+            kept.append(c)
+    return kept
 
 
-class WriteShard(beam.DoFn):
-    """((split, index, shards), examples) -> one TFRecord file in the staging dir + its stats.
+class ShardBuilder:
+    """Accumulates one shard's examples, label counts and pixel sums."""
 
-    Records are sorted by id inside a shard, so the same input gives byte-identical files."""
+    def __init__(self, space: dict):
+        self.space = space
+        self.examples: list[bytes] = []
+        self.class_counts = [0] * len(space["classes"])
+        self.attribute_counts = {a: [0] * len(c) for a, c in space["attributes"].items()}
+        self.shapes: set[tuple[int, int, int]] = set()
+        self.stats: dict[int, list] = {}          # channels -> [pixels, sums, squared sums]
+        self.duplicate_ids: list[dict] = []
 
-    def __init__(self, storage: Storage, staging_url: str, name: str):
-        self.storage, self.staging_url, self.name = storage, staging_url, name
+    @property
+    def count(self) -> int:
+        return len(self.examples)
 
-    def process(self, element, classes):
-        (split, index, shards), items = element
-        items = sorted(items, key=lambda item: item[0])
-        file_name = sharding.shard_name(self.name, split, index, shards)
-        yield write_shard_file(self.storage, join(self.staging_url, file_name),
-                               [example for _, example, _, _ in items],
-                               [label for _, _, label, _ in items], len(classes),
-                               split=split, index=index, shards=shards, file=file_name,
-                               shapes=sorted({shape for *_, shape in items}))
+    def add(self, candidate: dict, prepared: images.PreparedImage):
+        info = prepared.info
+        self.examples.append(records.encode_example(records.ImageRecord(
+            id=candidate["id"], image=prepared.data, image_format=info.format,
+            height=info.height, width=info.width, channels=info.channels,
+            label=candidate["label"], label_name=candidate["label_name"],
+            attributes=candidate["attributes"])))
+        self.class_counts[candidate["label"]] += 1
+        for attribute, value in candidate["attributes"].items():
+            self.attribute_counts[attribute][value] += 1
+        self.shapes.add((info.height, info.width, info.channels))
+        acc = self.stats.setdefault(info.channels, [0, [0.0] * info.channels, [0.0] * info.channels])
+        acc[0] += prepared.pixels
+        acc[1] = [a + b for a, b in zip(acc[1], prepared.pixel_sum)]
+        acc[2] = [a + b for a, b in zip(acc[2], prepared.pixel_sq_sum)]
+
+    def write(self, storage: Storage, url: str, **info) -> dict:
+        stats = {str(c): v for c, v in sorted(self.stats.items())}
+        return write_shard_file(storage, url, self.examples, **info,
+                                class_counts=self.class_counts,
+                                attribute_counts=self.attribute_counts,
+                                shapes=sorted(list(s) for s in self.shapes), pixel_stats=stats)
 
 
-def write_shard_file(storage: Storage, url: str, examples: list[bytes], labels: list[int],
-                     num_classes: int, **info) -> dict:
+def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
     """Write examples as a TFRecord file (locally, then upload when the URL is remote)."""
-    import tensorflow as tf
-
     local_dir = None if not url.startswith("s3://") else tempfile.mkdtemp(prefix="shard-")
     path = url if local_dir is None else os.path.join(local_dir, "shard.tfrecord")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with tf.io.TFRecordWriter(path) as writer:
-        for example in examples:
-            writer.write(example)
+    with open(path, "wb") as f:
+        tfrecord.write_records(f, examples)
     digest, size = file_digest(path)
     if local_dir is not None:
         storage.upload(path, url)
         os.remove(path)
         os.rmdir(local_dir)
-    counts = [0] * num_classes
-    for label in labels:
-        counts[label] += 1
-    return dict(info, records=len(examples), bytes=size, sha256=digest, class_counts=counts,
-                shapes=[list(s) for s in info.get("shapes", [])])
+    return dict(info, records=len(examples), bytes=size, sha256=digest)
 
 
 def file_digest(path: str) -> tuple[str, int]:

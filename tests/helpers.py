@@ -17,3 +17,15 @@ def jpeg(height=28, width=28) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buffer, format="JPEG")
     return buffer.getvalue()
+
+
+def png_header_only(height: int, width: int) -> bytes:
+    """A PNG that claims huge dimensions and holds no pixels: a decompression-bomb probe."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

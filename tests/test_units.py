@@ -70,3 +70,52 @@ def test_labels_csv_rows_and_missing_columns():
     assert rows == {"a.png": {"label": "Coat", "split": ""}, "b.png": {"label": "Bag", "split": "test"}}
     with pytest.raises(LabelsFileError, match="no column"):
         list(parse_labels("file,class\na.png,Coat\n", "s3://b/labels.csv"))
+
+
+def test_labels_jsonl_rows_and_bad_lines():
+    text = '{"key": "a.png", "label": "Coat", "extra": 1}\n\n{"key": "b.png", "label": "Bag", "split": "test"}\n'
+    assert dict(parse_labels(text, "s3://b/labels.jsonl")) == {
+        "a.png": {"label": "Coat", "split": ""}, "b.png": {"label": "Bag", "split": "test"}}
+    with pytest.raises(LabelsFileError, match="line 2 is not JSON"):
+        list(parse_labels('{"key": "a"}\n{oops\n', "labels.jsonl"))
+
+
+def test_attribute_files_parse_and_refuse_bad_rows():
+    from pipeline.sources import parse_attributes
+
+    assert parse_attributes('"eye_angle", 1, 3\n"hair", 9, 111\n') == {"eye_angle": (1, 3),
+                                                                       "hair": (9, 111)}
+    for text, message in [('"a", 3, 3\n', "outside 0..2"), ('"a", 1\n', "3 fields"),
+                          ("", "no attributes"), ('"a", 1, 2\n"a", 0, 2\n', "twice"),
+                          ('"a", x, 2\n', "invalid literal")]:
+        with pytest.raises(ValueError, match=message):
+            parse_attributes(text)
+
+
+def test_prepare_image_converts_and_resizes_only_when_asked():
+    grey = png(10, 8, 1)
+    kept = images.prepare_image(grey)
+    assert kept.data == grey and kept.info == images.ImageInfo("png", 10, 8, 1)
+    rgb = images.prepare_image(grey, channels=3, size=(4, 6))
+    assert rgb.info == images.ImageInfo("png", 4, 6, 3) and rgb.pixels == 24
+    assert images.inspect_image(rgb.data) == rgb.info
+    white = images.prepare_image(png(2, 2, 3, seed=1), channels=1)
+    assert len(white.pixel_sum) == 1 and 0 <= white.pixel_sum[0] <= 4
+
+
+def test_duplicates_keep_the_smallest_id():
+    from pipeline.dedupe import losers
+
+    copies = [("b", "s3://x/b", "f1"), ("a", "s3://x/a", "f2"), ("c", "s3://x/c", "f1")]
+    assert list(losers(("sha", copies))) == [("f1", ("b", "s3://x/b", "a")),
+                                             ("f1", ("c", "s3://x/c", "a"))]
+    assert list(losers(("sha", copies[:1]))) == []
+
+
+def test_pixel_statistics_pool_shards_exactly():
+    from pipeline.publish import pixel_statistics
+
+    shard = {"pixel_stats": {"1": [4, [2.0], [1.5]]}}
+    mean, std = pixel_statistics([shard, shard, {"pixel_stats": {}}])
+    assert mean == [0.5] and std == [round((1.5 / 4 - 0.25) ** 0.5, 6)]
+    assert pixel_statistics([shard, {"pixel_stats": {"3": [1, [0, 0, 0], [0, 0, 0]]}}]) == (None, None)

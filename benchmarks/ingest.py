@@ -1,0 +1,129 @@
+"""Ingestion speed: the Beam job (DirectRunner, 2 worker processes) against a naive single-process
+loop doing the same work on the same images (read -> decode check -> Example -> TFRecordWriter),
+and against the same work as a Beam pipeline that groups the encoded images by shard (TFDS's
+way: the bytes go through a GroupByKey).
+
+    python benchmarks/ingest.py [--images 12000] [--size 128] [--workers 2]
+
+Images are real Fashion-MNIST pictures, upscaled to --size and saved as RGB JPEGs in the
+folder-per-class layout on local disk, so the figures measure the pipeline, not an S3 emulator.
+The Beam figure is wall time of `python -m pipeline`, start-up of its workers included.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from infra import fashion_mnist  # noqa: E402
+from pipeline import images, records  # noqa: E402
+
+
+def make_images(directory: str, count: int, size: int) -> list[str]:
+    from PIL import Image
+
+    pixels, labels = fashion_mnist.load("train")
+    paths = []
+    for i in range(count):
+        folder = os.path.join(directory, f"class{labels[i]}")
+        os.makedirs(folder, exist_ok=True)
+        picture = Image.fromarray(pixels[i]).resize((size, size), Image.BILINEAR).convert("RGB")
+        path = os.path.join(folder, f"{i:06d}.jpg")
+        picture.save(path, format="JPEG", quality=90)
+        paths.append(path)
+    return paths
+
+
+def naive_loop(paths: list[str], output: str) -> float:
+    """What a one-off script does: every image in turn, validated, into one TFRecord file."""
+    import tensorflow as tf
+
+    started = time.perf_counter()
+    with tf.io.TFRecordWriter(output) as writer:
+        for path in sorted(paths):
+            with open(path, "rb") as f:
+                data = f.read()
+            prepared = images.prepare_image(data)
+            info = prepared.info
+            writer.write(records.encode_example(records.ImageRecord(
+                id=os.path.relpath(path, os.path.dirname(os.path.dirname(path))),
+                image=prepared.data, image_format=info.format, height=info.height,
+                width=info.width, channels=info.channels, label=0,
+                label_name=os.path.basename(os.path.dirname(path)))))
+    return time.perf_counter() - started
+
+
+def beam_job(source: str, output: str, workers: int) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline", "--source", source, "--output", output,
+                    "--num_readers", "2", "--direct_num_workers", str(workers)],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": ROOT})
+    return time.perf_counter() - started
+
+
+def bytes_through_shuffle(paths: list[str], output: str, workers: int) -> float:
+    """The other design: encode in one step, GroupByKey the bytes by shard, write each shard."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline import sharding, tfrecord
+
+    def encode(path):
+        with open(path, "rb") as f:
+            prepared = images.prepare_image(f.read())
+        info, record_id = prepared.info, os.path.basename(path)
+        example = records.encode_example(records.ImageRecord(
+            id=record_id, image=prepared.data, image_format=info.format, height=info.height,
+            width=info.width, channels=info.channels, label=0, label_name="x"))
+        return sharding.shard_index(record_id, 20), (record_id, example)
+
+    def write(element):
+        index, items = element
+        with open(os.path.join(output, f"shard-{index:05d}"), "wb") as f:
+            tfrecord.write_records(f, [example for _, example in sorted(items)])
+
+    os.makedirs(output)
+    options = PipelineOptions(runner="DirectRunner", direct_running_mode="multi_processing",
+                              direct_num_workers=workers)
+    started = time.perf_counter()
+    with beam.Pipeline(options=options) as p:
+        _ = (p | beam.Create(sorted(paths)) | beam.Reshuffle() | beam.Map(encode)
+               | beam.GroupByKey() | beam.Map(write))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=12000)
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        source = os.path.join(tmp, "images")
+        paths = make_images(source, args.images, args.size)
+        mib = sum(os.path.getsize(p) for p in paths) / 2**20
+        print(f"{args.images} JPEGs of {args.size}x{args.size} RGB, {mib:.1f} MiB, "
+              f"{os.cpu_count()} cores", flush=True)
+        naive = naive_loop(paths, os.path.join(tmp, "naive.tfrecord"))
+        print(f"naive loop      : {naive:6.1f} s  {args.images / naive:7.0f} images/s", flush=True)
+        beam = beam_job(source, os.path.join(tmp, "dataset"), args.workers)
+        print(f"beam, {args.workers} workers : {beam:6.1f} s  {args.images / beam:7.0f} images/s",
+              flush=True)
+        shuffled = bytes_through_shuffle(paths, os.path.join(tmp, "shuffled"), args.workers)
+        print(f"bytes shuffled  : {shuffled:6.1f} s  {args.images / shuffled:7.0f} images/s",
+              flush=True)
+        print(f"ratio beam / naive: {naive / beam:.2f}x; "
+              f"beam / bytes-through-GroupByKey: {shuffled / beam:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Dedupe by content: identical image bytes under several ids keep the smallest id.
+
+Each shard writer reports (sha256 of the source bytes, (id, source, shard file)). Grouping those
+small tuples by hash finds the duplicates; only the shards that hold a dropped record are read
+back and rewritten, so the common case (no duplicates) costs one small shuffle.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import apache_beam as beam
+
+from pipeline import images, records, tfrecord
+from pipeline.storage import Storage, join
+from pipeline.transforms import QUARANTINE, ShardBuilder, quarantine_entry
+
+
+def losers(element):
+    """(sha256, [(id, source, file)]) -> (file, (id, source, kept id)) for every copy but one."""
+    _, copies = element
+    copies = sorted(copies)
+    kept = copies[0][0]
+    for record_id, source, file in copies[1:]:
+        yield file, (record_id, source, kept)
+
+
+class DropDuplicates(beam.DoFn):
+    """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, rewritten
+    without the dropped records when there are any; each dropped record as a quarantine entry."""
+
+    def __init__(self, storage: Storage, staging_url: str):
+        self.storage, self.staging_url = storage, staging_url
+
+    def process(self, element, space):
+        file, grouped = element
+        info, drop = list(grouped["info"])[0], {d[0]: d for d in grouped["drop"]}
+        if not drop:
+            yield info
+            return
+        for record_id, source, kept in sorted(drop.values()):
+            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine_entry(
+                record_id, source, f"duplicate: the same image bytes as {kept}"))
+        yield self._rewrite(info, set(drop), space)
+
+    def _rewrite(self, info: dict, drop: set[str], space: dict) -> dict:
+        url = join(self.staging_url, info["file"])
+        shard = ShardBuilder(space)
+        with tempfile.TemporaryDirectory(prefix="dedupe-") as tmp:
+            local = os.path.join(tmp, "shard.tfrecord")
+            self.storage.download(url, local)
+            with open(local, "rb") as f:
+                for raw in tfrecord.read_records(f, url):
+                    record = records.decode_example(raw)
+                    if record.id not in drop:
+                        shard.add({"id": record.id, "label": record.label,
+                                   "label_name": record.label_name, "attributes": record.attributes},
+                                  images.prepare_image(record.image))
+        keep = {k: info[k] for k in ("split", "index", "shards", "file")}
+        return shard.write(self.storage, url, **keep)
