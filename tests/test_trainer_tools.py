@@ -3,6 +3,7 @@
 import json
 import re
 
+from pipeline.manifest import read_manifest
 from tests.conftest import run_cli
 
 CHECK = re.compile(r"input check \(per process\): (input-bound|compute-bound): the input delivers "
@@ -37,3 +38,6 @@ def test_profile_tensorboard_plots_and_input_check_in_the_report(dataset, storag
     assert report["input_check"]["input_images_per_second"] > 0
     for name in ("confusion_matrix", "training_curves"):
         assert storage.read_bytes(report["plots"][name])[:4] == b"\x89PNG"
+    train_split = read_manifest(storage, dataset).splits["train"]    # standardised with its stats
+    assert report["standardization"] == {"mean": train_split.pixel_mean,
+                                         "std": [max(s, 1e-3) for s in train_split.pixel_std]}
