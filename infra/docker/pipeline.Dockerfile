@@ -1,0 +1,23 @@
+# syntax=docker/dockerfile:1.7
+# The pipeline image: the Apache Beam Python SDK container (its /opt/apache/beam/boot entrypoint
+# makes it a Beam SDK harness / worker pool for portable runners such as Flink) with the
+# project and its pinned requirements (TensorFlow CPU included: the nightly scores models).
+#
+#   docker build -f infra/docker/pipeline.Dockerfile -t image-classifier/pipeline:0.1.0 .
+#
+# Build context: the repository root. Runs `python -m pipeline`, `python -m infra.nightly`, or
+# (entrypoint /opt/apache/beam/boot --worker_pool) a Beam SDK worker pool beside Flink.
+FROM apache/beam_python3.11_sdk:2.77.0
+WORKDIR /opt/project
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+COPY setup.py README.md ./
+COPY pipeline ./pipeline
+COPY trainer ./trainer
+COPY infra ./infra
+RUN pip install --no-cache-dir --no-deps . \
+    && useradd -m -u 1000 pipeline
+ENV TF_CPP_MIN_LOG_LEVEL=2
+USER 1000
+ENTRYPOINT []
+CMD ["python", "-m", "pipeline", "--help"]

@@ -1,0 +1,146 @@
+"""The nightly retrain's configuration: one YAML file, defaults for everything but the data.
+
+    name: fashion_mnist                  # dataset and model name
+    root: s3://ml                        # datasets/<name>/<date>/ and models/<name>/ live here
+    ingest:                              # flags of `python -m pipeline` for the new span
+      source: s3://raw/fashion/{date}/images       # {date} (or {span}) is the night, YYYY-MM-DD
+      labels_file: s3://raw/fashion/{date}/labels.csv
+      classes: s3://raw/fashion/classes.txt
+      splits: train:0.9,validation:0.1
+      args: [--runner, FlinkRunner, ...]            # any further pipeline/Beam flags
+    train:
+      launcher: local                    # local (horovodrun here) | mpijob (Kubernetes)
+      processes: 2
+      epochs: 2
+      batch_size: 64
+      warm_start: true                   # --init-from the promoted model when there is one
+      args: []                           # any further trainer flags
+    evaluation:                          # the fixed split both models are scored on
+      dataset: s3://ml/datasets/fashion_mnist-eval
+      split: test
+      metric: accuracy                   # accuracy | macro_f1
+    promotion:
+      tolerance: 0.005                   # promote unless new < promoted - tolerance
+    lock:
+      ttl_seconds: 900                   # a crashed run's lock expires this long after its last heartbeat
+    mpijob:                              # only for launcher: mpijob
+      namespace: ml
+      template: /etc/nightly/mpijob-trainer.yaml
+      timeout_seconds: 21600
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import yaml
+
+DEFAULTS = {
+    "ingest": {"splits": "train:0.9,validation:0.1", "args": []},
+    "train": {"launcher": "local", "processes": 2, "epochs": 2, "batch_size": 64,
+              "warm_start": True, "args": []},
+    "evaluation": {"split": "test", "metric": "accuracy"},
+    "promotion": {"tolerance": 0.005},
+    "lock": {"ttl_seconds": 900},
+    "mpijob": {"namespace": "default", "template": "/etc/nightly/mpijob-trainer.yaml",
+               "timeout_seconds": 21600, "poll_seconds": 10},
+}
+REQUIRED = ("name", "root", "ingest.source", "ingest.labels_file", "evaluation.dataset")
+LAUNCHERS = ("local", "mpijob")
+METRICS = ("accuracy", "macro_f1")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the file."""
+
+
+@dataclass
+class NightlyConfig:
+    raw: dict
+    path: str
+
+    def get(self, dotted: str):
+        node = self.raw
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+    # -- where things live ---------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.raw["name"]
+
+    @property
+    def root(self) -> str:
+        return self.raw["root"].rstrip("/")
+
+    @property
+    def datasets_url(self) -> str:
+        return f"{self.root}/datasets/{self.name}"
+
+    def span_url(self, date: str) -> str:
+        """Where `python -m pipeline --output <datasets_url> --span <date>` publishes."""
+        return f"{self.datasets_url}/{date}"
+
+    @property
+    def models_url(self) -> str:
+        return f"{self.root}/models/{self.name}"
+
+    def version_url(self, version: str) -> str:
+        return f"{self.models_url}/versions/{version}"
+
+
+def merge(defaults: dict, given: dict) -> dict:
+    out = copy.deepcopy(defaults)
+    for key, value in given.items():
+        out[key] = merge(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
+
+
+def from_dict(given: dict, path: str = "<dict>") -> NightlyConfig:
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping at the top level")
+    config = NightlyConfig(merge(DEFAULTS, given), path)
+    check(config)
+    return config
+
+
+def load(path: str) -> NightlyConfig:
+    try:
+        with open(path) as f:
+            given = yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return from_dict(given or {}, path)
+
+
+def check(config: NightlyConfig) -> None:
+    where = config.path
+    for key in REQUIRED:
+        if config.get(key) in (None, ""):
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    if not str(config.get("root")).startswith(("s3://", "/")):
+        raise ConfigError(f"{where}: root must be an s3:// URL or an absolute path, got {config.get('root')!r}")
+    choice("train.launcher", LAUNCHERS, config)
+    choice("evaluation.metric", METRICS, config)
+    for key in ("train.processes", "train.epochs", "train.batch_size", "lock.ttl_seconds"):
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
+    tolerance = config.get("promotion.tolerance")
+    if not isinstance(tolerance, (int, float)) or tolerance < 0:
+        raise ConfigError(f"{where}: promotion.tolerance must be a number >= 0, got {tolerance!r}")
+    if not isinstance(config.get("train.warm_start"), bool):
+        raise ConfigError(f"{where}: train.warm_start must be true or false, got {config.get('train.warm_start')!r}")
+    for key in ("ingest.args", "train.args"):
+        if not isinstance(config.get(key), list):
+            raise ConfigError(f"{where}: {key} must be a list of flags, got {config.get(key)!r}")
+
+
+def choice(key: str, allowed: tuple, config: NightlyConfig) -> None:
+    if config.get(key) not in allowed:
+        raise ConfigError(f"{config.path}: {key} must be one of {', '.join(allowed)}, got {config.get(key)!r}")

