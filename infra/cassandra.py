@@ -199,7 +199,11 @@ class LocalCassandra:
         return path
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.remove()
+            raise
 
     def __exit__(self, *exc):
         self.remove()
