@@ -199,7 +199,11 @@ class LocalCassandra:
         return path
 
     def __enter__(self):
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.remove()
+            raise
 
     def __exit__(self, *exc):
         self.remove()
@@ -216,9 +220,11 @@ def main(argv=None) -> int:
         print(f"infra.cassandra: error: port {args.port} is already taken", file=sys.stderr)
         return 2
     started = time.monotonic()
+    server = LocalCassandra(args.port, run_dir=args.run_dir)
     try:
-        server = LocalCassandra(args.port, run_dir=args.run_dir).start()
+        server.start()
     except RuntimeError as e:
+        server.remove()
         print(f"infra.cassandra: error: {e}", file=sys.stderr)
         return 1
     print(f"Cassandra {VERSION} up on {server.contact} in {time.monotonic() - started:.0f} s "
