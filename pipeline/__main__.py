@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "botocore", "urllib3", "absl"):
+    for noisy in ("apache_beam", "botocore", "urllib3", "absl", "cassandra"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import apache_beam as beam

@@ -17,6 +17,8 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from pipeline import sharding, sources
+from pipeline.cassandra_source import (SCHEME, CassandraConfig, CassandraSourceError, ReadRows,
+                                       check, config_from)
 from pipeline.dedupe import DropDuplicates, losers
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.options import IngestOptions
@@ -78,11 +80,24 @@ class Plan:
             raise UsageError(f"--channels {self.channels}: use 1 (grey), 3 (RGB) or 0 (keep)")
         self.classes = self._classes(o.classes, storage)
         self.staging = join(self.output, f".staging-{uuid.uuid4().hex[:12]}")
+        self.cassandra = self._cassandra(options) if self.source.startswith(SCHEME) else None
         try:
-            self.layout, self.labels = self._layout(o, storage)
-            self._check_inputs(storage)
+            if self.cassandra:
+                self.layout, self.labels = "cassandra", None
+                self._check_output(storage)
+            else:
+                self.layout, self.labels = self._layout(o, storage)
+                self._check_inputs(storage)
         except StorageError as e:
             raise UsageError(str(e)) from None
+
+    def _cassandra(self, options: PipelineOptions) -> CassandraConfig:
+        try:
+            config = config_from(options, self.source)
+            check(config)
+        except CassandraSourceError as e:
+            raise UsageError(str(e)) from None
+        return config
 
     def _in_span(self, url: str | None) -> str | None:
         """`{span}` in an input path becomes the span: s3://raw/{span}/ reads one day's data."""
@@ -145,6 +160,9 @@ class Plan:
             raise UsageError(f"--source {self.source}: no objects there")
         if self.labels and not storage.exists(self.labels):
             raise UsageError(f"labels file {self.labels} does not exist (pass --labels_file)")
+        self._check_output(storage)
+
+    def _check_output(self, storage: Storage):
         if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
@@ -196,6 +214,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
 
 def read_rows(p: beam.Pipeline, plan: Plan, storage: Storage):
     """The source's rows (see pipeline/sources.py) and the PCollections of inputs it rejected."""
+    if plan.cassandra:
+        return p | "ReadCassandra" >> ReadRows(plan.cassandra), []
     skip = (plan.labels or "",)
     top = (p | "Source" >> beam.Create([plan.source])
              | "ListTopLevel" >> beam.ParDo(sources.ListTopLevel(storage, skip))

@@ -57,3 +57,14 @@ def dataset(fmnist) -> str:
                       "--splits", "train:0.8,validation:0.2"])
     assert result.returncode == 0, result.stderr[-3000:]
     return url
+
+
+@pytest.fixture(scope="session")
+def cassandra(tmp_path_factory):
+    """A real Cassandra 2.1 (JVM, CQL over the wire) on a free port; started only by tests that
+    ask for it. Tests may stop() and start() it again: the data directory is kept."""
+    from infra.cassandra import LocalCassandra
+
+    server = LocalCassandra(run_dir=str(tmp_path_factory.mktemp("cassandra"))).start()
+    yield server
+    server.stop()

@@ -3,6 +3,7 @@
 Rank 0 writes the checkpoint locally, uploads each file, and only then writes the COMMITTED
 marker (which lists the files with their sha256). Readers consider a checkpoint only if its
 marker exists, so a crash during upload leaves the previous one as the newest complete one.
+Upload and commit run in a background thread while training goes on (at most one in flight).
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import tensorflow as tf
 
@@ -23,6 +26,8 @@ NAME = re.compile(r"^ckpt-(\d{5,})$")
 class CheckpointStore:
     def __init__(self, storage: Storage, url: str, local_dir: str, keep: int = 3):
         self.storage, self.url, self.local_dir, self.keep = storage, url.rstrip("/"), local_dir, keep
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
 
     @staticmethod
     def name(epoch: int) -> str:
@@ -47,10 +52,32 @@ class CheckpointStore:
         return done[-1] if done else None
 
     def save(self, checkpoint: tf.train.Checkpoint, epoch: int, meta: dict) -> str:
-        name = self.name(epoch)
-        local = os.path.join(self.local_dir, name)
+        """Write, upload and commit; returns when the checkpoint is committed."""
+        self.save_async(checkpoint, epoch, meta)
+        self.wait()
+        return join(self.url, self.name(epoch))
+
+    def save_async(self, checkpoint: tf.train.Checkpoint, epoch: int, meta: dict, done=None) -> None:
+        """Write locally now (training is paused only for this), then upload and commit in the
+        background: one commit in flight at most, so a slow store cannot pile up checkpoints.
+        `done(url, seconds)` is called once committed; a failed upload is raised by `wait`."""
+        self.wait()
+        started = time.monotonic()
+        local = os.path.join(self.local_dir, self.name(epoch))
         shutil.rmtree(local, ignore_errors=True)
         checkpoint.write(os.path.join(local, "ckpt"))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload")
+        self._pending = self._pool.submit(self._commit, epoch, local, meta, started, done)
+
+    def wait(self) -> None:
+        """Block until the commit in flight (if any) is done; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _commit(self, epoch: int, local: str, meta: dict, started: float, done) -> None:
+        name = self.name(epoch)
         files = []
         for file_name in sorted(os.listdir(local)):
             path = os.path.join(local, file_name)
@@ -61,7 +88,8 @@ class CheckpointStore:
         self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
         shutil.rmtree(local, ignore_errors=True)
         self._prune(epoch)
-        return join(self.url, name)
+        if done:
+            done(join(self.url, name), time.monotonic() - started)
 
     def _prune(self, newest: int) -> None:
         """Keep the newest `keep` committed checkpoints; drop older ones and stale partial ones."""

@@ -91,6 +91,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", metavar="SPEC",
                    help="layers not to train: 'all-but-head' or comma-separated layer-name prefixes "
                    "(e.g. block1,block2)")
+    p.add_argument("--check-input", choices=("before", "only"),
+                   help="measure the tf.data pipeline alone and the model step alone and say whether "
+                   "training is input-bound: 'before' training, or 'only' (then exit)")
+    p.add_argument("--profile", action="store_true",
+                   help="record steps 6-10 of the first epoch: tf.profiler trace + Horovod timeline "
+                   "in <checkpoint-dir>/profile/")
     p.add_argument("--no-tensorboard", action="store_true",
                    help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",

@@ -1,9 +1,12 @@
 """Progress lines and epoch checkpoints, as Keras callbacks that act on rank 0 only."""
 from __future__ import annotations
 
+import os
 import time
 
 import tensorflow as tf
+
+from pipeline.storage import join
 
 
 class ProgressLogger(tf.keras.callbacks.Callback):
@@ -62,7 +65,7 @@ class AverageNonTrainable(tf.keras.callbacks.Callback):
 
 
 class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Rank 0 commits a checkpoint at the end of every epoch."""
+    """Rank 0 commits a checkpoint at the end of every epoch (uploaded while training goes on)."""
 
     def __init__(self, store, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, meta: dict):
         super().__init__()
@@ -70,10 +73,15 @@ class EpochCheckpoint(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
-        started = time.monotonic()
-        url = self.store.save(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
-            k: float(v) for k, v in (logs or {}).items()}})
-        print(f"checkpoint {url} committed ({time.monotonic() - started:.1f} s)", flush=True)
+        self.store.save_async(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
+            k: float(v) for k, v in (logs or {}).items()}}, done=self._committed)
+
+    def on_train_end(self, logs=None):
+        self.store.wait()
+
+    @staticmethod
+    def _committed(url: str, seconds: float) -> None:
+        print(f"checkpoint {url} committed ({seconds:.1f} s)", flush=True)
 
 
 class UploadDirectory(tf.keras.callbacks.Callback):
@@ -89,9 +97,6 @@ class UploadDirectory(tf.keras.callbacks.Callback):
         self.upload()
 
     def upload(self) -> None:
-        import os
-        from pipeline.storage import join
-
         for root, _, files in os.walk(self.local_dir):
             for name in files:
                 path = os.path.join(root, name)

@@ -13,12 +13,13 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.storage import Storage, join
-from trainer import data, evaluate, objective, report as plots, warmstart
+from trainer import data, evaluate, inputcheck, objective, report as plots, warmstart
 from trainer.checkpoints import CheckpointStore
 from trainer.errors import UsageError
 from trainer.export import export_model
 from trainer.guards import StopOnNonFiniteLoss
 from trainer.models import MODELS, build_model
+from trainer.profiling import ProfileSteps
 from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger, UploadDirectory
 from trainer.schedule import WarmupDecay
 
@@ -30,6 +31,8 @@ def train(args) -> dict | None:
     storage = Storage(endpoint_url=args.s3_endpoint_url)
     check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
+    if args.profile:
+        os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
     threads = share_cores(hvd.local_size())
@@ -52,6 +55,9 @@ def train(args) -> dict | None:
         seed=args.seed + rank, augment=not args.no_augment, flip=not args.no_flip,
         threads=threads, shard_records=train_files[1], standardize=standardize,
         brightness=args.brightness, contrast=args.contrast)
+    checked = check_input(args, train_ds, shape, len(manifest.classes), steps, say) if args.check_input else None
+    if args.check_input == "only":
+        return checked
 
     # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone.
     store = CheckpointStore(storage, args.checkpoint_dir,
@@ -95,6 +101,10 @@ def train(args) -> dict | None:
                 "image_shape": list(shape), "classes": manifest.classes}
         callbacks += [ProgressLogger(args.epochs, steps, args.batch_size * size, args.log_every, history),
                       EpochCheckpoint(store, checkpoint, epoch_var, meta)]
+        if args.profile:
+            profile = os.path.join(args.cache_dir, "profile", f"{os.getpid()}")
+            uploader = UploadDirectory(storage, profile, join(args.checkpoint_dir, "profile"))
+            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
         if tensorboard_url:
             logs = os.path.join(args.cache_dir, "tensorboard", f"{os.getpid()}")
             callbacks += [tf.keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
@@ -132,7 +142,7 @@ def train(args) -> dict | None:
               "global_batch": args.batch_size * size, "history": history, "test": result,
               "model_dir": model_url, "init_from": warm, "frozen": frozen,
               "standardization": standardize.to_json(), "settings": settings(args),
-              "tensorboard": tensorboard_url,
+              "tensorboard": tensorboard_url, "input_check": checked,
               "plots": write_plots(storage, history, matrix, manifest.classes, result, report_url,
                                    os.path.join(args.cache_dir, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
@@ -152,6 +162,16 @@ def check_flags(args) -> None:
         raise UsageError("--decay-epochs needs --decay step")
     if args.decay_epochs and max(args.decay_epochs) >= args.epochs:
         raise UsageError(f"--decay-epochs {args.decay_epochs} must lie before --epochs {args.epochs}")
+
+
+def check_input(args, train_ds, shape, num_classes, steps, say) -> dict:
+    """Every rank measures at once (they share the host as in training); rank 0 reports."""
+    say("input check: measuring the tf.data pipeline alone, then the model step alone ...", flush=True)
+    input_ips = inputcheck.input_rate(train_ds, min(steps, 50), args.batch_size)
+    step_ips = inputcheck.step_rate(args.model, shape, num_classes, args.batch_size, 20)
+    result = inputcheck.verdict(input_ips, step_ips)
+    say(f"input check (per process): {result['verdict']}", flush=True)
+    return result
 
 
 def make_schedule(args, size: int, steps: int) -> WarmupDecay:

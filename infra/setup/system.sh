@@ -1,14 +1,29 @@
 #!/usr/bin/env bash
 # System packages the project needs on Debian 12: the MPI + compiler toolchain Horovod builds
-# against, and the Fashion-MNIST data the demo trains on. Quick when all are there already.
+# against, the Fashion-MNIST data the demo trains on, Java for the local Cassandra, and kubectl
+# (its built-in kustomize renders k8s/ in the tests). Quick when all are there already.
 set -euo pipefail
 PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make dataset-fashion-mnist)
+# Commands that may come from elsewhere (Node's own npm, another JDK): a package only if missing.
+declare -A FOR_COMMAND=([java]=openjdk-17-jre-headless [npm]=npm)
+# kubectl comes from the Kubernetes/Google Cloud apt repository, not Debian's own: installed when
+# a configured repository has it, else the kustomize tests say they were skipped.
+OPTIONAL=(kubectl)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "installing system packages: ${missing[*]}"
+for c in "${!FOR_COMMAND[@]}"; do command -v "$c" >/dev/null || missing+=("${FOR_COMMAND[$c]}"); done
+optional=()
+for p in "${OPTIONAL[@]}"; do command -v "$p" >/dev/null || optional+=("$p"); done
+[ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+for p in "${optional[@]}"; do
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$p" \
+    || echo "note: $p is not in any configured apt repository; tests that need it will skip"
+done
