@@ -232,7 +232,7 @@ def run_night(config, date: str, report_path: str | None, cache_dir: str) -> int
     try:
         code = night.run(lock)
         error = None
-    except (StepFailed, LockLost) as e:
+    except (StepFailed, LockLost, StorageError, ValueError) as e:    # the last two: reading state
         code, error = FAILED, str(e)
     finally:
         lock.release()

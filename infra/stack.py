@@ -111,6 +111,11 @@ def up(args) -> int:
         if state and state["pid"] == process.pid:
             print(f"stack: up (pid {process.pid}); S3 at {state['s3']}; Cassandra "
                   f"{state['cassandra'] or 'not started (infra/cassandra.py absent or --no-cassandra)'}")
+            if state["cassandra"]:
+                from infra.cassandra import PROTOCOL_VERSION
+
+                print(f"stack: ingest from it with: python -m pipeline --source cassandra://"
+                      f"{state['cassandra']}/KEYSPACE/TABLE --cassandra_protocol_version {PROTOCOL_VERSION} ...")
             print(f"stack: point a shell at it with: eval \"$(python -m infra.stack env)\"")
             return 0
         if process.poll() is not None:

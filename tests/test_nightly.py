@@ -29,11 +29,11 @@ POINTER = f"{MODELS}/PROMOTED"
 LOCK_TTL = 6
 
 
-def config(tmp_path, fmnist, dataset, name: str, train_args=(), warm_start=None) -> str:
+def config(tmp_path, fmnist, dataset, name: str, train_args=(), warm_start=None, epochs=10) -> str:
     body = {"name": "fashion", "root": "s3://nightly-test",
             "ingest": {"source": fmnist["images"], "labels_file": fmnist["labels"], "classes": fmnist["classes"],
                        "args": ["--num_readers", "2", "--fetch_threads", "2"]},
-            "train": {"processes": 2, "epochs": 4, "batch_size": 16,
+            "train": {"processes": 2, "epochs": epochs, "batch_size": 16,
                       "args": ["--warmup-epochs", "0.5", "--no-augment", *train_args],
                       "warm_start": trainer_has_init_from() if warm_start is None else warm_start},
             "evaluation": {"dataset": dataset, "split": "test"},   # the session dataset's 150 test images
@@ -69,8 +69,9 @@ def test_first_night_promotes(storage, first_night):
     assert report["status"] == "promoted" and report["exit_code"] == 0
     assert report["span"]["records"]["train"] > 0 and report["span"]["ingested_now"] is True
     assert report["evaluation"]["new"]["examples"] == 150
-    # 16 steps on ~135 images learn something: well above chance (0.1) on the fixed split.
-    assert report["evaluation"]["new"]["accuracy"] > 0.2           # measured 0.34
+    # 40 steps on ~135 images learn something: well above chance (0.1) and above what the
+    # deliberately bad night 2 gets (~0.2: an untrained model's favourite classes).
+    assert report["evaluation"]["new"]["accuracy"] > 0.3
     assert set(report["durations_s"]) >= {"ingest", "train", "evaluate", "promote", "total"}
     # The fixed split here holds the same 150 test images as the span's test split, so scoring
     # through the served signature must agree with the trainer's own test evaluation.
@@ -130,7 +131,7 @@ def test_crash_mid_run_then_worse_night_is_not_promoted(storage, fmnist, dataset
     tmp = first_night["tmp"]
     # Deliberately worse: from scratch with a learning rate too small to learn anything. (A huge
     # rate no longer makes a bad model: the trainer stops on a non-finite loss, a failed night.)
-    worse = config(tmp, fmnist, dataset, "worse.yaml", ["--lr", "0.00001"], warm_start=False)
+    worse = config(tmp, fmnist, dataset, "worse.yaml", ["--lr", "0.00001"], warm_start=False, epochs=4)
     before = storage.read_text(POINTER)
 
     process = subprocess.Popen(

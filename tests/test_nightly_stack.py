@@ -45,12 +45,14 @@ def test_stack_with_cassandra(tmp_path):
     if local_cassandra() is None:
         pytest.skip("infra/cassandra.py (LocalCassandra, issue 3) is not in this checkout yet")
     from cassandra.cluster import Cluster
+    from infra.cassandra import PROTOCOL_VERSION
 
     up = stack(tmp_path, "up", "--s3-port", str(free_port()))
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         exports = dict(line[len("export "):].split("=", 1) for line in stack(tmp_path, "env").stdout.splitlines())
-        cluster = Cluster([exports["CASSANDRA_HOSTS"]], port=int(exports["CASSANDRA_PORT"]))
+        cluster = Cluster([exports["CASSANDRA_HOSTS"]], port=int(exports["CASSANDRA_PORT"]),
+                          protocol_version=PROTOCOL_VERSION)
         try:
             assert cluster.connect().execute("SELECT release_version FROM system.local").one()
         finally:

@@ -156,3 +156,16 @@ def test_mpijob_launcher_outside_kubernetes_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(nightly_launch.TrainingFailed, match="runs inside Kubernetes"):
         nightly_launch.run_mpijob(["--dataset", "x"], "m", "2026-01-02", settings(tmp_path), log=lambda *_: None)
+
+
+def test_corrupt_pointer_fails_the_night_with_one_line(storage, tmp_path):
+    storage.ensure_bucket("s3://nightly-units")
+    storage.write_text("s3://nightly-units/models/m/PROMOTED", "{not json")
+    path = write_config(tmp_path, {**GOOD, "root": "s3://nightly-units"})
+    result = run_cli(["infra.nightly", "--config", path, "--date", "2026-01-01", "--report", str(tmp_path / "r.json")])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "FAILED (s3://nightly-units/models/m/PROMOTED is not JSON; fix or remove it by hand)" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["status"] == "failed"
+    assert storage.read_text("s3://nightly-units/models/m/PROMOTED") == "{not json"
+    assert not storage.exists("s3://nightly-units/models/m/LOCK")
