@@ -159,7 +159,10 @@ def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: i
             image, label = photometric(image, label)
         return standardize.center(image), label
 
-    ds = ds.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    if photometric:      # random per image: before batching
+        ds = ds.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
+    else:                # the same arithmetic on a whole batch: one op instead of one per image
+        ds = ds.batch(batch_size, drop_remainder=True).map(to_float, num_parallel_calls=AUTOTUNE)
     return with_threads(ds.prefetch(AUTOTUNE), threads)
 
 
