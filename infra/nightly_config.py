@@ -45,7 +45,10 @@ DEFAULTS = {
     "mpijob": {"namespace": "default", "template": "/etc/nightly/mpijob-trainer.yaml",
                "timeout_seconds": 21600, "poll_seconds": 10},
 }
-REQUIRED = ("name", "root", "ingest.source", "ingest.labels_file", "evaluation.dataset")
+# ingest.classes: every span and the evaluation set must index the same class list, or a night
+# missing a class would be scored against shifted labels.
+REQUIRED = ("name", "root", "ingest.source", "ingest.labels_file", "ingest.classes",
+            "evaluation.dataset")
 LAUNCHERS = ("local", "mpijob")
 METRICS = ("accuracy", "macro_f1")
 

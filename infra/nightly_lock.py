@@ -66,7 +66,8 @@ class NightlyLock:
         """Raise LockLost unless the lock is still ours (called before promoting)."""
         with self._mutex:
             current, _ = self._read()
-        if self.lost or current is None or current.get("nonce") != self.body.get("nonce"):
+            ours = not self.lost and current is not None and current.get("nonce") == self.body.get("nonce")
+        if not ours:
             raise LockLost(f"lost the lock {self.url} (another run took it over); nothing promoted")
 
     def release(self) -> None:
@@ -99,19 +100,20 @@ class NightlyLock:
                     self.lost = True
                     self.log(f"nightly: lock {self.url} was taken over by another run")
                     return
-            except (StorageError, OSError) as e:       # transient: the next beat tries again
+            except Exception as e:   # transient (network, store): the next beat tries again
                 self.log(f"nightly: lock heartbeat failed ({e}); retrying")
 
-    def _payload(self) -> bytes:
-        self.body["nonce"] = uuid.uuid4().hex
-        self.body["expires"] = time.time() + self.ttl
-        return json.dumps(self.body).encode()
+    def _payload(self) -> tuple[dict, bytes]:
+        """The next lock body; it becomes self.body only once written, so a failed write never
+        leaves us believing in a nonce the store does not hold."""
+        body = dict(self.body, nonce=uuid.uuid4().hex, expires=time.time() + self.ttl)
+        return body, json.dumps(body).encode()
 
     # -- S3 or local primitives ----------------------------------------------------------------
     def _create(self) -> bool:
-        data = self._payload()
+        body, data = self._payload()
         if is_s3(self.url):
-            return self._s3_put(data, IfNoneMatch="*")
+            return self._written(body, self._s3_put(data, IfNoneMatch="*"))
         os.makedirs(os.path.dirname(self.url), exist_ok=True)
         try:
             fd = os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -119,14 +121,20 @@ class NightlyLock:
             return False
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        self.token = self.body["nonce"]
-        return True
+        self.token = body["nonce"]
+        return self._written(body, True)
+
+    def _written(self, body: dict, ok: bool) -> bool:
+        if ok:
+            self.body = body
+        return ok
 
     def _replace(self, token) -> bool:
         """Overwrite the lock only if it is still the version we saw (compare and swap)."""
-        data = self._payload()
         if is_s3(self.url):
-            return self._s3_put(data, **({"IfMatch": token} if token else {"IfNoneMatch": "*"}))
+            body, data = self._payload()
+            condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
+            return self._written(body, self._s3_put(data, **condition))
         moved = f"{self.url}.{uuid.uuid4().hex}"
         try:
             os.rename(self.url, moved)            # atomic: exactly one contender wins it
@@ -175,11 +183,13 @@ class NightlyLock:
                 pass
 
     def _s3_put(self, data: bytes, **condition) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = split_s3(self.url)
         try:
             response = self.storage.s3.put_object(Bucket=bucket, Key=key, Body=data, **condition)
+        except BotoCoreError as e:                  # connection refused/reset after retries
+            raise StorageError(f"write lock {self.url}: {e}") from None
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):

@@ -29,8 +29,8 @@ class DropDuplicates(beam.DoFn):
     """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, rewritten
     without the dropped records when there are any; each dropped record as a quarantine entry."""
 
-    def __init__(self, storage: Storage, staging_url: str):
-        self.storage, self.staging_url = storage, staging_url
+    def __init__(self, storage: Storage, staging_url: str, max_pixels: int):
+        self.storage, self.staging_url, self.max_pixels = storage, staging_url, max_pixels
 
     def process(self, element, space):
         file, grouped = element
@@ -55,6 +55,6 @@ class DropDuplicates(beam.DoFn):
                     if record.id not in drop:
                         shard.add({"id": record.id, "label": record.label,
                                    "label_name": record.label_name, "attributes": record.attributes},
-                                  images.prepare_image(record.image))
+                                  images.prepare_image(record.image, self.max_pixels))
         keep = {k: info[k] for k in ("split", "index", "shards", "file")}
         return shard.write(self.storage, url, **keep)

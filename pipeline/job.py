@@ -199,7 +199,7 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
                              | "Duplicates" >> beam.FlatMap(losers))
     deduped = ({"info": written.infos | "ByFile" >> beam.Map(lambda i: (i["file"], i)), "drop": drops}
                | "JoinDrops" >> beam.CoGroupByKey()
-               | "DropDuplicates" >> beam.ParDo(DropDuplicates(storage, plan.staging),
+               | "DropDuplicates" >> beam.ParDo(DropDuplicates(storage, plan.staging, plan.max_pixels),
                                                 beam.pvalue.AsSingleton(space))
                .with_outputs(QUARANTINE, main="infos"))
     quarantine = ((*rejected, checked[QUARANTINE], written[QUARANTINE], deduped[QUARANTINE])

@@ -1,8 +1,9 @@
 """The ingestion job's steps as small DoFns, each testable on a few elements.
 
-Image bytes never go through a shuffle: rows carry URLs, the (small) candidates are grouped by
-shard, and each shard's writer reads its own images. Shuffling bytes through the runner was
-measured ~10x slower than reading them where they are written (README, "Speed").
+Image bytes from S3 or disk never go through a shuffle: rows carry URLs, the (small) candidates
+are grouped by shard, and each shard's writer reads its own images, so a cluster's shuffle moves
+ids, not pixels. (Rows from Cassandra carry their bytes inline. On this machine's DirectRunner the
+two designs measured about the same speed: README, "Benchmarks".)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from apache_beam.metrics import Metrics
 from pipeline import images, records, sharding, tfrecord
 from pipeline.manifest import SPLITS
 from pipeline.splits import assign_split
-from pipeline.storage import Storage, join
+from pipeline.storage import Storage, StorageError, join
 
 QUARANTINE = "quarantine"
 HASHES = "hashes"
@@ -141,7 +142,9 @@ class WriteShard(beam.DoFn):
             return candidate, None, None, "no image: object vanished before it was read"
         except images.BadImage as e:
             return candidate, None, None, str(e)
-        except Exception as e:  # an unreadable object must not kill the job
+        except StorageError:
+            raise     # the store failing after boto's retries: fail the job, never drop images
+        except Exception as e:  # bytes PIL chokes on in a way it does not report as bad
             return candidate, None, None, f"unreadable object: {e}"
 
     def _progress(self, n: int):

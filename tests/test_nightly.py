@@ -21,7 +21,6 @@ import time
 import pytest
 import yaml
 
-from infra.nightly_demo import trainer_has_init_from
 from tests.conftest import ROOT, run_cli
 
 MODELS = "s3://nightly-test/models/fashion"
@@ -35,7 +34,7 @@ def config(tmp_path, fmnist, dataset, name: str, train_args=(), warm_start=None,
                        "args": ["--num_readers", "2", "--fetch_threads", "2"]},
             "train": {"processes": 2, "epochs": epochs, "batch_size": 16,
                       "args": ["--warmup-epochs", "0.5", "--no-augment", *train_args],
-                      "warm_start": trainer_has_init_from() if warm_start is None else warm_start},
+                      "warm_start": True if warm_start is None else warm_start},
             "evaluation": {"dataset": dataset, "split": "test"},   # the session dataset's 150 test images
             "promotion": {"tolerance": 0.02}, "lock": {"ttl_seconds": LOCK_TTL}}
     path = tmp_path / name
@@ -192,8 +191,6 @@ def test_failed_step_reports_and_exits_1(storage, fmnist, dataset, tmp_path):
 
 
 def test_next_good_night_warm_starts_from_the_promoted_model(storage, first_night):
-    if not trainer_has_init_from():
-        pytest.skip("the trainer has no --init-from yet (issue 5)")
     promoted = json.loads(storage.read_text(POINTER))
     assert promoted["version"] == "2026-01-01"                     # night 2 did not move it
     result = nightly(first_night["good"], "2026-01-03", first_night["tmp"] / "night3.json")

@@ -3,7 +3,6 @@ the nightly demo reuses), driven as a person would, from separate commands."""
 from __future__ import annotations
 
 import boto3
-import pytest
 
 from infra.s3server import free_port
 from tests.conftest import run_cli
@@ -40,10 +39,6 @@ def test_stack_up_status_env_down(tmp_path):
 
 
 def test_stack_with_cassandra(tmp_path):
-    from infra.stack import local_cassandra
-
-    if local_cassandra() is None:
-        pytest.skip("infra/cassandra.py (LocalCassandra, issue 3) is not in this checkout yet")
     from cassandra.cluster import Cluster
     from infra.cassandra import PROTOCOL_VERSION
 

@@ -21,7 +21,7 @@ def write_config(tmp_path, body: dict) -> str:
     return str(path)
 
 
-GOOD = {"name": "m", "root": "s3://bucket", "ingest": {"source": "s3://raw/x", "labels_file": "s3://raw/l.csv"},
+GOOD = {"name": "m", "root": "s3://bucket", "ingest": {"source": "s3://raw/x", "labels_file": "s3://raw/l.csv", "classes": "a,b"},
         "evaluation": {"dataset": "s3://bucket/eval"}}
 
 
