@@ -115,14 +115,7 @@ class Storage:
                     path = os.path.join(root, name)
                     yield path, os.path.getsize(path)
             return
-        bucket, key = split_s3(prefix_url)
-        prefix = key.rstrip("/") + "/" if key else ""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        iterator = iter(pages)
-        while True:
-            page = self._call("list", prefix_url, next, iterator, None)
-            if page is None:
-                return
+        for bucket, page in self._pages(prefix_url):
             for obj in page.get("Contents", []):
                 yield f"s3://{bucket}/{obj['Key']}", obj["Size"]
 
@@ -132,19 +125,24 @@ class Storage:
             for entry in sorted(os.scandir(prefix_url), key=lambda e: e.name):
                 yield (entry.path, None) if entry.is_dir() else (entry.path, entry.stat().st_size)
             return
+        for bucket, page in self._pages(prefix_url, Delimiter="/"):
+            for obj in page.get("Contents", []):
+                yield f"s3://{bucket}/{obj['Key']}", obj["Size"]
+            for sub in page.get("CommonPrefixes", []):
+                yield f"s3://{bucket}/{sub['Prefix'].rstrip('/')}", None
+
+    def _pages(self, prefix_url: str, **options) -> Iterator[tuple[str, dict]]:
+        """(bucket, page) of list_objects_v2 under a prefix, each call's failure named."""
         bucket, key = split_s3(prefix_url)
         prefix = key.rstrip("/") + "/" if key else ""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix, Delimiter="/")
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix,
+                                                                   **options)
         iterator = iter(pages)
         while True:
             page = self._call("list", prefix_url, next, iterator, None)
             if page is None:
                 return
-            for obj in page.get("Contents", []):
-                yield f"s3://{bucket}/{obj['Key']}", obj["Size"]
-            for sub in page.get("CommonPrefixes", []):
-                yield f"s3://{bucket}/{sub['Prefix'].rstrip('/')}", None
+            yield bucket, page
 
     def download(self, url: str, local_path: str) -> None:
         os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
