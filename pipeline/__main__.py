@@ -8,7 +8,8 @@ import time
 
 USAGE = """python -m pipeline --source URL --output URL [options] [Beam pipeline options]
 
-Ingest labelled images from S3 or a local directory into sharded TFRecords plus a manifest.
+Ingest labelled images from S3, a local directory or a Cassandra table into sharded TFRecords
+plus a manifest.
 Runs on Beam's DirectRunner with 2 worker processes unless --runner says otherwise; any Beam
 option (--runner, --direct_num_workers, --s3_endpoint_url, --project, --flink_master, ...)
 is passed through."""
