@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from infra.s3server import _die_with_parent, free_port
+from infra.s3server import dies_with_parent, free_port
 
 VERSION = "2.1.0"
 PROTOCOL_VERSION = 3
@@ -133,8 +133,8 @@ class LocalCassandra:
     def start(self, timeout: float = 120.0) -> "LocalCassandra":
         command = self._command(distribution())
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(dies_with_parent(command), stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,16 +19,15 @@ LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local-access-key",
                      "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _die_with_parent() -> None:
-    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9),
-    so a crashed test run or demo never leaves a server behind."""
-    try:
-        import ctypes
-        import signal
+def dies_with_parent(command: list[str]) -> list[str]:
+    """Linux: prefix `command` so the server gets SIGTERM when the process that started it dies
+    (even by kill -9), so a crashed test run or demo never leaves a server behind.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    setpriv sets the parent-death signal and then execs the command. A Python `preexec_fn` would do
+    the same, but it makes subprocess fork the whole interpreter and run every library's fork
+    handlers; gRPC's (loaded by Beam) aborted such a child before it could exec (SIGABRT, seen in CI)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
 def free_port() -> int:
@@ -54,8 +54,8 @@ class LocalS3:
     def start(self, timeout: float = 30.0) -> "LocalS3":
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            dies_with_parent([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]),
+            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

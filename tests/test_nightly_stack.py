@@ -54,3 +54,33 @@ def test_stack_with_cassandra(tmp_path):
             cluster.shutdown()
     finally:
         assert stack(tmp_path, "down").returncode == 0
+
+
+def test_a_local_server_dies_with_the_process_that_started_it():
+    """kill -9 of a test run or demo must not leave its S3 server behind (setpriv --pdeathsig)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from infra.s3server import LocalS3\n"
+                               "print(LocalS3().start().process.pid, flush=True); time.sleep(120)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    server_pid = int(starter.stdout.readline())
+    os.kill(server_pid, 0)                                   # the server runs
+    starter.kill()
+    starter.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{server_pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":   # dead, waiting for init to reap it
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.2)
+    os.kill(server_pid, 9)
+    raise AssertionError(f"the S3 server (pid {server_pid}) outlived the process that started it")
