@@ -59,7 +59,7 @@ def test_nan_loss_stops_at_once_with_a_diagnosis_naming_the_records(dataset, sto
     output = result.stdout + result.stderr
     diagnosis = re.search(r"trainer: error: loss became nan on rank \d at epoch 1 step (\d+) .*"
                           r"learning rate ([0-9.e+]+); last finite loss .*; this rank's batch held "
-                          r"records ([^.]+)\. Lower --lr", output)
+                          r"records (.+?)\. Lower --lr", output)
     assert diagnosis, output[-3000:]
     named = diagnosis.group(3).split(", ")
     assert len(named) == 8 and len(set(named)) == 8          # --batch-size 8
