@@ -11,6 +11,7 @@ import threading
 import time
 
 from tests.conftest import ROOT
+from tests.helpers import rank_pid
 
 
 def elastic_run(dataset, checkpoints, cache, discovery, epochs):
@@ -19,21 +20,6 @@ def elastic_run(dataset, checkpoints, cache, discovery, epochs):
             "--checkpoint-dir", checkpoints, "--epochs", str(epochs), "--batch-size", "8",
             "--lr", "0.02", "--warmup-epochs", "0.5", "--cache-dir", str(cache), "--no-tensorboard",
             "--global-batch-size", "16", "--commit-every", "2", "--log-every", "0.05"]
-
-
-def rank_pid(checkpoints: str, rank: int) -> int | None:
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if checkpoints.encode() in cmdline and b"horovodrun" not in cmdline and \
-                f"HOROVOD_RANK={rank}".encode() in environ:
-            return int(entry)
-    return None
 
 
 def test_a_killed_worker_does_not_stop_elastic_training(dataset, storage, tmp_path):
