@@ -6,6 +6,9 @@
            prefetch) feeding a consumer that does work per batch                      goal >= 1.8
 The consumer's work per batch (a fixed busy wait) stands in for the training step: prefetch and
 parallel decode let input overlap it; the naive pipeline cannot.
+  ratio 3: the trainer's training pipeline in its second epoch (cached, per-epoch order fixed by
+           (seed, epoch), stateless augmentation: what exact resume needs) / the same work with
+           a plain reshuffling shuffle().repeat() and stateful random ops: the cost of exact resume
 
     python -m benchmarks.trainer_input [--records 20000] [--step-ms 5]"""
 from __future__ import annotations
@@ -71,6 +74,39 @@ def trainer_pipeline(paths, shape, threads):
     return data.with_threads(ds.batch(BATCH).prefetch(data.AUTOTUNE), threads)
 
 
+def exact_order(paths, shape, threads, steps):
+    plan = data.epoch_plan(steps * BATCH, shape, steps=steps, batch_size=BATCH, seed=1)
+    return data.training_dataset(paths, shape, plan, augmentation=data.Augmentation(shape, 1),
+                                 threads=threads)
+
+
+def reshuffled(paths, shape, threads, steps):
+    """What the trainer did before exact resume: one endless reshuffled stream, stateful RNG."""
+    height, width, channels = shape
+    pad = max(2, height // 8)
+
+    def augment(image, label):
+        image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
+        image = tf.image.random_flip_left_right(tf.image.random_crop(image, shape))
+        return image, label
+
+    ds = data.decoded(paths, shape).cache().shuffle(steps * BATCH, seed=1).repeat()
+    ds = ds.map(augment, num_parallel_calls=data.AUTOTUNE).batch(BATCH, drop_remainder=True)
+    ds = ds.map(lambda x, y: (data.Standardize()(x, y)), num_parallel_calls=data.AUTOTUNE)
+    return data.with_threads(ds.prefetch(data.AUTOTUNE), threads)
+
+
+def second_epoch_rate(ds, steps) -> float:
+    """images/s over epoch 2 (epoch 1 fills the cache)."""
+    iterator = iter(ds)
+    for _ in range(steps):
+        next(iterator)
+    started = time.perf_counter()
+    for _ in range(steps):
+        next(iterator)
+    return steps * BATCH / (time.perf_counter() - started)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=20000)
@@ -86,12 +122,17 @@ def main():
         ours_free = consume(trainer_pipeline(paths, shape, cores), 0)
         naive_busy = consume(naive(paths, shape), args.step_ms / 1000)
         ours_busy = consume(trainer_pipeline(paths, shape, cores), args.step_ms / 1000)
+        steps = args.records // BATCH
+        exact = second_epoch_rate(exact_order(paths, shape, cores, steps), steps)
+        plain = second_epoch_rate(reshuffled(paths, shape, cores, steps), steps)
     print(f"records {args.records}, cores {cores}, batch {BATCH}, consumer step {args.step_ms} ms")
     print(f"tight decode loop (1 thread): {tight:.0f} images/s; x {cores} cores = {tight * cores:.0f}")
     print(f"trainer pipeline, free consumer: {ours_free:.0f} images/s")
     print(f"ratio trainer / (tight x cores) = {ours_free / (tight * cores):.2f}  (goal >= 0.9)")
     print(f"naive pipeline, busy consumer: {naive_busy:.0f} images/s; trainer pipeline: {ours_busy:.0f}")
     print(f"ratio trainer / naive = {ours_busy / naive_busy:.2f}  (goal >= 1.8)")
+    print(f"training input, epoch 2: exact-resume order {exact:.0f} images/s; reshuffled stream {plain:.0f}")
+    print(f"ratio exact-resume / reshuffled = {exact / plain:.2f}  (the cost of exact resume)")
 
 
 if __name__ == "__main__":

@@ -46,3 +46,35 @@ def rank_pid(checkpoints: str, rank: int) -> int | None:
                 f"HOROVOD_RANK={rank}".encode() in environ and b"horovodrun" not in cmdline:
             return int(entry)
     return None
+
+
+def kill_rank_when(command: list[str], checkpoints: str, ready, rank: int = 1,
+                   wait: float = 120) -> tuple[int, str]:
+    """Start `command` (a horovodrun), kill -9 the process of `rank` as soon as `ready(lines)`,
+    then wait up to `wait` s for the run to end. Returns (exit code, its output)."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    from tests.conftest import ROOT
+
+    run = subprocess.Popen(command, cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 300
+    while not ready(lines):
+        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
+        time.sleep(0.05)
+    victim = rank_pid(checkpoints, rank)
+    assert victim, f"rank {rank} not found"
+    os.kill(victim, signal.SIGKILL)
+    try:
+        run.wait(timeout=wait)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        raise AssertionError(f"horovodrun still running {wait:.0f} s after rank {rank} was killed")
+    reader.join(10)
+    return run.returncode, "".join(lines)

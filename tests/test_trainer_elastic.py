@@ -2,16 +2,10 @@
 two processes on two host names of this machine. kill -9 of one process mid-run: the other rolls
 back to the last in-memory commit, goes on alone and finishes the run."""
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import threading
-import time
 
-from tests.conftest import ROOT
-from tests.helpers import rank_pid
+from tests.helpers import kill_rank_when
 
 
 def elastic_run(dataset, checkpoints, cache, discovery, epochs):
@@ -29,27 +23,11 @@ def test_a_killed_worker_does_not_stop_elastic_training(dataset, storage, tmp_pa
     discovery.write_text("#!/bin/sh\necho localhost:1\necho 127.0.0.1:1\n")
     discovery.chmod(0o755)
     checkpoints, epochs = "s3://fmnist/runs/elastic", 4
-    run = subprocess.Popen(elastic_run(dataset, checkpoints, tmp_path / "cache", discovery, epochs),
-                           cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 300
-    while not any(re.search(r"epoch 2/4 step \d+/", line) for line in lines):
-        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-        time.sleep(0.05)
-    victim = rank_pid(checkpoints, 1)
-    assert victim, "rank 1 not found"
-    os.kill(victim, signal.SIGKILL)
-    try:
-        run.wait(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        raise AssertionError("the elastic run did not finish within 300 s of losing a worker")
-    reader.join(10)
-    output = "".join(lines)
-    assert run.returncode == 0, output[-4000:]
+    command = elastic_run(dataset, checkpoints, tmp_path / "cache", discovery, epochs)
+    returncode, output = kill_rank_when(
+        command, checkpoints, lambda lines: any(re.search(r"epoch 2/4 step \d+/", line) for line in lines),
+        wait=300)                                   # the survivor finishes the run
+    assert returncode == 0, output[-4000:]
     assert "Process 1 exit with status code 137" in output, output[-3000:]
     again = re.search(r"rank 0 of 1: training from epoch (\d) batch (\d)", output)
     assert again, output[-3000:]

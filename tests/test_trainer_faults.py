@@ -4,10 +4,7 @@ with exactly the weights of an uninterrupted run of the same seed."""
 import json
 import os
 import re
-import signal
-import subprocess
 import tempfile
-import threading
 import time
 
 import tensorflow as tf
@@ -15,8 +12,8 @@ import tensorflow as tf
 from pipeline import records
 from pipeline.manifest import read_manifest
 from pipeline.storage import join
-from tests.conftest import ROOT, run_cli
-from tests.helpers import rank_pid
+from tests.conftest import run_cli
+from tests.helpers import kill_rank_when, rank_pid
 
 
 def horovod(dataset, checkpoints, cache, epochs, *extra):
@@ -70,28 +67,11 @@ def weights_digest(output: str, rank: int) -> str:
 def test_kill_one_rank_ends_the_job_and_the_relaunch_resumes_exactly(dataset, storage, tmp_path):
     checkpoints, epochs = "s3://fmnist/runs/one-rank-killed", 3
     # 120 training records / (8 x 2) = 7 steps per epoch; a checkpoint every 3 steps.
-    run = subprocess.Popen(horovod(dataset, checkpoints, tmp_path / "a", epochs, "--log-every", "0.05",
-                                   "--checkpoint-every", "3"),
-                           cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           start_new_session=True)
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(run.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 300
-    while not committed_mid_epoch(storage, checkpoints):        # uploaded in the background
-        assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
-        time.sleep(0.05)
-    victim = rank_pid(checkpoints, 1)
-    assert victim, "rank 1 not found"
-    os.kill(victim, signal.SIGKILL)
-    try:
-        run.wait(timeout=120)                    # the survivor must not hang on its allreduce
-    except subprocess.TimeoutExpired:
-        os.killpg(run.pid, signal.SIGKILL)
-        raise AssertionError("horovodrun still running 120 s after one rank was killed")
-    reader.join(10)
-    output = "".join(lines)
-    assert run.returncode != 0
+    command = horovod(dataset, checkpoints, tmp_path / "a", epochs, "--log-every", "0.05",
+                      "--checkpoint-every", "3")
+    # The survivor must not hang on its allreduce: kill_rank_when waits 120 s at most.
+    returncode, output = kill_rank_when(command, checkpoints, lambda _: committed_mid_epoch(storage, checkpoints))
+    assert returncode != 0
     assert "Terminating remaining workers after failure of Process 1" in output, output[-3000:]
     assert rank_pid(checkpoints, 0) is None
 

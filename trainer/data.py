@@ -147,9 +147,11 @@ class Augmentation:
     def __call__(self, epoch, index, record):
         """-> (image, label): uint8, or floats in [0, 1] when brightness/contrast are on."""
         image, label = record
-        key = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(self.seed, tf.int64), epoch]), index)
-        crop_key, flip_key, brightness_key, contrast_key = tf.unstack(
-            tf.random.experimental.stateless_split(key, 4))
+        element = epoch * 2**32 + index                 # unique per image of a run
+
+        def key(op: int):                                 # one seed per random op, no extra kernels
+            return tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
+        crop_key, flip_key, brightness_key, contrast_key = key(0), key(1), key(2), key(3)
         height, width, channels = self.shape
         pad = max(2, height // 8)
         image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
