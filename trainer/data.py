@@ -63,17 +63,21 @@ def sha256_of(path: str) -> str:
 
 
 def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
-            with_ids: bool = False) -> tf.data.Dataset:
-    """(uint8 image, label[, id]) per record, read with interleave and decoded in parallel."""
+            with_ids: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    """(uint8 image, label[, id]) per record, read with interleave and decoded in parallel.
+    With `outputs` ({model output name: attribute}, several heads) the label is a dict of the
+    records' attribute labels keyed by output name."""
     height, width, channels = shape
-    spec = records.parse_spec()
+    spec = records.parse_spec(list((outputs or {}).values()))
 
     def parse(serialized):
         f = tf.io.parse_single_example(serialized, spec)
         image = tf.io.decode_image(f[records.IMAGE], channels=channels, expand_animations=False)
         image = tf.image.resize_with_crop_or_pad(image, height, width)
         image.set_shape((height, width, channels))
-        return (image, f[records.LABEL], f[records.ID]) if with_ids else (image, f[records.LABEL])
+        label = ({n: f[records.attribute_key(a)] for n, a in outputs.items()} if outputs
+                 else f[records.LABEL])
+        return (image, label, f[records.ID]) if with_ids else (image, label)
 
     files = tf.data.Dataset.from_tensor_slices(paths)
     ds = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(paths), 8)),
@@ -139,10 +143,10 @@ class Standardize:
 def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: int,
                      augment: bool, flip: bool, threads: int, shard_records=None,
                      standardize: Standardize | None = None, brightness: float = 0.0,
-                     contrast: float = 0.0) -> tf.data.Dataset:
+                     contrast: float = 0.0, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
     """Endless batches; the caller takes the same number of steps on every rank."""
     standardize = standardize or Standardize()
-    ds = decoded(paths, shape, shard_records)
+    ds = decoded(paths, shape, shard_records, outputs=outputs)
     if num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
         ds = ds.cache()
         buffer = num_records
@@ -167,8 +171,9 @@ def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: i
 
 
 def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
-                 repeat: bool = False, standardize: Standardize | None = None) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records).map(standardize or Standardize(),
+                 repeat: bool = False, standardize: Standardize | None = None,
+                 outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records, outputs=outputs).map(standardize or Standardize(),
                                                   num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()

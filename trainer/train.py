@@ -13,7 +13,7 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.storage import Storage, join
-from trainer import data, evaluate, inputcheck, objective, report as plots, warmstart
+from trainer import data, evaluate, heads, inputcheck, objective, report as plots, warmstart
 from trainer.checkpoints import CheckpointStore
 from trainer.errors import UsageError
 from trainer.export import export_model
@@ -31,6 +31,8 @@ def train(args) -> dict | None:
     storage = Storage(endpoint_url=args.s3_endpoint_url)
     check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
+    chosen = heads.choose(args.heads, manifest)           # [] = one head on `label`
+    outputs = heads.outputs(chosen) or None
     if args.profile:
         os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
     hvd.init()
@@ -54,7 +56,7 @@ def train(args) -> dict | None:
         train_files[0], shape, num_records=train_count // size, batch_size=args.batch_size,
         seed=args.seed + rank, augment=not args.no_augment, flip=not args.no_flip,
         threads=threads, shard_records=train_files[1], standardize=standardize,
-        brightness=args.brightness, contrast=args.contrast)
+        brightness=args.brightness, contrast=args.contrast, outputs=outputs)
     checked = check_input(args, train_ds, shape, len(manifest.classes), steps, say) if args.check_input else None
     if args.check_input == "only":
         return checked
@@ -67,6 +69,8 @@ def train(args) -> dict | None:
     # Model (same initial weights on every rank), warm start, frozen layers.
     tf.keras.utils.set_random_seed(args.seed)
     model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
+    if chosen:
+        model = heads.attach(model, chosen, args.weight_decay)
     warm = None
     if args.init_from and latest is None:
         warm = warm_start(storage, args, model, rank)
@@ -79,8 +83,10 @@ def train(args) -> dict | None:
     # Optimizer and schedule: LR scaled by the world size with a warm-up (Goyal et al.).
     schedule = make_schedule(args, size, steps)
     optimizer = hvd.DistributedOptimizer(objective.make_optimizer(args.optimizer, schedule, args.momentum))
-    model.compile(optimizer=optimizer, metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
-                  loss=objective.make_loss(len(manifest.classes), args.label_smoothing))
+    model.compile(optimizer=optimizer, **(heads.compile_args(
+        chosen, manifest, args.label_smoothing, args.class_weights) if chosen else dict(
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
+            loss=objective.make_loss(len(manifest.classes), args.label_smoothing))))
 
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
@@ -95,10 +101,11 @@ def train(args) -> dict | None:
     callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
                  hvd.callbacks.MetricAverageCallback(),
                  AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name)),
-                 StopOnNonFiniteLoss(steps, rank)]
+                 StopOnNonFiniteLoss(steps, rank)] + ([heads.HeadLogs(chosen, rank)] if chosen else [])
     if rank == 0:
         meta = {"dataset": args.dataset, "world_size": size, "model": args.model,
-                "image_shape": list(shape), "classes": manifest.classes}
+                "image_shape": list(shape), "classes": manifest.classes,
+                **({"heads": {h.attribute: h.classes for h in chosen}} if chosen else {})}
         callbacks += [ProgressLogger(args.epochs, steps, args.batch_size * size, args.log_every, history),
                       EpochCheckpoint(store, checkpoint, epoch_var, meta)]
         if args.profile:
@@ -114,16 +121,26 @@ def train(args) -> dict | None:
         validation = dict(
             validation_data=data.eval_dataset(val_files[0], shape, batch_size=args.batch_size,
                                               threads=threads, shard_records=val_files[1], repeat=True,
-                                              standardize=standardize),
+                                              standardize=standardize, outputs=outputs),
             validation_steps=manifest.splits["validation"].num_records // (args.batch_size * size))
-    class_weight = objective.balanced_class_weights(manifest) if args.class_weights == "balanced" else None
+    class_weight = (objective.balanced_class_weights(manifest)    # several heads: in their losses
+                    if args.class_weights == "balanced" and not chosen else None)
     if initial_epoch < args.epochs:
         model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
                   callbacks=callbacks, verbose=0, class_weight=class_weight, **(validation or {}))
 
     # Test split: each rank scores its files, the confusion matrices (and score histograms) are summed.
     test_ds = data.eval_dataset(test_files[0], shape, batch_size=256, threads=threads,
-                                shard_records=test_files[1], standardize=standardize)
+                                shard_records=test_files[1], standardize=standardize, outputs=outputs)
+    if chosen:      # several heads: scored, exported, plotted and reported per attribute
+        return heads.finish(
+            storage, args, model, test_ds, chosen, rank, shape, standardize, started, weights_digest,
+            lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Sum, name=name).numpy(),
+            {"dataset": args.dataset, "model": args.model, "world_size": size, "epochs": args.epochs,
+             "resumed_from_epoch": latest, "steps_per_epoch": steps,
+             "global_batch": args.batch_size * size, "history": history, "init_from": warm,
+             "frozen": frozen, "standardization": standardize.to_json(), "settings": settings(args),
+             "tensorboard": tensorboard_url, "input_check": checked})
     matrix, hist = evaluate.score(model, test_ds, len(manifest.classes))
     matrix = hvd_tf.allreduce(matrix, op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
     hist = hvd_tf.allreduce(hist, op=hvd_tf.Sum, name="test_scores").numpy().astype(np.int64)
@@ -191,7 +208,7 @@ def warm_start(storage, args, model, rank) -> dict:
 def settings(args) -> dict:
     keys = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs", "decay",
             "decay_epochs", "decay_factor", "label_smoothing", "class_weights", "no_flip",
-            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze")
+            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze", "heads")
     return {k: getattr(args, k) for k in keys}
 
 
