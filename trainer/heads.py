@@ -52,9 +52,11 @@ def choose(spec: str | None, manifest: Manifest) -> list[Head]:
     if wanted == [ALL]:
         wanted = sorted(available)
     unknown = [a for a in wanted if a not in available]
-    if unknown or not wanted:
-        raise UsageError(f"--heads {spec!r}: {', '.join(unknown) or 'no attribute'} is not a label "
-                         f"attribute of {manifest.name} (available: {listed}, or 'all')")
+    if not wanted:
+        raise UsageError(f"--heads {spec!r} names no attribute (available: {listed}, or 'all')")
+    if unknown:
+        raise UsageError(f"--heads {spec!r}: {', '.join(unknown)} is not a label attribute of "
+                         f"{manifest.name} (available: {listed}, or 'all')")
     if len(set(wanted)) != len(wanted):
         raise UsageError(f"--heads {spec!r} names an attribute twice")
     odd = [a for a in wanted if not LAYER_NAME.match(a)]

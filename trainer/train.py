@@ -42,6 +42,8 @@ def train(args) -> dict | None:
     say = print if rank == 0 else (lambda *a, **k: None)
     say(f"training {args.model} on {manifest.name}: {size} processes x {args.batch_size} images, "
         f"{threads} thread(s) each, image {shape}, {len(manifest.classes)} classes", flush=True)
+    if chosen:
+        say("heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in chosen), flush=True)
 
     # Input: every rank reads its own files; every rank takes the same number of steps.
     standardize = data.Standardize.from_manifest(manifest)
