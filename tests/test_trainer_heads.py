@@ -67,10 +67,17 @@ def horovod(dataset, checkpoints, cache, *extra):
             "--cache-dir", str(cache), "--log-every", "1", *extra]
 
 
-def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, tmp_path):
-    result = run_cli(horovod(cartoons, RUN, tmp_path / "cache", "--heads", "all", "--epochs", "3",
-                             "--class-weights", "balanced", "--label-smoothing", "0.05"))
+@pytest.fixture(scope="module")
+def trained(cartoons, tmp_path_factory):
+    """--heads all for 3 epochs (with per-attribute class weights and label smoothing)."""
+    result = run_cli(horovod(cartoons, RUN, tmp_path_factory.mktemp("heads"), "--heads", "all",
+                             "--epochs", "3", "--class-weights", "balanced", "--label-smoothing", "0.05"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, trained, tmp_path):
+    result = trained
     ranks = dict(re.findall(r"rank (\d) weights sha256 ([0-9a-f]+)", result.stdout))
     assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"]     # one model on both ranks
     assert "heads: bar (2 classes), color (3 classes), noise (4 classes)" in result.stdout
@@ -111,6 +118,25 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
     served_bar = np.mean([int(b) == t[1] for b, t in zip(out["bar_class"].numpy(), truth)])
     assert served_color > 0.6 and served_bar > 0.7, (served_color, served_bar)
 
+    reloaded = tf.keras.models.load_model(str(tmp_path / "model"), compile=False)   # --init-from it
+    target = heads.attach(build_model("cnn", (16, 16, 3), 3), heads.choose("color", manifest), 0)
+    assert warmstart.transfer(reloaded, target)["new"] == {}
+
+
+def test_init_from_a_run_with_heads_restores_the_chosen_heads(storage, cartoons, trained, tmp_path):
+    """A checkpoint of a --heads run is rebuilt with its heads (the marker names them), so a
+    later run on some of the attributes starts from the trained body and heads."""
+    run = "s3://cartoons/runs/heads-again"
+    result = run_cli(horovod(cartoons, run, tmp_path, "--heads", "color", "--epochs", "1",
+                             "--init-from", RUN, "--freeze", "all-but-head"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"initialised from checkpoint {RUN}/ckpt-00003 (cnn)" in result.stdout
+    assert "new: none" in result.stdout
+    report = json.loads(storage.read_text(f"{run}/report.json"))
+    assert "head_color" in report["init_from"]["restored"] and "head_color" not in report["frozen"]
+    assert set(report["test"]["heads"]) == {"color"}
+    assert report["test"]["heads"]["color"]["accuracy"] > 0.6
+
 
 def load_signature(storage, url, where):
     for file_url, _ in storage.list(url):
@@ -128,7 +154,7 @@ def test_unknown_attribute_is_one_clear_line(cartoons, tmp_path):
 
 # Units: the flag, the network, the losses.
 
-def manifest(label_attributes, attribute_counts=None) -> Manifest:
+def toy_manifest(label_attributes, attribute_counts=None) -> Manifest:
     split = Split(shards=[], class_counts=[1, 1], attribute_counts=attribute_counts or {})
     return Manifest(name="toy", classes=["a", "b"], image_shape=[16, 16, 3], splits={"train": split},
                     quarantine={}, source={}, label_attributes=label_attributes)
@@ -138,9 +164,9 @@ ATTRS = {"hair": ["0", "1", "2"], "eye_color": ["0", "1"]}
 
 
 def test_heads_flag_picks_attributes():
-    assert heads.choose(None, manifest(ATTRS)) == []
-    assert [h.attribute for h in heads.choose("all", manifest(ATTRS))] == ["eye_color", "hair"]
-    chosen = heads.choose(" hair ,eye_color", manifest(ATTRS))
+    assert heads.choose(None, toy_manifest(ATTRS)) == []
+    assert [h.attribute for h in heads.choose("all", toy_manifest(ATTRS))] == ["eye_color", "hair"]
+    chosen = heads.choose(" hair ,eye_color", toy_manifest(ATTRS))
     assert [(h.name, h.classes) for h in chosen] == [("head_hair", ATTRS["hair"]),
                                                      ("head_eye_color", ATTRS["eye_color"])]
 
@@ -154,14 +180,14 @@ def test_heads_flag_picks_attributes():
 ])
 def test_heads_flag_errors_name_the_bad_value(spec, attrs, words):
     with pytest.raises(UsageError) as error:
-        heads.choose(spec, manifest(attrs))
+        heads.choose(spec, toy_manifest(attrs))
     for word in words:
         assert word in str(error.value)
 
 
 def test_heads_replace_the_head_and_keep_the_body():
     single = build_model("cnn", (16, 16, 3), 10)
-    chosen = heads.choose("all", manifest(ATTRS))
+    chosen = heads.choose("all", toy_manifest(ATTRS))
     model = heads.attach(build_model("cnn", (16, 16, 3), 10), chosen, 5e-4)
     names = [layer.name for layer in model.layers]
     assert "head" not in names and names[-2:] == ["head_eye_color", "head_hair"]
@@ -177,14 +203,13 @@ def test_heads_replace_the_head_and_keep_the_body():
 
 
 def test_class_weights_per_attribute_weigh_each_example_in_its_head_loss():
-    counts = {"hair": [6, 3, 3], "eye_color": [9, 3]}
-    args = heads.compile_args(heads.choose("all", manifest(ATTRS, counts)), manifest(ATTRS, counts),
-                              0.0, "balanced")
+    toy = toy_manifest(ATTRS, {"hair": [6, 3, 3], "eye_color": [9, 3]})
+    args = heads.compile_args(heads.choose("all", toy), toy, 0.0, "balanced")
     labels, logits = tf.constant([0, 1]), tf.constant([[2.0, 0.0], [2.0, 0.0]])
     plain = tf.keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     weights = np.array([12 / (2 * 9), 12 / (2 * 3)])                  # total / (classes x count)
     np.testing.assert_allclose(args["loss"]["head_eye_color"](labels, logits), plain * weights, rtol=1e-6)
     with pytest.raises(UsageError, match="attribute eye_color of toy has 1 class"):
-        heads.compile_args(heads.choose("eye_color", manifest(ATTRS, {"eye_color": [5, 0]})),
-                           manifest(ATTRS, {"eye_color": [5, 0]}), 0.0, "balanced")
+        one_class = toy_manifest(ATTRS, {"eye_color": [5, 0]})
+        heads.compile_args(heads.choose("eye_color", one_class), one_class, 0.0, "balanced")
     assert isinstance(objective.make_loss(2), tf.keras.losses.SparseCategoricalCrossentropy)

@@ -70,8 +70,8 @@ def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.
     """The same body (same layers, same names) with one head per attribute instead of "head"."""
     features = model.get_layer(HEAD).input
     reg = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
-    outputs = {h.name: tf.keras.layers.Dense(len(h.classes), kernel_regularizer=reg, name=h.name)(features)
-               for h in heads}
+    outputs = {h.name: tf.keras.layers.Dense(len(h.classes), kernel_regularizer=reg,
+                                             name=h.name)(features) for h in heads}
     return tf.keras.Model(model.inputs, outputs, name=model.name)
 
 
@@ -108,11 +108,14 @@ class HeadLogs(tf.keras.callbacks.Callback):
         for prefix in ("", "val_"):
             self._mean(logs, prefix)
         if self.rank == 0 and logs:
-            shown = "; ".join(
-                f"{h.attribute} " + " ".join(f"{p or 'train_'}acc {logs[f'{p}{h.name}_accuracy']:.4f}"
-                                             for p in ("", "val_") if f"{p}{h.name}_accuracy" in logs)
-                for h in self.heads)
-            print(f"epoch {epoch + 1} heads: {shown}", flush=True)
+            print(f"epoch {epoch + 1} heads: " + "; ".join(self._shown(h, logs) for h in self.heads),
+                  flush=True)
+
+    @staticmethod
+    def _shown(head: Head, logs) -> str:
+        values = [f"{prefix or 'train_'}acc {logs[key]:.4f}" for prefix in ("", "val_")
+                  if (key := f"{prefix}{head.name}_accuracy") in logs]
+        return " ".join([head.attribute, *values])
 
     def _mean(self, logs, prefix):
         if logs is None:
@@ -159,13 +162,16 @@ def write_plots(storage, history, scored, heads, result, report_url, local_dir) 
     ROC/PR for two classes), uploaded beside the report."""
     made = {}
     if history:
-        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir, "training_curves.png"))
+        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir,
+                                                                              "training_curves.png"))
     for h in heads:
-        made[f"confusion_matrix_{h.attribute}"] = plots.confusion_matrix(
-            scored[h.name][0], h.classes, os.path.join(local_dir, f"confusion_matrix_{h.attribute}.png"))
+        name = f"confusion_matrix_{h.attribute}"
+        made[name] = plots.confusion_matrix(scored[h.name][0], h.classes,
+                                            os.path.join(local_dir, f"{name}.png"))
         if "binary" in result["heads"][h.attribute]:
-            made[f"roc_pr_{h.attribute}"] = plots.roc_pr(result["heads"][h.attribute]["binary"],
-                                                         os.path.join(local_dir, f"roc_pr_{h.attribute}.png"))
+            name = f"roc_pr_{h.attribute}"
+            made[name] = plots.roc_pr(result["heads"][h.attribute]["binary"],
+                                      os.path.join(local_dir, f"{name}.png"))
     base = report_url.rsplit("/", 1)[0] if "/" in report_url else "."
     urls = {}
     for name, path in made.items():
