@@ -69,9 +69,11 @@ def horovod(dataset, checkpoints, cache, *extra):
 
 @pytest.fixture(scope="module")
 def trained(cartoons, tmp_path_factory):
-    """--heads all for 3 epochs (with per-attribute class weights and label smoothing)."""
+    """--heads all for 3 epochs (with per-attribute class weights, label smoothing and a lower
+    weight for the head that cannot learn)."""
     result = run_cli(horovod(cartoons, RUN, tmp_path_factory.mktemp("heads"), "--heads", "all",
-                             "--epochs", "3", "--class-weights", "balanced", "--label-smoothing", "0.05"))
+                             "--epochs", "3", "--class-weights", "balanced", "--label-smoothing", "0.05",
+                             "--head-weights", "noise=0.5"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -87,6 +89,7 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
     manifest = read_manifest(storage, cartoons)
     test_count = manifest.splits["test"].num_records
     assert report["heads"] == manifest.label_attributes
+    assert report["settings"]["head_weights"] == "noise=0.5"
     tested = report["test"]["heads"]
     assert set(tested) == {"bar", "color", "noise"} and report["test"]["examples"] == test_count
     for attribute, metrics in tested.items():      # what a one-head run reports, per attribute
@@ -169,6 +172,27 @@ def test_heads_flag_picks_attributes():
     chosen = heads.choose(" hair ,eye_color", toy_manifest(ATTRS))
     assert [(h.name, h.classes) for h in chosen] == [("head_hair", ATTRS["hair"]),
                                                      ("head_eye_color", ATTRS["eye_color"])]
+
+
+def test_head_weights_default_to_one():
+    chosen = heads.choose("all", toy_manifest(ATTRS), "hair=2.5")
+    assert [(h.attribute, h.weight) for h in chosen] == [("eye_color", 1.0), ("hair", 2.5)]
+    assert heads.compile_args(chosen, toy_manifest(ATTRS), 0.0, "none")["loss_weights"] == {
+        "head_eye_color": 1.0, "head_hair": 2.5}
+
+
+@pytest.mark.parametrize("spec, weights, words", [
+    (None, "hair=2", ["--head-weights needs --heads"]),
+    ("hair", "eye_color=2", ["--head-weights 'eye_color=2': 'eye_color' is not one of the heads (hair)"]),
+    ("all", "hair=0", ["want attribute=weight with a weight > 0, got 'hair=0'"]),
+    ("all", "hair=x", ["got 'hair=x'"]),
+    ("all", "hair", ["got 'hair'"]),
+])
+def test_head_weights_errors_name_the_bad_value(spec, weights, words):
+    with pytest.raises(UsageError) as error:
+        heads.choose(spec, toy_manifest(ATTRS), weights)
+    for word in words:
+        assert word in str(error.value)
 
 
 @pytest.mark.parametrize("spec, attrs, words", [

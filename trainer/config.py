@@ -85,6 +85,9 @@ def parser() -> argparse.ArgumentParser:
                    help="datasets with several label attributes (e.g. Cartoon Set): train one head "
                    "per attribute on one network, e.g. 'eye_color,hair' or 'all' (default: one head "
                    "on the primary label)")
+    p.add_argument("--head-weights", metavar="WEIGHTS",
+                   help="with --heads: weights of the heads' losses in their sum, e.g. 'hair=2,"
+                   "eye_color=0.5' (default: 1 each)")
     p.add_argument("--init-from", metavar="URL",
                    help="start from an earlier run: its SavedModel dir (e.g. <checkpoint-dir>/model) "
                    "or a checkpoint dir with COMMITTED checkpoints (s3:// or local). Layers are "

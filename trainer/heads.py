@@ -33,15 +33,19 @@ LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")   # what TensorFlow ac
 class Head:
     attribute: str
     classes: list
+    weight: float = 1.0           # of this head's loss in the sum
 
     @property
     def name(self) -> str:          # layer name, Keras output name, key of labels and logs
         return f"{HEAD}_{self.attribute}"
 
 
-def choose(spec: str | None, manifest: Manifest) -> list[Head]:
-    """The heads `--heads` asks for ([] without the flag: one head on `label`, as always)."""
+def choose(spec: str | None, manifest: Manifest, weights: str | None = None) -> list[Head]:
+    """The heads `--heads` asks for ([] without the flag: one head on `label`, as always), with
+    their loss weights from `--head-weights attribute=weight,...` (1 for those not named)."""
     if spec is None:
+        if weights:
+            raise UsageError("--head-weights needs --heads")
         return []
     available = manifest.label_attributes
     if not available:
@@ -63,7 +67,27 @@ def choose(spec: str | None, manifest: Manifest) -> list[Head]:
     if odd:
         raise UsageError(f"--heads: attribute {odd[0]!r} cannot name a layer (letters, digits, "
                          "'_', '.', '-' only); re-ingest with another attribute name")
-    return [Head(a, list(available[a])) for a in wanted]
+    weight = loss_weights(weights, wanted)
+    return [Head(a, list(available[a]), weight.get(a, 1.0)) for a in wanted]
+
+
+def loss_weights(spec: str | None, attributes: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        attribute, _, value = (part.strip() for part in item.partition("="))
+        if attribute not in attributes:
+            raise UsageError(f"--head-weights {spec!r}: {attribute!r} is not one of the heads "
+                             f"({', '.join(attributes)})")
+        try:
+            weights[attribute] = float(value)
+        except ValueError:
+            weights[attribute] = -1.0
+        if not weights[attribute] > 0:
+            raise UsageError(f"--head-weights {spec!r}: want attribute=weight with a weight > 0, "
+                             f"got {item.strip()!r}")
+    return weights
 
 
 def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.keras.Model:
@@ -77,7 +101,8 @@ def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.
 
 def compile_args(heads: list[Head], manifest: Manifest, label_smoothing: float,
                  class_weights: str) -> dict:
-    """Loss and metrics for model.compile: one cross-entropy per head, summed with weight 1;
+    """Loss and metrics for model.compile: one cross-entropy per head, summed with the heads'
+    weights (1 unless --head-weights says otherwise);
     balanced class weights (if asked) per attribute, applied inside each head's loss because
     Keras's class_weight only works for a model with one output."""
     losses = {}
@@ -89,7 +114,7 @@ def compile_args(heads: list[Head], manifest: Manifest, label_smoothing: float,
                                                f"of {manifest.name}")
         losses[h.name] = make_loss(len(h.classes), label_smoothing, weights)
     metrics = {h.name: [tf.keras.metrics.SparseCategoricalAccuracy("accuracy")] for h in heads}
-    return {"loss": losses, "metrics": metrics}
+    return {"loss": losses, "metrics": metrics, "loss_weights": {h.name: h.weight for h in heads}}
 
 
 class HeadLogs(tf.keras.callbacks.Callback):

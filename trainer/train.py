@@ -31,7 +31,7 @@ def train(args) -> dict | None:
     storage = Storage(endpoint_url=args.s3_endpoint_url)
     check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
-    chosen = heads.choose(args.heads, manifest)           # [] = one head on `label`
+    chosen = heads.choose(args.heads, manifest, args.head_weights)   # [] = one head on `label`
     outputs = heads.outputs(chosen) or None
     if args.profile:
         os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
@@ -210,7 +210,8 @@ def warm_start(storage, args, model, rank) -> dict:
 def settings(args) -> dict:
     keys = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs", "decay",
             "decay_epochs", "decay_factor", "label_smoothing", "class_weights", "no_flip",
-            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze", "heads")
+            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze", "heads",
+            "head_weights")
     return {k: getattr(args, k) for k in keys}
 
 
