@@ -128,7 +128,8 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
 
 def test_init_from_a_run_with_heads_restores_the_chosen_heads(storage, cartoons, trained, tmp_path):
     """A checkpoint of a --heads run is rebuilt with its heads (the marker names them), so a
-    later run on some of the attributes starts from the trained body and heads."""
+    later run on some of the attributes starts from the trained body and heads; that run then
+    resumes from its own checkpoint."""
     run = "s3://cartoons/runs/heads-again"
     result = run_cli(horovod(cartoons, run, tmp_path, "--heads", "color", "--epochs", "1",
                              "--init-from", RUN, "--freeze", "all-but-head"))
@@ -139,6 +140,12 @@ def test_init_from_a_run_with_heads_restores_the_chosen_heads(storage, cartoons,
     assert "head_color" in report["init_from"]["restored"] and "head_color" not in report["frozen"]
     assert set(report["test"]["heads"]) == {"color"}
     assert report["test"]["heads"]["color"]["accuracy"] > 0.6
+
+    again = run_cli(horovod(cartoons, run, tmp_path, "--heads", "color", "--epochs", "2",
+                            "--init-from", RUN, "--freeze", "all-but-head"))       # resumes instead
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resumed from {run}/ckpt-00001 (epoch 1)" in again.stdout and "epoch 1/2" not in again.stdout
+    assert json.loads(storage.read_text(f"{run}/report.json"))["resumed_from_epoch"] == 1
 
 
 def load_signature(storage, url, where):
