@@ -35,6 +35,12 @@ def digests(output: str) -> dict:
     return dict(re.findall(r"rank (\d) weights sha256 ([0-9a-f]+)", output))
 
 
+def committed_epochs(storage, checkpoints: str) -> list[int]:
+    """Epochs done at each committed checkpoint (from the markers)."""
+    return sorted(json.loads(storage.read_text(u))["epoch"] for u, _ in storage.list(checkpoints)
+                  if u.endswith("/COMMITTED") and "/ckpt-" in u)
+
+
 def test_two_ranks_train_identically_checkpoint_to_s3_and_resume(dataset, storage, tmp_path):
     checkpoints = "s3://fmnist/runs/two-ranks"
     first = run_cli(horovod_cmd(dataset, checkpoints, 2, tmp_path))
@@ -46,14 +52,16 @@ def test_two_ranks_train_identically_checkpoint_to_s3_and_resume(dataset, storag
     losses = [epoch["loss"] for epoch in report["history"]]
     assert len(losses) == 2 and losses[1] < losses[0]
     assert report["world_size"] == 2 and report["test"]["examples"] == 150
-    assert storage.exists(f"{checkpoints}/ckpt-00002/COMMITTED")
+    steps = report["steps_per_epoch"]
+    assert storage.exists(f"{checkpoints}/ckpt-{2 * steps:08d}/COMMITTED")
     assert storage.exists(f"{checkpoints}/model/COMMITTED")
 
     again = run_cli(horovod_cmd(dataset, checkpoints, 3, tmp_path))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resumed from {checkpoints}/ckpt-00002 (epoch 2)" in again.stdout
+    assert f"resumed from {checkpoints}/ckpt-{2 * steps:08d}: epoch 3, 0 of {steps} batches done" in again.stdout
     assert "epoch 3/3" in again.stdout and "epoch 1/3" not in again.stdout
-    assert json.loads(storage.read_text(f"{checkpoints}/report.json"))["resumed_from_epoch"] == 2
+    resumed_from = json.loads(storage.read_text(f"{checkpoints}/report.json"))["resumed_from"]
+    assert (resumed_from["epoch"], resumed_from["batch"], resumed_from["step"]) == (2, 0, 2 * steps)
 
 
 def test_killed_run_resumes_from_its_last_complete_checkpoint(dataset, storage, tmp_path):
@@ -61,7 +69,7 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(dataset, storage, 
     run = subprocess.Popen(horovod_cmd(dataset, checkpoints, 30, tmp_path), cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 300
-    while not storage.exists(f"{checkpoints}/ckpt-00002/COMMITTED"):
+    while not committed_epochs(storage, checkpoints) or committed_epochs(storage, checkpoints)[-1] < 2:
         assert run.poll() is None, run.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)
@@ -72,11 +80,10 @@ def test_killed_run_resumes_from_its_last_complete_checkpoint(dataset, storage, 
         assert time.monotonic() < deadline, f"ranks still running: {trainer_processes(checkpoints)}"
         time.sleep(0.5)
 
-    done = sorted(int(u.split("ckpt-")[1][:5]) for u, _ in storage.list(checkpoints)
-                  if u.endswith("/COMMITTED") and "/ckpt-" in u)
+    done = committed_epochs(storage, checkpoints)
     assert done and done[-1] >= 2
     resumed = run_cli(horovod_cmd(dataset, checkpoints, done[-1] + 1, tmp_path))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"(epoch {done[-1]})" in resumed.stdout
+    assert f"epoch {done[-1] + 1}, 0 of" in resumed.stdout
     assert f"epoch {done[-1] + 1}/{done[-1] + 1}" in resumed.stdout
     assert digests(resumed.stdout)["0"] == digests(resumed.stdout)["1"]

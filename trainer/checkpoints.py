@@ -1,8 +1,10 @@
 """Checkpoints that are complete or invisible, on S3 or local disk.
 
 Rank 0 writes the checkpoint locally, uploads each file, and only then writes the COMMITTED
-marker (which lists the files with their sha256). Readers consider a checkpoint only if its
-marker exists, so a crash during upload leaves the previous one as the newest complete one.
+marker (which lists the files with their sha256, and the training position: global step, epoch,
+batches done in that epoch). Checkpoints are named by global step (ckpt-00000468). Readers
+consider a checkpoint only if its marker exists, so a crash during upload leaves the previous
+one as the newest complete one.
 Upload and commit run in a background thread while training goes on (at most one in flight).
 """
 from __future__ import annotations
@@ -30,18 +32,18 @@ class CheckpointStore:
         self._pending: Future | None = None
 
     @staticmethod
-    def name(epoch: int) -> str:
-        return f"ckpt-{epoch:05d}"
+    def name(step: int) -> str:
+        return f"ckpt-{step:08d}"
 
     def _entries(self) -> dict[int, bool]:
-        """epoch -> committed? for every checkpoint directory found."""
+        """step -> committed? for every checkpoint directory found."""
         found: dict[int, bool] = {}
         for url, _ in self.storage.list(self.url):
             parts = url[len(self.url) + 1:].split("/")
             match = NAME.match(parts[0])
             if match and len(parts) == 2:
-                epoch = int(match.group(1))
-                found[epoch] = found.get(epoch, False) or parts[1] == MARKER
+                step = int(match.group(1))
+                found[step] = found.get(step, False) or parts[1] == MARKER
         return found
 
     def committed(self) -> list[int]:
@@ -51,24 +53,24 @@ class CheckpointStore:
         done = self.committed()
         return done[-1] if done else None
 
-    def save(self, checkpoint: tf.train.Checkpoint, epoch: int, meta: dict) -> str:
+    def save(self, checkpoint: tf.train.Checkpoint, step: int, meta: dict) -> str:
         """Write, upload and commit; returns when the checkpoint is committed."""
-        self.save_async(checkpoint, epoch, meta)
+        self.save_async(checkpoint, step, meta)
         self.wait()
-        return join(self.url, self.name(epoch))
+        return join(self.url, self.name(step))
 
-    def save_async(self, checkpoint: tf.train.Checkpoint, epoch: int, meta: dict, done=None) -> None:
+    def save_async(self, checkpoint: tf.train.Checkpoint, step: int, meta: dict, done=None) -> None:
         """Write locally now (training is paused only for this), then upload and commit in the
         background: one commit in flight at most, so a slow store cannot pile up checkpoints.
         `done(url, seconds)` is called once committed; a failed upload is raised by `wait`."""
         self.wait()
         started = time.monotonic()
-        local = os.path.join(self.local_dir, self.name(epoch))
+        local = os.path.join(self.local_dir, self.name(step))
         shutil.rmtree(local, ignore_errors=True)
         checkpoint.write(os.path.join(local, "ckpt"))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-upload")
-        self._pending = self._pool.submit(self._commit, epoch, local, meta, started, done)
+        self._pending = self._pool.submit(self._commit, step, local, meta, started, done)
 
     def wait(self) -> None:
         """Block until the commit in flight (if any) is done; re-raise its error."""
@@ -76,18 +78,18 @@ class CheckpointStore:
         if pending is not None:
             pending.result()
 
-    def _commit(self, epoch: int, local: str, meta: dict, started: float, done) -> None:
-        name = self.name(epoch)
+    def _commit(self, step: int, local: str, meta: dict, started: float, done) -> None:
+        name = self.name(step)
         files = []
         for file_name in sorted(os.listdir(local)):
             path = os.path.join(local, file_name)
             self.storage.upload(path, join(self.url, name, file_name))
             files.append({"name": file_name, "bytes": os.path.getsize(path),
                           "sha256": sha256_of(path)})
-        marker = {"epoch": epoch, "files": files, **meta}
+        marker = {"step": step, "files": files, **meta}
         self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
         shutil.rmtree(local, ignore_errors=True)
-        self._prune(epoch)
+        self._prune(step)
         if done:
             done(join(self.url, name), time.monotonic() - started)
 
@@ -95,13 +97,16 @@ class CheckpointStore:
         """Keep the newest `keep` committed checkpoints; drop older ones and stale partial ones."""
         entries = self._entries()
         keep = set(sorted(e for e, done in entries.items() if done)[-self.keep:])
-        for epoch in entries:
-            if epoch not in keep and epoch <= newest:
-                self.storage.delete_prefix(join(self.url, self.name(epoch)))
+        for step in entries:
+            if step not in keep and step <= newest:
+                self.storage.delete_prefix(join(self.url, self.name(step)))
 
-    def restore(self, checkpoint: tf.train.Checkpoint, epoch: int, rank: int = 0) -> dict:
-        name = self.name(epoch)
-        marker = json.loads(self.storage.read_text(join(self.url, name, MARKER)))
+    def marker(self, step: int) -> dict:
+        return json.loads(self.storage.read_text(join(self.url, self.name(step), MARKER)))
+
+    def restore(self, checkpoint: tf.train.Checkpoint, step: int, rank: int = 0) -> dict:
+        name = self.name(step)
+        marker = self.marker(step)
         local = os.path.join(self.local_dir, f"restore-{rank}", name)
         for f in marker["files"]:
             path = os.path.join(local, f["name"])

@@ -9,8 +9,11 @@ SGD. Launch one process per GPU (or CPU slot) with horovodrun, e.g.
   horovodrun -np 2 -H localhost:2 python -m trainer --dataset s3://bucket/datasets/fmnist \\
       --checkpoint-dir s3://bucket/runs/fmnist
 
-Rank 0 writes a checkpoint every epoch; restarting with the same --checkpoint-dir resumes from
-the newest complete one. S3 endpoint and credentials come from boto3's usual chain
+Rank 0 writes a checkpoint every epoch (and every --checkpoint-every steps); restarting with the
+same --checkpoint-dir resumes from the newest complete one, at the exact batch where it was
+written. Elastic mode (processes may come and go):
+
+  horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh python -m trainer ... S3 endpoint and credentials come from boto3's usual chain
 (AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ...) or --s3-endpoint-url."""
 
 
@@ -21,6 +24,13 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
     return parse
+
+
+def nonnegative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def fraction(text):
@@ -109,6 +119,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",
                    help="local directory shards are staged into (default %(default)s)")
     p.add_argument("--keep-checkpoints", type=positive(int), default=3)
+    p.add_argument("--checkpoint-every", type=nonnegative, default=0, metavar="STEPS",
+                   help="also commit a checkpoint every this many global steps, mid-epoch (default 0: "
+                   "at epoch ends only); a resumed run goes on from the exact batch")
+    p.add_argument("--commit-every", type=positive(int), default=20, metavar="STEPS",
+                   help="elastic mode (horovodrun --min-np/--max-np): commit the in-memory state every "
+                   "this many steps; a lost process costs at most this much work (default 20)")
+    p.add_argument("--global-batch-size", type=positive(int),
+                   help="images per step over all processes (default: --batch-size x processes at "
+                   "the start). Fixed for the whole run: an elastic run that loses a process gives "
+                   "each remaining one a larger share, so the schedule and results do not change")
     p.add_argument("--log-every", type=positive(float), default=10.0, help="seconds between progress lines")
     p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
     return p

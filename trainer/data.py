@@ -1,10 +1,12 @@
 """tf.data input for one Horovod rank.
 
 files (manifest) -> this rank's files -> staged locally, sha256 checked -> interleaved reads
--> parse + decode (parallel map) -> [cache] -> shuffle -> repeat -> augment (parallel map)
--> batch -> prefetch (last)."""
+-> parse + decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed,
+epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
+-> to float, standardise -> prefetch (last)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -62,54 +64,110 @@ def sha256_of(path: str) -> str:
     return h.hexdigest()
 
 
+def serialized(paths: list[str], shard_records: tuple[int, int] | None = None,
+               deterministic: bool = False) -> tf.data.Dataset:
+    """Serialized records of the given files, read with interleave; deterministic=True gives the
+    same order on every run (what exact resume and the NaN diagnosis rely on)."""
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(paths), 8)),
+                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return ds.shard(*shard_records) if shard_records else ds
+
+
 def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
-            with_ids: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
-    """(uint8 image, label[, id]) per record, read with interleave and decoded in parallel.
-    With `outputs` ({model output name: attribute}, several heads) the label is a dict of the
-    records' attribute labels keyed by output name."""
+            deterministic: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    """(uint8 image, label) per record, decoded in parallel. With `outputs` ({model output name:
+    attribute}, several heads) the label is a dict of the records' attribute labels by output."""
     height, width, channels = shape
     spec = records.parse_spec(list((outputs or {}).values()))
 
-    def parse(serialized):
-        f = tf.io.parse_single_example(serialized, spec)
+    def parse(serialized_record):
+        f = tf.io.parse_single_example(serialized_record, spec)
         image = tf.io.decode_image(f[records.IMAGE], channels=channels, expand_animations=False)
         image = tf.image.resize_with_crop_or_pad(image, height, width)
         image.set_shape((height, width, channels))
-        label = ({n: f[records.attribute_key(a)] for n, a in outputs.items()} if outputs
-                 else f[records.LABEL])
-        return (image, label, f[records.ID]) if with_ids else (image, label)
+        if outputs:
+            return image, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
+        return image, f[records.LABEL]
 
-    files = tf.data.Dataset.from_tensor_slices(paths)
-    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(paths), 8)),
-                          num_parallel_calls=AUTOTUNE, deterministic=False)
-    if shard_records:
-        ds = ds.shard(*shard_records)
-    return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=False)
+    return serialized(paths, shard_records, deterministic).map(
+        parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def augment_fn(shape, flip: bool):
-    """Random crop from the image padded by 1/8 of its size, and a horizontal flip (uint8)."""
-    height, width, channels = shape
-    pad = max(2, height // 8)
+def record_ids(paths: list[str], shard_records: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """The record ids, in the order of decoded(..., deterministic=True), without decoding images."""
+    spec = {records.ID: tf.io.FixedLenFeature([], tf.string)}
+    return serialized(paths, shard_records, deterministic=True).map(
+        lambda r: tf.io.parse_single_example(r, spec)[records.ID], num_parallel_calls=AUTOTUNE)
 
-    def augment(image, label):
+
+@dataclasses.dataclass(frozen=True)
+class EpochPlan:
+    """What one rank reads in every epoch: all its records in an order fixed by (seed, epoch),
+    cut or cycled to exactly steps x batch_size records. So every rank takes the same number of
+    steps whatever its shard sizes, and a run resumed at (epoch, batch) reads exactly what the
+    interrupted run would have read from there on: nothing repeated, nothing skipped."""
+    steps: int
+    batch_size: int
+    seed: int
+    buffer: int          # shuffle buffer: all of the rank's records when they fit in memory
+
+    def stream(self, items: tf.data.Dataset, start_epoch: int = 0,
+               start_batch: int = 0) -> tf.data.Dataset:
+        """(epoch, index in epoch, item) from (start_epoch, start_batch) on, endless."""
+        per_epoch = self.steps * self.batch_size
+        seed = tf.constant(self.seed, tf.int64)
+
+        def one_epoch(epoch):
+            order = items.shuffle(self.buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+            return order.repeat().take(per_epoch).enumerate().map(lambda i, item: (epoch, i, item))
+
+        epochs = tf.data.Dataset.range(start_epoch, 2**62)
+        return epochs.flat_map(one_epoch).skip(start_batch * self.batch_size)
+
+
+def batch_record_ids(paths, shard_records, plan: EpochPlan, epoch: int, batch: int) -> list[str]:
+    """The ids of the records in batch `batch` (0-based) of `epoch` on this rank."""
+    ds = plan.stream(record_ids(paths, shard_records), epoch, batch).take(plan.batch_size)
+    return [item.decode() for _, _, item in ds.as_numpy_iterator()]
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Random crop from the image padded by 1/8 of its size, horizontal flip, brightness and
+    contrast. The random numbers of each image come from (seed, epoch, index in epoch), not from
+    a stateful generator, so a resumed run augments exactly as the interrupted run would have."""
+    shape: tuple
+    seed: int
+    flip: bool = True
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    @property
+    def photometric(self) -> bool:
+        return bool(self.brightness or self.contrast)
+
+    def __call__(self, epoch, index, record):
+        """-> (image, label): uint8, or floats in [0, 1] when brightness/contrast are on."""
+        image, label = record
+        key = tf.random.experimental.stateless_fold_in(tf.stack([tf.constant(self.seed, tf.int64), epoch]), index)
+        crop_key, flip_key, brightness_key, contrast_key = tf.unstack(
+            tf.random.experimental.stateless_split(key, 4))
+        height, width, channels = self.shape
+        pad = max(2, height // 8)
         image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
-        image = tf.image.random_crop(image, (height, width, channels))
-        if flip:
-            image = tf.image.random_flip_left_right(image)
+        image = tf.image.stateless_random_crop(image, (height, width, channels), crop_key)
+        if self.flip:
+            image = tf.image.stateless_random_flip_left_right(image, flip_key)
+        if self.photometric:
+            image = tf.cast(image, tf.float32) / 255.0
+            if self.brightness:
+                image = tf.image.stateless_random_brightness(image, self.brightness, brightness_key)
+            if self.contrast:
+                image = tf.image.stateless_random_contrast(image, 1 - self.contrast, 1 + self.contrast,
+                                                           contrast_key)
+            image = tf.clip_by_value(image, 0.0, 1.0)
         return image, label
-    return augment
-
-
-def photometric_fn(brightness: float, contrast: float):
-    """Random brightness shift and contrast factor on [0, 1] floats (before standardisation)."""
-    def photometric(image, label):
-        if brightness:
-            image = tf.image.random_brightness(image, brightness)
-        if contrast:
-            image = tf.image.random_contrast(image, 1 - contrast, 1 + contrast)
-        return tf.clip_by_value(image, 0.0, 1.0), label
-    return photometric
 
 
 class Standardize:
@@ -140,33 +198,30 @@ class Standardize:
         return {"mean": self.mean, "std": self.std}
 
 
-def training_dataset(paths, shape, *, num_records: int, batch_size: int, seed: int,
-                     augment: bool, flip: bool, threads: int, shard_records=None,
-                     standardize: Standardize | None = None, brightness: float = 0.0,
-                     contrast: float = 0.0, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
-    """Endless batches; the caller takes the same number of steps on every rank."""
-    standardize = standardize or Standardize()
-    ds = decoded(paths, shape, shard_records, outputs=outputs)
-    if num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
-        ds = ds.cache()
-        buffer = num_records
-    else:
-        buffer = 10_000
-    ds = ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True).repeat()
-    if augment:
-        ds = ds.map(augment_fn(shape, flip), num_parallel_calls=AUTOTUNE)
-    photometric = photometric_fn(brightness, contrast) if augment and (brightness or contrast) else None
+def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: int) -> EpochPlan:
+    """A full shuffle when this rank's decoded images fit in memory (they are then cached)."""
+    fits = num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES
+    return EpochPlan(steps, batch_size, seed, max(1, num_records if fits else min(num_records, 10_000)))
 
-    def to_float(image, label):                  # one map: each map stage costs per element
-        image = standardize.scale(image)
-        if photometric:
-            image, label = photometric(image, label)
+
+def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = (0, 0),
+                     augmentation: Augmentation | None, threads: int, shard_records=None,
+                     standardize: Standardize | None = None,
+                     outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch."""
+    standardize = standardize or Standardize()
+    images = decoded(paths, shape, shard_records, deterministic=True, outputs=outputs)
+    if plan.buffer * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
+        images = images.cache()
+    ds = plan.stream(images, *start)
+    ds = ds.map(augmentation or (lambda epoch, index, record: record), num_parallel_calls=AUTOTUNE)
+
+    def to_float(image, label):    # on whole batches: one op instead of one per image
+        if image.dtype == tf.uint8:
+            image = standardize.scale(image)
         return standardize.center(image), label
 
-    if photometric:      # random per image: before batching
-        ds = ds.map(to_float, num_parallel_calls=AUTOTUNE).batch(batch_size, drop_remainder=True)
-    else:                # the same arithmetic on a whole batch: one op instead of one per image
-        ds = ds.batch(batch_size, drop_remainder=True).map(to_float, num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(plan.batch_size, drop_remainder=True).map(to_float, num_parallel_calls=AUTOTUNE)
     return with_threads(ds.prefetch(AUTOTUNE), threads)
 
 

@@ -7,35 +7,45 @@ import tensorflow as tf
 
 from trainer.errors import NonFiniteLoss
 
+MAX_IDS_SHOWN = 16
+
 
 class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     """Runs on every rank. The first rank that sees a non-finite loss raises; its process exits
     with the diagnosis and horovodrun then ends the other ranks (their next allreduce cannot
-    complete), so no rank trains on NaN. Record ids of the batch are not tracked by the input
-    pipeline, so the diagnosis names the step, not the records."""
+    complete), so no rank trains on NaN. The input order is a function of (seed, epoch), so
+    `batch_ids(epoch, batch)` can name the records of the bad batch after the fact."""
 
-    def __init__(self, steps_per_epoch: int, rank: int):
+    def __init__(self, position, rank: int, batch_ids=None):
         super().__init__()
-        self.steps_per_epoch, self.rank = steps_per_epoch, rank
+        self.position, self.rank, self.batch_ids = position, rank, batch_ids
         self.last_good = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
-        step = self.epoch * self.steps_per_epoch + batch + 1
+        at = self.position
         if math.isfinite(float(loss)):
-            self.last_good = (step, float(loss))
+            self.last_good = (at.global_step, float(loss))
             return
         good = (f"last finite loss {self.last_good[1]:.4f} at step {self.last_good[0]}"
                 if self.last_good else "no finite loss before it")
         raise NonFiniteLoss(
-            f"loss became {float(loss)} on rank {self.rank} at epoch {self.epoch + 1} step {batch + 1} "
-            f"(global step {step}), learning rate {self._lr():.6g}; {good}. Lower --lr, "
-            "lengthen --warmup-epochs, or check the input data; stopped")
+            f"loss became {float(loss)} on rank {self.rank} at epoch {at.epoch + 1} step {at.batch} "
+            f"(global step {at.global_step}), learning rate {self._lr():.6g}; {good}; "
+            f"{self._records(at.epoch, at.batch - 1)}. Lower --lr, lengthen --warmup-epochs, or "
+            "check the input data; stopped")
+
+    def _records(self, epoch: int, batch: int) -> str:
+        if self.batch_ids is None:
+            return "the batch's records are not known"
+        try:
+            ids = self.batch_ids(epoch, batch)
+        except Exception as e:          # the diagnosis must not hide the NaN behind another error
+            return f"the batch's records could not be listed ({e})"
+        shown = ", ".join(ids[:MAX_IDS_SHOWN]) + (f", ... ({len(ids)} in all)" if len(ids) > MAX_IDS_SHOWN else "")
+        return f"this rank's batch held records {shown}"
 
     def _lr(self) -> float:
         opt = self.model.optimizer

@@ -205,22 +205,18 @@ def write_plots(storage, history, scored, heads, result, report_url, local_dir) 
     return urls
 
 
-def finish(storage, args, model, test_ds, heads: list[Head], rank: int, shape, standardize,
-           started: float, digest, allreduce, run: dict) -> dict | None:
-    """The end of a run with several heads: test metrics per attribute (all ranks), then rank 0
-    exports the model, draws the plots and writes the report (`run`: the fields every report
-    has, from train.py)."""
-    scored = score(model, test_ds, heads, allreduce)
-    print(f"rank {rank} weights sha256 {digest(model)}", flush=True)
-    if rank != 0:
-        return None
+def finish(storage, args, model, scored: dict, heads: list[Head], shape, standardize,
+           started: float, run: dict) -> dict:
+    """Rank 0 at the end of a run with several heads: test metrics per attribute from `scored`
+    (summed over ranks), the exported model, the plots and the report (`run`: the fields every
+    report has, from train.py)."""
     result = test_metrics(scored, heads)
     model_url = args.model_dir or join(args.checkpoint_dir, "model")
     export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"), shape,
                  [], standardize, {h.name: (h.attribute, h.classes) for h in heads})
     report_url = args.report or join(args.checkpoint_dir, "report.json")
     report = {**run, "heads": {h.attribute: h.classes for h in heads}, "test": result,
-              "model_dir": model_url,
+              "model_dir": model_url, "standardization": standardize.to_json(),
               "plots": write_plots(storage, run["history"], scored, heads, result, report_url,
                                    os.path.join(args.cache_dir, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}

@@ -96,6 +96,18 @@ def resnet20(input_shape, num_classes, weight_decay=5e-4):
 MODELS = {"cnn": cnn, "shallow_cnn": shallow_cnn, "resnet20": resnet20}
 
 
+def random_generators(model: tf.keras.Model) -> dict[str, tf.random.Generator]:
+    """The dropout layers' random generators (with Keras's tf.random.Generator mode on), by layer
+    name: checkpointed with the weights so a resumed run draws the masks an uninterrupted run
+    would have drawn. Keras keeps them in a private attribute; none are found if that changes."""
+    found = {}
+    for layer in model.layers:
+        generator = getattr(getattr(layer, "_random_generator", None), "_generator", None)
+        if isinstance(generator, tf.random.Generator):
+            found[layer.name] = generator
+    return found
+
+
 def build_model(name, input_shape, num_classes, weight_decay=5e-4) -> tf.keras.Model:
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r} (choose from: {', '.join(sorted(MODELS))})")

@@ -1,4 +1,4 @@
-"""Progress lines and epoch checkpoints, as Keras callbacks that act on rank 0 only."""
+"""Keras callbacks: the training position, progress lines, checkpoints, uploads of logs."""
 from __future__ import annotations
 
 import os
@@ -9,31 +9,57 @@ import tensorflow as tf
 from pipeline.storage import join
 
 
+class Position(tf.keras.callbacks.Callback):
+    """Where training is: `epoch` (0-based) and `batch`, the batches done in it. Keras numbers
+    batches from 0 in every fit() call, but a run resumed mid-epoch starts its first epoch at
+    `start`'s batch. Put it first among the callbacks: the others read it."""
+
+    def __init__(self, steps: int, start: tuple[int, int] = (0, 0)):
+        super().__init__()
+        self.steps = steps
+        self.epoch, self.batch = start
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * self.steps + self.batch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch != self.epoch:
+            self.epoch, self.batch = epoch, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batch += 1
+
+
 class ProgressLogger(tf.keras.callbacks.Callback):
     """Every few seconds: epoch, step, loss, accuracy, learning rate, images/s (all ranks)."""
 
-    def __init__(self, epochs: int, steps: int, global_batch: int, every: float, history: list):
+    def __init__(self, epochs: int, position: Position, global_batch: int, every: float, history: list):
         super().__init__()
-        self.epochs, self.steps, self.global_batch, self.every = epochs, steps, global_batch, every
+        self.epochs, self.position, self.global_batch, self.every = epochs, position, global_batch, every
+        self.steps = position.steps
         self.history = history
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_start = epoch, time.monotonic()
-        self.last_print, self.last_step = self.epoch_start, 0
+        self.last_print, self.first_step = self.epoch_start, self.position.batch
+        self.last_step = self.first_step
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
         if now - self.last_print >= self.every:
-            rate = (batch + 1 - self.last_step) * self.global_batch / (now - self.last_print)
-            print(f"epoch {self.epoch + 1}/{self.epochs} step {batch + 1}/{self.steps} "
+            done = self.position.batch
+            rate = (done - self.last_step) * self.global_batch / (now - self.last_print)
+            print(f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps} "
                   f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} lr {self._lr():.4f} "
                   f"{rate:.0f} img/s", flush=True)
-            self.last_print, self.last_step = now, batch + 1
+            self.last_print, self.last_step = now, done
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self.epoch_start
+        images = (self.steps - self.first_step) * self.global_batch
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": self._lr(),
-                 "images_per_second": round(self.steps * self.global_batch / seconds, 1),
+                 "images_per_second": round(images / seconds, 1),
                  **{k: float(v) for k, v in (logs or {}).items()}}
         self.history.append(entry)
         shown = " ".join(f"{k} {entry[k]:.4f}" for k in
@@ -48,40 +74,85 @@ class ProgressLogger(tf.keras.callbacks.Callback):
 
 
 class AverageNonTrainable(tf.keras.callbacks.Callback):
-    """Average batch-norm moving statistics over ranks at each epoch end.
+    """Average batch-norm moving statistics over ranks at each epoch end, and every
+    `every_steps` steps when mid-epoch checkpoints are on.
 
     Gradients are averaged every step, so trainable weights agree; moving means/variances are
-    computed from each rank's own batches and would drift apart. Averaging them before the
-    checkpoint makes every rank hold the same model (runs on every rank: it is a collective)."""
+    computed from each rank's own batches and would drift apart. Averaging them before each
+    checkpoint makes every rank hold the model that is saved, so a resumed run and an
+    uninterrupted one go on from the same state (runs on every rank: it is a collective)."""
 
-    def __init__(self, allreduce):
+    def __init__(self, allreduce, position: Position | None = None, every_steps: int = 0):
         super().__init__()
-        self.allreduce = allreduce
+        self.allreduce, self.position, self.every_steps = allreduce, position, every_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        at = self.position
+        if self.every_steps and at.global_step % self.every_steps == 0 and at.batch < at.steps:
+            self.average()
 
     def on_epoch_end(self, epoch, logs=None):
+        self.average()
+
+    def average(self) -> None:
         for var in self.model.non_trainable_variables:
             if var.dtype.is_floating:
                 var.assign(self.allreduce(var, name=f"avg_{var.name}"))
 
 
-class EpochCheckpoint(tf.keras.callbacks.Callback):
-    """Rank 0 commits a checkpoint at the end of every epoch (uploaded while training goes on)."""
+class Checkpointing(tf.keras.callbacks.Callback):
+    """Rank 0 commits a checkpoint every `every_steps` global steps (0: never mid-epoch) and at
+    the end of every epoch; each is uploaded while training goes on. The marker records the
+    position, (epoch, batch) with batch < steps, from which a resumed run goes on."""
 
-    def __init__(self, store, checkpoint: tf.train.Checkpoint, epoch_var: tf.Variable, meta: dict):
+    def __init__(self, store, checkpoint: tf.train.Checkpoint, position: Position, every_steps: int,
+                 meta: dict):
         super().__init__()
-        self.store, self.checkpoint, self.epoch_var, self.meta = store, checkpoint, epoch_var, meta
+        self.store, self.checkpoint, self.position = store, checkpoint, position
+        self.every_steps, self.meta = every_steps, meta
+
+    def on_train_batch_end(self, batch, logs=None):
+        at = self.position
+        if self.every_steps and at.global_step % self.every_steps == 0 and at.batch < at.steps:
+            self.save(at.epoch, at.batch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch_var.assign(epoch + 1)
-        self.store.save_async(self.checkpoint, epoch + 1, {**self.meta, "metrics": {
-            k: float(v) for k, v in (logs or {}).items()}}, done=self._committed)
+        self.save(epoch + 1, 0, {k: float(v) for k, v in (logs or {}).items()})
 
     def on_train_end(self, logs=None):
         self.store.wait()
 
+    def save(self, epoch: int, batch: int, metrics: dict | None = None) -> None:
+        step = epoch * self.position.steps + batch
+        self.store.save_async(self.checkpoint, step, {
+            **self.meta, "epoch": epoch, "batch": batch, "steps_per_epoch": self.position.steps,
+            **({"metrics": metrics} if metrics is not None else {})}, done=self._committed)
+
     @staticmethod
     def _committed(url: str, seconds: float) -> None:
         print(f"checkpoint {url} committed ({seconds:.1f} s)", flush=True)
+
+
+class CommitState(tf.keras.callbacks.Callback):
+    """Elastic mode, every rank: commit the in-memory state (weights, optimizer, position) every
+    `every_steps` steps and at each epoch end. A commit is also where a process learns that
+    hosts were added or removed (Horovod raises there and re-forms the ring)."""
+
+    def __init__(self, state, position: Position, every_steps: int):
+        super().__init__()
+        self.state, self.position, self.every_steps = state, position, every_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        at = self.position
+        if at.global_step % self.every_steps == 0 and at.batch < at.steps:
+            self.commit(at.epoch, at.batch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.commit(epoch + 1, 0)
+
+    def commit(self, epoch: int, batch: int) -> None:
+        self.state.epoch, self.state.batch = epoch, batch
+        self.state.commit()
 
 
 class UploadDirectory(tf.keras.callbacks.Callback):

@@ -18,9 +18,11 @@ from trainer.checkpoints import CheckpointStore
 from trainer.errors import UsageError
 from trainer.export import export_model
 from trainer.guards import StopOnNonFiniteLoss
-from trainer.models import MODELS, build_model
+from trainer.models import MODELS, build_model, random_generators
 from trainer.profiling import ProfileSteps
-from trainer.progress import AverageNonTrainable, EpochCheckpoint, ProgressLogger, UploadDirectory
+from trainer.inputs import RankInputs
+from trainer.progress import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
+                              UploadDirectory)
 from trainer.schedule import WarmupDecay
 
 __all__ = ["train", "UsageError"]
@@ -32,44 +34,45 @@ def train(args) -> dict | None:
     check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
     chosen = heads.choose(args.heads, manifest, args.head_weights)   # [] = one head on `label`
-    outputs = heads.outputs(chosen) or None
     if args.profile:
         os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
+    tf.keras.utils.set_random_seed(args.seed)   # first: the input order and the weights come from it
+    tf.keras.backend.experimental.enable_tf_random_generator()   # dropout's RNG state can be saved
     hvd.init()
     rank, size = hvd.rank(), hvd.size()
+    elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
     threads = share_cores(hvd.local_size())
     shape = image_shape(manifest)
     say = print if rank == 0 else (lambda *a, **k: None)
-    say(f"training {args.model} on {manifest.name}: {size} processes x {args.batch_size} images, "
-        f"{threads} thread(s) each, image {shape}, {len(manifest.classes)} classes", flush=True)
-    if chosen:
-        say("heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in chosen), flush=True)
-
-    # Input: every rank reads its own files; every rank takes the same number of steps.
-    standardize = data.Standardize.from_manifest(manifest)
-    train_files, val_files, test_files = (
-        rank_inputs(storage, args, manifest, split, rank, size) for split in ("train", "validation", "test"))
-    train_count = manifest.splits["train"].num_records
-    steps = train_count // (args.batch_size * size)
-    if steps == 0:
-        raise UsageError(f"{train_count} training records are fewer than one global "
-                         f"batch ({args.batch_size} x {size}); lower --batch-size")
-    train_ds = data.training_dataset(
-        train_files[0], shape, num_records=train_count // size, batch_size=args.batch_size,
-        seed=args.seed + rank, augment=not args.no_augment, flip=not args.no_flip,
-        threads=threads, shard_records=train_files[1], standardize=standardize,
-        brightness=args.brightness, contrast=args.contrast, outputs=outputs)
-    checked = check_input(args, train_ds, shape, len(manifest.classes), steps, say) if args.check_input else None
-    if args.check_input == "only":
-        return checked
 
     # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone.
     store = CheckpointStore(storage, args.checkpoint_dir,
                             os.path.join(args.cache_dir, "checkpoints"), args.keep_checkpoints)
-    latest = hvd_tf.broadcast_object(store.latest() if rank == 0 else None, root_rank=0)
+    latest = hvd_tf.broadcast_object(latest_position(store) if rank == 0 else None, root_rank=0)
+
+    # One global batch for the whole run, also when an elastic run loses or gains processes.
+    global_batch = (latest or {}).get("global_batch") or args.global_batch_size or args.batch_size * size
+    train_count = manifest.splits["train"].num_records
+    steps = train_count // global_batch
+    if steps == 0:
+        raise UsageError(f"{train_count} training records are fewer than one global "
+                         f"batch ({global_batch}); lower --batch-size")
+    say(f"training {args.model} on {manifest.name}: {size} processes, global batch {global_batch}, "
+        f"{threads} thread(s) each, image {shape}, {len(manifest.classes)} classes, {steps} steps "
+        f"per epoch{', elastic' if elastic else ''}", flush=True)
+    if chosen:
+        say("heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in chosen), flush=True)
+    run = Run(args, storage, manifest, shape, threads, steps, global_batch)
+    run.heads = chosen
+    if args.check_input:
+        checked = check_input(args, run.inputs(rank, size).training((0, 0)), shape,
+                              len(manifest.classes), steps, say)
+        if args.check_input == "only":
+            return checked
+    else:
+        checked = None
 
     # Model (same initial weights on every rank), warm start, frozen layers.
-    tf.keras.utils.set_random_seed(args.seed)
     model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
     if chosen:
         model = heads.attach(model, chosen, args.weight_decay)
@@ -82,87 +85,55 @@ def train(args) -> dict | None:
     if frozen:
         say(f"frozen: {', '.join(frozen)}", flush=True)
 
-    # Optimizer and schedule: LR scaled by the world size with a warm-up (Goyal et al.).
-    schedule = make_schedule(args, size, steps)
+    # Optimizer and schedule: LR scaled with the global batch, with a warm-up (Goyal et al.).
+    schedule = make_schedule(args, global_batch / args.batch_size, steps)
     optimizer = hvd.DistributedOptimizer(objective.make_optimizer(args.optimizer, schedule, args.momentum))
     model.compile(optimizer=optimizer, **(heads.compile_args(
         chosen, manifest, args.label_smoothing, args.class_weights) if chosen else dict(
             metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
             loss=objective.make_loss(len(manifest.classes), args.label_smoothing))))
-
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    optimizer._create_all_weights(model.trainable_variables)   # slots exist before restore/elastic state
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=random_generators(model))
+    start = (0, 0)
     if latest is not None:
-        optimizer._create_all_weights(model.trainable_variables)   # so slots restore at once
-        store.restore(checkpoint, latest, rank)
-        say(f"resumed from {join(args.checkpoint_dir, store.name(latest))} (epoch {latest})", flush=True)
-    initial_epoch = int(epoch_var.numpy())
+        start = resume(store, checkpoint, latest, steps, rank, say)
+    optimizer.iterations.assign(start[0] * steps + start[1])     # the schedule follows the position
+    run.model, run.checkpoint, run.store = model, checkpoint, store
 
-    history: list[dict] = []
-    tensorboard_url = None if args.no_tensorboard else join(args.checkpoint_dir, "tensorboard")
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0),
-                 hvd.callbacks.MetricAverageCallback(),
-                 AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name)),
-                 StopOnNonFiniteLoss(steps, rank)] + ([heads.HeadLogs(chosen, rank)] if chosen else [])
-    if rank == 0:
-        meta = {"dataset": args.dataset, "world_size": size, "model": args.model,
-                "image_shape": list(shape), "classes": manifest.classes,
-                **({"heads": {h.attribute: h.classes for h in chosen}} if chosen else {})}
-        callbacks += [ProgressLogger(args.epochs, steps, args.batch_size * size, args.log_every, history),
-                      EpochCheckpoint(store, checkpoint, epoch_var, meta)]
-        if args.profile:
-            profile = os.path.join(args.cache_dir, "profile", f"{os.getpid()}")
-            uploader = UploadDirectory(storage, profile, join(args.checkpoint_dir, "profile"))
-            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
-        if tensorboard_url:
-            logs = os.path.join(args.cache_dir, "tensorboard", f"{os.getpid()}")
-            callbacks += [tf.keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
-                          UploadDirectory(storage, logs, tensorboard_url)]
-    validation = None
-    if val_files[0] and manifest.splits["validation"].num_records >= args.batch_size * size:
-        validation = dict(
-            validation_data=data.eval_dataset(val_files[0], shape, batch_size=args.batch_size,
-                                              threads=threads, shard_records=val_files[1], repeat=True,
-                                              standardize=standardize, outputs=outputs),
-            validation_steps=manifest.splits["validation"].num_records // (args.batch_size * size))
-    class_weight = (objective.balanced_class_weights(manifest)    # several heads: in their losses
-                    if args.class_weights == "balanced" and not chosen else None)
-    if initial_epoch < args.epochs:
-        model.fit(train_ds, epochs=args.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                  callbacks=callbacks, verbose=0, class_weight=class_weight, **(validation or {}))
+    if elastic:
+        matrix, hist = fit_elastic(run, start)
+    else:
+        # Every rank starts from rank 0's variables. Before training, not after its first batch
+        # as Horovod's callback does: that would also overwrite the other ranks' batch-norm
+        # statistics mid-epoch, so a resumed run would not match an uninterrupted one.
+        hvd_tf.broadcast_variables(model.variables + optimizer.variables(), root_rank=0)
+        matrix, hist = fit_and_score(run, start)
 
-    # Test split: each rank scores its files, the confusion matrices (and score histograms) are summed.
-    test_ds = data.eval_dataset(test_files[0], shape, batch_size=256, threads=threads,
-                                shard_records=test_files[1], standardize=standardize, outputs=outputs)
-    if chosen:      # several heads: scored, exported, plotted and reported per attribute
-        return heads.finish(
-            storage, args, model, test_ds, chosen, rank, shape, standardize, started, weights_digest,
-            lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Sum, name=name).numpy(),
-            {"dataset": args.dataset, "model": args.model, "world_size": size, "epochs": args.epochs,
-             "resumed_from_epoch": latest, "steps_per_epoch": steps,
-             "global_batch": args.batch_size * size, "history": history, "init_from": warm,
-             "frozen": frozen, "standardization": standardize.to_json(), "settings": settings(args),
-             "tensorboard": tensorboard_url, "input_check": checked})
-    matrix, hist = evaluate.score(model, test_ds, len(manifest.classes))
-    matrix = hvd_tf.allreduce(matrix, op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
-    hist = hvd_tf.allreduce(hist, op=hvd_tf.Sum, name="test_scores").numpy().astype(np.int64)
-    print(f"rank {rank} weights sha256 {weights_digest(model)}", flush=True)
-    if rank != 0:
+    print(f"rank {hvd.rank()} weights sha256 {weights_digest(model)}", flush=True)
+    if hvd.rank() != 0:
         return None
+    if chosen:      # several heads: `matrix` holds each head's sums; reported per attribute
+        return heads.finish(
+            storage, args, model, matrix, chosen, shape, data.Standardize.from_manifest(manifest), started,
+            {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(), "elastic": elastic,
+             "epochs": args.epochs, "resumed_from": latest, "steps_per_epoch": steps,
+             "global_batch": global_batch, "history": run.history, "init_from": warm, "frozen": frozen,
+             "settings": settings(args), "tensorboard": run.tensorboard_url, "input_check": checked})
     result = evaluate.metrics(matrix, manifest.classes)
     if len(manifest.classes) == 2:
         result["binary"] = evaluate.roc_pr(hist, manifest.classes)
+    standardize = data.Standardize.from_manifest(manifest)
     model_url = args.model_dir or join(args.checkpoint_dir, "model")
     export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"), shape,
                  manifest.classes, standardize)
     report_url = args.report or join(args.checkpoint_dir, "report.json")
-    report = {"dataset": args.dataset, "model": args.model, "world_size": size,
-              "epochs": args.epochs, "resumed_from_epoch": latest, "steps_per_epoch": steps,
-              "global_batch": args.batch_size * size, "history": history, "test": result,
-              "model_dir": model_url, "init_from": warm, "frozen": frozen,
+    report = {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(),
+              "elastic": elastic, "epochs": args.epochs, "resumed_from": latest,
+              "steps_per_epoch": steps, "global_batch": global_batch, "history": run.history,
+              "test": result, "model_dir": model_url, "init_from": warm, "frozen": frozen,
               "standardization": standardize.to_json(), "settings": settings(args),
-              "tensorboard": tensorboard_url, "input_check": checked,
-              "plots": write_plots(storage, history, matrix, manifest.classes, result, report_url,
+              "tensorboard": run.tensorboard_url, "input_check": checked,
+              "plots": write_plots(storage, run.history, matrix, manifest.classes, result, report_url,
                                    os.path.join(args.cache_dir, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
     storage.write_text(report_url, json.dumps(report, indent=2))
@@ -170,6 +141,123 @@ def train(args) -> dict | None:
     print(f"test accuracy {result['accuracy']:.4f} on {result['examples']} images; "
           f"model {model_url}; report {report_url}; {report['wall_seconds']:.0f} s", flush=True)
     return report
+
+
+def fit_and_score(run: "Run", start: tuple[int, int], extra_callbacks=None) -> tuple[np.ndarray, np.ndarray]:
+    """Train from `start` = (epoch, batch) to the last epoch, then score the test split; every
+    rank scores its own files and the confusion matrices (and score histograms) are summed."""
+    rank, size = hvd.rank(), hvd.size()
+    inputs = run.inputs(rank, size)
+    position = Position(run.steps, start)
+    callbacks = [position, *(extra_callbacks(position) if extra_callbacks else []),
+                 *run.callbacks(position, inputs)]
+    epoch, batch = start
+    if batch:        # finish the interrupted epoch first: Keras runs whole epochs only
+        run.model.fit(inputs.training(start), epochs=epoch + 1, initial_epoch=epoch,
+                      steps_per_epoch=run.steps - batch, callbacks=callbacks, verbose=0,
+                      **run.fit_options(inputs))
+        epoch, batch = epoch + 1, 0
+    if epoch < run.args.epochs:
+        run.model.fit(inputs.training((epoch, 0)), epochs=run.args.epochs, initial_epoch=epoch,
+                      steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
+                      **run.fit_options(inputs))
+    if run.heads:    # {head: (confusion, histogram)}, summed over ranks the same way
+        return heads.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
+            v, op=hvd_tf.Sum, name=name).numpy()), None
+    matrix, hist = evaluate.score(run.model, inputs.test(), len(run.manifest.classes))
+    matrix = hvd_tf.allreduce(matrix, op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
+    hist = hvd_tf.allreduce(hist, op=hvd_tf.Sum, name="test_scores").numpy().astype(np.int64)
+    return matrix, hist
+
+
+def fit_elastic(run: "Run", start: tuple[int, int]):
+    """Horovod elastic: processes may leave or join. The state (weights, optimizer, position) is
+    committed in memory every --commit-every steps; when a process dies, the others roll back
+    to the last commit, re-form the ring, re-partition the input and go on."""
+    state = hvd.elastic.KerasState(run.model, epoch=start[0], batch=start[1])
+
+    @hvd.elastic.run
+    def train_elastic(state):
+        print(f"rank {hvd.rank()} of {hvd.size()}: training from epoch {state.epoch + 1} "
+              f"batch {state.batch}", flush=True)
+        return fit_and_score(run, (state.epoch, state.batch),
+                             lambda position: [CommitState(state, position, run.args.commit_every)])
+
+    return train_elastic(state)
+
+
+class Run:
+    """What every fit() of this run shares; inputs and callbacks depend on the current rank."""
+
+    def __init__(self, args, storage, manifest, shape, threads, steps, global_batch):
+        self.args, self.storage, self.manifest, self.shape = args, storage, manifest, shape
+        self.threads, self.steps, self.global_batch = threads, steps, global_batch
+        self.history: list[dict] = []
+        self.tensorboard_url = None if args.no_tensorboard else join(args.checkpoint_dir, "tensorboard")
+        self.model = self.checkpoint = self.store = None
+        self.heads = []      # several heads (--heads): trainer/heads.py
+
+    def inputs(self, rank: int, size: int) -> RankInputs:
+        return RankInputs(self.storage, self.args, self.manifest, self.shape, self.threads, self.steps,
+                          self.global_batch, rank, size, heads.outputs(self.heads) or None)
+
+    def callbacks(self, position: Position, inputs: RankInputs) -> list:
+        args = self.args
+        callbacks = [hvd.callbacks.MetricAverageCallback(),
+                      AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
+                                          position, args.checkpoint_every),
+                      StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids),
+                      *([heads.HeadLogs(self.heads, hvd.rank())] if self.heads else [])]
+        if hvd.rank() != 0:
+            return callbacks
+        meta = {"dataset": args.dataset, "world_size": hvd.size(), "model": args.model,
+                "global_batch": self.global_batch, "image_shape": list(self.shape),
+                "classes": self.manifest.classes,
+                **({"heads": {h.attribute: h.classes for h in self.heads}} if self.heads else {})}
+        callbacks += [ProgressLogger(args.epochs, position, self.global_batch, args.log_every, self.history),
+                      Checkpointing(self.store, self.checkpoint, position, args.checkpoint_every, meta)]
+        if args.profile:
+            profile = os.path.join(args.cache_dir, "profile", f"{os.getpid()}")
+            uploader = UploadDirectory(self.storage, profile, join(args.checkpoint_dir, "profile"))
+            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
+        if self.tensorboard_url:
+            logs = os.path.join(args.cache_dir, "tensorboard", f"{os.getpid()}")
+            callbacks += [tf.keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
+                          UploadDirectory(self.storage, logs, self.tensorboard_url)]
+        return callbacks
+
+    def fit_options(self, inputs: RankInputs) -> dict:
+        options = {}
+        if self.args.class_weights == "balanced" and not self.heads:   # several heads: in their losses
+            options["class_weight"] = objective.balanced_class_weights(self.manifest)
+        if inputs.validation_count >= self.global_batch:
+            options.update(validation_data=inputs.validation(),
+                           validation_steps=inputs.validation_count // self.global_batch)
+        return options
+
+
+def latest_position(store: CheckpointStore) -> dict | None:
+    """Rank 0: the newest complete checkpoint and the position it holds."""
+    step = store.latest()
+    if step is None:
+        return None
+    marker = store.marker(step)
+    return {"checkpoint": join(store.url, store.name(step)), "step": step,
+            "epoch": marker.get("epoch", 0), "batch": marker.get("batch", 0),
+            "steps_per_epoch": marker.get("steps_per_epoch"), "global_batch": marker.get("global_batch")}
+
+
+def resume(store, checkpoint, latest: dict, steps: int, rank: int, say) -> tuple[int, int]:
+    """Restore the newest complete checkpoint; returns the (epoch, batch) to go on from."""
+    store.restore(checkpoint, latest["step"], rank)
+    epoch, batch = latest["epoch"], latest["batch"]
+    if latest["steps_per_epoch"] and latest["steps_per_epoch"] != steps:   # another world size
+        batch = batch * steps // latest["steps_per_epoch"]
+        say(f"steps per epoch changed from {latest['steps_per_epoch']} to {steps}: going on at the "
+            f"same fraction of the epoch, batch {batch}", flush=True)
+    say(f"resumed from {latest['checkpoint']}: epoch {epoch + 1}, {batch} of {steps} batches done",
+        flush=True)
+    return epoch, batch
 
 
 def check_flags(args) -> None:
@@ -193,9 +281,9 @@ def check_input(args, train_ds, shape, num_classes, steps, say) -> dict:
     return result
 
 
-def make_schedule(args, size: int, steps: int) -> WarmupDecay:
+def make_schedule(args, scale: float, steps: int) -> WarmupDecay:
     boundaries = args.decay_epochs or (args.epochs * 0.5, args.epochs * 0.75)
-    return WarmupDecay(args.lr, size, int(args.warmup_epochs * steps), args.epochs * steps,
+    return WarmupDecay(args.lr, scale, int(args.warmup_epochs * steps), args.epochs * steps,
                        args.decay, [int(e * steps) for e in boundaries], args.decay_factor)
 
 
@@ -244,16 +332,6 @@ def image_shape(manifest: Manifest) -> tuple[int, int, int]:
         raise UsageError(f"images in {manifest.name} differ in size; "
                          "re-ingest with a fixed size")
     return tuple(manifest.image_shape)
-
-
-def rank_inputs(storage, args, manifest, split, rank, size):
-    """(local shard paths, record-level (num_shards, index) or None) for this rank."""
-    if split not in manifest.splits:
-        return [], None
-    indices = list(range(len(manifest.splits[split].shards)))
-    mine, by_record = data.files_for_rank(indices, rank, size)
-    paths = data.stage(storage, args.dataset, manifest, split, mine, args.cache_dir)
-    return paths, (size, rank) if by_record else None
 
 
 def weights_digest(model) -> str:

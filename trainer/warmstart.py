@@ -6,7 +6,6 @@ for every layer whose name and weight shapes match; a head sized for other class
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -31,19 +30,19 @@ def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tu
             storage.download(file_url, os.path.join(local, file_url[len(prefix):]))
         return tf.keras.models.load_model(local, compile=False), f"SavedModel {url}"
     store = CheckpointStore(storage, url, os.path.join(local_dir, f"init-{rank}"))
-    epoch = store.latest()
-    if epoch is None:
+    step = store.latest()
+    if step is None:
         raise UsageError(f"--init-from {url}: neither a SavedModel (no saved_model.pb) nor a "
-                         f"checkpoint directory (no ckpt-NNNNN/{MARKER})")
-    marker = json.loads(storage.read_text(join(url, store.name(epoch), MARKER)))
+                         f"checkpoint directory (no ckpt-NNNNNNNN/{MARKER})")
+    marker = store.marker(step)
     if not {"model", "image_shape", "classes"} <= marker.keys() or marker["model"] not in MODELS:
-        raise UsageError(f"--init-from {url}: checkpoint {store.name(epoch)} does not say which "
+        raise UsageError(f"--init-from {url}: checkpoint {store.name(step)} does not say which "
                          "model it holds (written by an older trainer); use its exported SavedModel")
     model = build_model(marker["model"], marker["image_shape"], len(marker["classes"]))
     if marker.get("heads"):             # trained with --heads: the same heads, so names match
         model = heads.attach(model, [heads.Head(a, c) for a, c in marker["heads"].items()], 0)
-    store.restore(tf.train.Checkpoint(model=model), epoch, rank)
-    return model, f"checkpoint {join(url, store.name(epoch))} ({marker['model']})"
+    store.restore(tf.train.Checkpoint(model=model), step, rank)
+    return model, f"checkpoint {join(url, store.name(step))} ({marker['model']})"
 
 
 def transfer(source: tf.keras.Model, target: tf.keras.Model, prefixes: list[str] | None = None) -> dict:

@@ -1,0 +1,72 @@
+"""The training input's order, on a handful of real TFRecord files: fixed by (seed, epoch), equal
+steps on every rank, a resumed stream equal to the tail of an uninterrupted one, and the ids of
+any batch recoverable after the fact (what the NaN diagnosis prints)."""
+import numpy as np
+import pytest
+
+from pipeline import records, tfrecord
+from trainer import data
+from tests.helpers import png
+
+SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """Two shards of unequal size (7 and 3 records); label = the record's number."""
+    where = tmp_path_factory.mktemp("shards")
+    paths = []
+    for shard, numbers in enumerate((range(0, 7), range(7, 10))):
+        path = str(where / f"train-{shard}.tfrecord")
+        with open(path, "wb") as f:
+            tfrecord.write_records(f, [records.encode_example(records.ImageRecord(
+                id=f"img-{n:02d}", image=png(8, 8, 1, seed=n), image_format="png", height=8, width=8,
+                channels=1, label=n, label_name=str(n))) for n in numbers])
+        paths.append(path)
+    return paths
+
+
+def labels(ds, batches: int) -> list[list[int]]:
+    return [list(y.numpy()) for _, y in ds.take(batches)]
+
+
+def stream(paths, plan, start=(0, 0), augment=True):
+    augmentation = data.Augmentation(SHAPE, plan.seed) if augment else None
+    return data.training_dataset(paths, SHAPE, plan, start=start, augmentation=augmentation, threads=1)
+
+
+def test_each_epoch_reads_every_record_once_in_a_new_fixed_order(shards):
+    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=3)
+    epochs = labels(stream(shards, plan), 15)
+    flat = [sorted(sum(epochs[e * 5:(e + 1) * 5], [])) for e in range(3)]
+    assert flat == [list(range(10))] * 3
+    orders = [sum(epochs[e * 5:(e + 1) * 5], []) for e in range(3)]
+    assert len({tuple(o) for o in orders}) == 3                    # reshuffled every epoch
+    assert labels(stream(shards, plan), 15) == epochs               # the same on every run
+
+
+def test_a_rank_with_fewer_records_cycles_them_to_take_the_same_steps(shards):
+    """Rank 1 of 2 holds 3 records, rank 0 holds 7; both take 4 steps of 2 per epoch."""
+    plan = data.epoch_plan(3, SHAPE, steps=4, batch_size=2, seed=1)
+    epoch = sum(labels(stream(shards[1:], plan), 4), [])
+    assert len(epoch) == 8 and set(epoch) == {7, 8, 9}
+    assert epoch[:3] == epoch[3:6]                                  # its one order, cycled
+
+
+@pytest.mark.parametrize("start", [(0, 3), (1, 0), (2, 4)])
+def test_a_resumed_stream_is_the_tail_of_the_uninterrupted_one(shards, start):
+    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=7)
+    whole = list(stream(shards, plan).take(15).as_numpy_iterator())
+    skip = start[0] * 5 + start[1]
+    resumed = list(stream(shards, plan, start).take(15 - skip).as_numpy_iterator())
+    for (image_a, label_a), (image_b, label_b) in zip(whole[skip:], resumed):
+        np.testing.assert_array_equal(label_a, label_b)
+        np.testing.assert_array_equal(image_a, image_b)          # the same crops and flips too
+
+
+def test_batch_record_ids_name_what_the_batch_held(shards):
+    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=5)
+    batches = labels(stream(shards, plan, augment=False), 10)
+    for epoch, batch in [(0, 0), (0, 4), (1, 2)]:
+        ids = data.batch_record_ids(shards, None, plan, epoch, batch)
+        assert ids == [f"img-{n:02d}" for n in batches[epoch * 5 + batch]]
