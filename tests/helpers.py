@@ -1,5 +1,6 @@
-"""Small image builders for tests."""
+"""Small image builders for tests, and finding the processes of a horovodrun."""
 import io
+import os
 
 import numpy as np
 from PIL import Image
@@ -29,3 +30,19 @@ def png_header_only(height: int, width: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def rank_pid(checkpoints: str, rank: int) -> int | None:
+    """The live trainer process of this run that horovodrun started as the given rank."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if checkpoints.encode() in cmdline and b"trainer" in cmdline and \
+                f"HOROVOD_RANK={rank}".encode() in environ and b"horovodrun" not in cmdline:
+            return int(entry)
+    return None

@@ -3,10 +3,10 @@ ONE rank mid-epoch. Neither may hang; the killed run resumes from a mid-epoch ch
 with exactly the weights of an uninterrupted run of the same seed."""
 import json
 import os
-import tempfile
 import re
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -16,6 +16,7 @@ from pipeline import records
 from pipeline.manifest import read_manifest
 from pipeline.storage import join
 from tests.conftest import ROOT, run_cli
+from tests.helpers import rank_pid
 
 
 def horovod(dataset, checkpoints, cache, epochs, *extra):
@@ -23,22 +24,6 @@ def horovod(dataset, checkpoints, cache, epochs, *extra):
             "--dataset", dataset, "--checkpoint-dir", checkpoints, "--epochs", str(epochs),
             "--batch-size", "8", "--lr", "0.02", "--warmup-epochs", "0.5", "--cache-dir", str(cache),
             "--no-tensorboard", *extra]
-
-
-def rank_pid(checkpoints: str, rank: int) -> int | None:
-    """The live trainer process of this run that horovodrun started as the given rank."""
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                environ = f.read().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if checkpoints.encode() in cmdline and b"trainer" in cmdline and \
-                f"HOROVOD_RANK={rank}".encode() in environ and b"horovodrun" not in cmdline:
-            return int(entry)
-    return None
 
 
 def train_ids(storage, dataset) -> set[str]:
@@ -59,7 +44,7 @@ def test_nan_loss_stops_at_once_with_a_diagnosis_naming_the_records(dataset, sto
     output = result.stdout + result.stderr
     diagnosis = re.search(r"trainer: error: loss became nan on rank \d at epoch 1 step (\d+) .*"
                           r"learning rate ([0-9.e+]+); last finite loss .*; this rank's batch held "
-                          r"records ([^.]+)\. Lower --lr", output)
+                          r"records (.+?)\. Lower --lr", output)
     assert diagnosis, output[-3000:]
     named = diagnosis.group(3).split(", ")
     assert len(named) == 8 and len(set(named)) == 8          # --batch-size 8

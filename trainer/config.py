@@ -65,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), default=10)
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
     p.add_argument("--lr", type=positive(float), default=0.025,
-                   help="learning rate of one process; scaled by the number of processes")
+                   help="learning rate for a batch of --batch-size images; scaled linearly with the "
+                   "global batch (x processes, or x --global-batch-size / --batch-size)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="SGD with momentum (default) or Adam (try --lr 0.001)")
     p.add_argument("--momentum", type=float, default=0.9)
@@ -126,9 +127,10 @@ def parser() -> argparse.ArgumentParser:
                    help="elastic mode (horovodrun --min-np/--max-np): commit the in-memory state every "
                    "this many steps; a lost process costs at most this much work (default 20)")
     p.add_argument("--global-batch-size", type=positive(int),
-                   help="images per step over all processes (default: --batch-size x processes at "
-                   "the start). Fixed for the whole run: an elastic run that loses a process gives "
-                   "each remaining one a larger share, so the schedule and results do not change")
+                   help="images per step over all processes; required in elastic mode (default: "
+                   "the resumed checkpoint's, else --batch-size x processes). Fixed for the whole "
+                   "run: when an elastic run loses a process each remaining one takes a larger "
+                   "share, so the learning rate schedule and steps per epoch do not change")
     p.add_argument("--log-every", type=positive(float), default=10.0, help="seconds between progress lines")
     p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
     return p

@@ -46,12 +46,20 @@ def train(args) -> dict | None:
     say = print if rank == 0 else (lambda *a, **k: None)
 
     # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone.
+    # Elastic: no collective before the elastic loop (a process that joins later would wait in
+    # it forever); each reads the listing itself and rank 0's state is broadcast at the start.
     store = CheckpointStore(storage, args.checkpoint_dir,
                             os.path.join(args.cache_dir, "checkpoints"), args.keep_checkpoints)
-    latest = hvd_tf.broadcast_object(latest_position(store) if rank == 0 else None, root_rank=0)
+    if elastic:
+        latest = latest_position(store)
+    else:
+        latest = hvd_tf.broadcast_object(latest_position(store) if rank == 0 else None, root_rank=0)
 
     # One global batch for the whole run, also when an elastic run loses or gains processes.
-    global_batch = (latest or {}).get("global_batch") or args.global_batch_size or args.batch_size * size
+    if elastic and not args.global_batch_size:
+        raise UsageError("elastic mode needs --global-batch-size: the global batch must not depend "
+                         "on how many processes happen to be there when each one starts")
+    global_batch = args.global_batch_size or (latest or {}).get("global_batch") or args.batch_size * size
     train_count = manifest.splits["train"].num_records
     steps = train_count // global_batch
     if steps == 0:
