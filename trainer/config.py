@@ -92,6 +92,13 @@ def parser() -> argparse.ArgumentParser:
                    help="random contrast factor in [1-x, 1+x] (default 0)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--heads", metavar="ATTRIBUTES",
+                   help="datasets with several label attributes (e.g. Cartoon Set): train one head "
+                   "per attribute on one network, e.g. 'eye_color,hair' or 'all' (default: one head "
+                   "on the primary label)")
+    p.add_argument("--head-weights", metavar="WEIGHTS",
+                   help="with --heads: weights of the heads' losses in their sum, e.g. 'hair=2,"
+                   "eye_color=0.5' (default: 1 each)")
     p.add_argument("--init-from", metavar="URL",
                    help="start from an earlier run: its SavedModel dir (e.g. <checkpoint-dir>/model) "
                    "or a checkpoint dir with COMMITTED checkpoints (s3:// or local). Layers are "

@@ -75,16 +75,19 @@ def serialized(paths: list[str], shard_records: tuple[int, int] | None = None,
 
 
 def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
-            deterministic: bool = False) -> tf.data.Dataset:
-    """(uint8 image, label) per record, decoded in parallel."""
+            deterministic: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    """(uint8 image, label) per record, decoded in parallel. With `outputs` ({model output name:
+    attribute}, several heads) the label is a dict of the records' attribute labels by output."""
     height, width, channels = shape
-    spec = records.parse_spec()
+    spec = records.parse_spec(list((outputs or {}).values()))
 
     def parse(serialized_record):
         f = tf.io.parse_single_example(serialized_record, spec)
         image = tf.io.decode_image(f[records.IMAGE], channels=channels, expand_animations=False)
         image = tf.image.resize_with_crop_or_pad(image, height, width)
         image.set_shape((height, width, channels))
+        if outputs:
+            return image, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
         return image, f[records.LABEL]
 
     return serialized(paths, shard_records, deterministic).map(
@@ -205,10 +208,11 @@ def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: in
 
 def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = (0, 0),
                      augmentation: Augmentation | None, threads: int, shard_records=None,
-                     standardize: Standardize | None = None) -> tf.data.Dataset:
+                     standardize: Standardize | None = None,
+                     outputs: dict[str, str] | None = None) -> tf.data.Dataset:
     """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch."""
     standardize = standardize or Standardize()
-    images = decoded(paths, shape, shard_records, deterministic=True)
+    images = decoded(paths, shape, shard_records, deterministic=True, outputs=outputs)
     if plan.buffer * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
         images = images.cache()
     ds = plan.stream(images, *start)
@@ -224,8 +228,9 @@ def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = 
 
 
 def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
-                 repeat: bool = False, standardize: Standardize | None = None) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records).map(standardize or Standardize(),
+                 repeat: bool = False, standardize: Standardize | None = None,
+                 outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records, outputs=outputs).map(standardize or Standardize(),
                                                   num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()

@@ -15,17 +15,24 @@ def score(model, dataset, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(confusion matrix, histogram [true class, bin] of class 1's probability). Both are sums,
     so ranks that scored different parts of a split can add theirs with one allreduce each. The
     histogram (only filled for two classes) is what ROC and PR curves are computed from."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    hist = np.zeros((num_classes, SCORE_BINS), dtype=np.int64)
+    matrix, hist = empty_scores(num_classes)
     for images, labels in dataset:
-        logits = model(images, training=False).numpy()
-        labels = labels.numpy()
-        np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
-        if num_classes == 2:
-            positive = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
-            bins = np.minimum((positive * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
-            np.add.at(hist, (labels, bins), 1)
+        add_scores(matrix, hist, labels.numpy(), model(images, training=False).numpy())
     return matrix, hist
+
+
+def empty_scores(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    return (np.zeros((num_classes, num_classes), dtype=np.int64),
+            np.zeros((num_classes, SCORE_BINS), dtype=np.int64))
+
+
+def add_scores(matrix: np.ndarray, hist: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> None:
+    """Count one batch into the confusion matrix (and, for two classes, the score histogram)."""
+    np.add.at(matrix, (labels, np.argmax(logits, axis=1)), 1)
+    if logits.shape[1] == 2:
+        positive = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
+        bins = np.minimum((positive * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+        np.add.at(hist, (labels, bins), 1)
 
 
 def roc_pr(hist: np.ndarray, classes: list[str]) -> dict:

@@ -2,7 +2,9 @@
 
 serving_default: image_bytes (string [N], PNG/JPEG/GIF/BMP) -> probabilities (float [N, C]),
 class (string [N], the most probable class name) and classes (string [N, C], the names in the
-order of probabilities). Decoding, sizing and standardisation are those of training."""
+order of probabilities). Decoding, sizing and standardisation are those of training.
+A model with several heads (--heads) returns the three per attribute instead:
+<attribute>_probabilities, <attribute>_class and <attribute>_classes."""
 from __future__ import annotations
 
 import os
@@ -13,9 +15,9 @@ import tensorflow as tf
 from pipeline.storage import Storage, join
 
 
-def serving_function(model, shape, classes: list[str], standardize):
+def serving_function(model, shape, classes: list[str], standardize, heads=None):
+    """`heads`: {model output name: (attribute, its classes)} for a model with several heads."""
     height, width, channels = shape
-    names = tf.constant(classes)
 
     def decode(encoded):
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
@@ -28,20 +30,28 @@ def serving_function(model, shape, classes: list[str], standardize):
         images = tf.map_fn(decode, image_bytes,
                            fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))
         logits = model(standardize.center(standardize.scale(images)), training=False)
-        probabilities = tf.nn.softmax(logits)
-        return {"probabilities": probabilities,
-                "class": tf.gather(names, tf.argmax(probabilities, axis=1)),
-                "classes": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])}
+        if not heads:
+            return predictions(logits, classes)
+        return {f"{attribute}_{key}": value for output, (attribute, names) in heads.items()
+                for key, value in predictions(logits[output], names).items()}
     return serve
 
 
+def predictions(logits, classes: list[str]) -> dict:
+    names = tf.constant(classes)
+    probabilities = tf.nn.softmax(logits)
+    return {"probabilities": probabilities,
+            "class": tf.gather(names, tf.argmax(probabilities, axis=1)),
+            "classes": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])}
+
+
 def export_model(storage: Storage, model, url: str, local_root: str, shape, classes,
-                 standardize) -> None:
+                 standardize, heads=None) -> None:
     """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
     local = os.path.join(local_root, "model")
     shutil.rmtree(local, ignore_errors=True)
     model.save(local, include_optimizer=False, save_format="tf",
-               signatures={"serving_default": serving_function(model, shape, classes, standardize)})
+               signatures={"serving_default": serving_function(model, shape, classes, standardize, heads)})
     for root, _, files in os.walk(local):
         for name in files:
             path = os.path.join(root, name)

@@ -13,8 +13,9 @@ from trainer.errors import UsageError
 
 class RankInputs:
     def __init__(self, storage: Storage, args, manifest: Manifest, shape, threads: int, steps: int,
-                 global_batch: int, rank: int, size: int):
+                 global_batch: int, rank: int, size: int, outputs: dict[str, str] | None = None):
         self.shape, self.threads, self.rank = shape, threads, rank
+        self.outputs = outputs          # several heads: {model output: attribute} labels
         self.batch_size = global_batch // size
         if self.batch_size == 0:
             raise UsageError(f"a global batch of {global_batch} cannot be split over {size} processes")
@@ -36,17 +37,20 @@ class RankInputs:
         paths, shard_records, _ = self.splits["train"]
         return data.training_dataset(paths, self.shape, self.plan, start=start,
                                      augmentation=self.augmentation, threads=self.threads,
-                                     shard_records=shard_records, standardize=self.standardize)
+                                     shard_records=shard_records, standardize=self.standardize,
+                                     outputs=self.outputs)
 
     def validation(self):
         paths, shard_records, _ = self.splits["validation"]
         return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
-                                 shard_records=shard_records, repeat=True, standardize=self.standardize)
+                                 shard_records=shard_records, repeat=True, standardize=self.standardize,
+                                 outputs=self.outputs)
 
     def test(self):
         paths, shard_records, _ = self.splits["test"]
         return data.eval_dataset(paths, self.shape, batch_size=256, threads=self.threads,
-                                 shard_records=shard_records, standardize=self.standardize)
+                                 shard_records=shard_records, standardize=self.standardize,
+                                 outputs=self.outputs)
 
     def batch_ids(self, epoch: int, batch: int) -> list[str]:
         paths, shard_records, _ = self.splits["train"]

@@ -13,7 +13,7 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.manifest import Manifest, read_manifest
 from pipeline.storage import Storage, join
-from trainer import data, evaluate, inputcheck, objective, report as plots, warmstart
+from trainer import data, evaluate, heads, inputcheck, objective, report as plots, warmstart
 from trainer.checkpoints import CheckpointStore
 from trainer.errors import UsageError
 from trainer.export import export_model
@@ -33,6 +33,7 @@ def train(args) -> dict | None:
     storage = Storage(endpoint_url=args.s3_endpoint_url)
     check_flags(args)                                     # fail before any process waits on others
     manifest = read_manifest(storage, args.dataset)
+    chosen = heads.choose(args.heads, manifest, args.head_weights)   # [] = one head on `label`
     if args.profile:
         os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
     tf.keras.utils.set_random_seed(args.seed)   # first: the input order and the weights come from it
@@ -67,7 +68,10 @@ def train(args) -> dict | None:
     say(f"training {args.model} on {manifest.name}: {size} processes, global batch {global_batch}, "
         f"{threads} thread(s) each, image {shape}, {len(manifest.classes)} classes, {steps} steps "
         f"per epoch{', elastic' if elastic else ''}", flush=True)
+    if chosen:
+        say("heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in chosen), flush=True)
     run = Run(args, storage, manifest, shape, threads, steps, global_batch)
+    run.heads = chosen
     if args.check_input:
         checked = check_input(args, run.inputs(rank, size).training((0, 0)), shape,
                               len(manifest.classes), steps, say)
@@ -78,6 +82,8 @@ def train(args) -> dict | None:
 
     # Model (same initial weights on every rank), warm start, frozen layers.
     model = build_model(args.model, shape, len(manifest.classes), args.weight_decay)
+    if chosen:
+        model = heads.attach(model, chosen, args.weight_decay)
     warm = None
     if args.init_from and latest is None:
         warm = warm_start(storage, args, model, rank)
@@ -90,8 +96,10 @@ def train(args) -> dict | None:
     # Optimizer and schedule: LR scaled with the global batch, with a warm-up (Goyal et al.).
     schedule = make_schedule(args, global_batch / args.batch_size, steps)
     optimizer = hvd.DistributedOptimizer(objective.make_optimizer(args.optimizer, schedule, args.momentum))
-    model.compile(optimizer=optimizer, metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
-                  loss=objective.make_loss(len(manifest.classes), args.label_smoothing))
+    model.compile(optimizer=optimizer, **(heads.compile_args(
+        chosen, manifest, args.label_smoothing, args.class_weights) if chosen else dict(
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy("accuracy")],
+            loss=objective.make_loss(len(manifest.classes), args.label_smoothing))))
     optimizer._create_all_weights(model.trainable_variables)   # slots exist before restore/elastic state
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, rng=random_generators(model))
     start = (0, 0)
@@ -112,6 +120,13 @@ def train(args) -> dict | None:
     print(f"rank {hvd.rank()} weights sha256 {weights_digest(model)}", flush=True)
     if hvd.rank() != 0:
         return None
+    if chosen:      # several heads: `matrix` holds each head's sums; reported per attribute
+        return heads.finish(
+            storage, args, model, matrix, chosen, shape, data.Standardize.from_manifest(manifest), started,
+            {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(), "elastic": elastic,
+             "epochs": args.epochs, "resumed_from": latest, "steps_per_epoch": steps,
+             "global_batch": global_batch, "history": run.history, "init_from": warm, "frozen": frozen,
+             "settings": settings(args), "tensorboard": run.tensorboard_url, "input_check": checked})
     result = evaluate.metrics(matrix, manifest.classes)
     if len(manifest.classes) == 2:
         result["binary"] = evaluate.roc_pr(hist, manifest.classes)
@@ -154,6 +169,9 @@ def fit_and_score(run: "Run", start: tuple[int, int], extra_callbacks=None) -> t
         run.model.fit(inputs.training((epoch, 0)), epochs=run.args.epochs, initial_epoch=epoch,
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
+    if run.heads:    # {head: (confusion, histogram)}, summed over ranks the same way
+        return heads.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
+            v, op=hvd_tf.Sum, name=name).numpy()), None
     matrix, hist = evaluate.score(run.model, inputs.test(), len(run.manifest.classes))
     matrix = hvd_tf.allreduce(matrix, op=hvd_tf.Sum, name="test_confusion").numpy().astype(np.int64)
     hist = hvd_tf.allreduce(hist, op=hvd_tf.Sum, name="test_scores").numpy().astype(np.int64)
@@ -185,22 +203,25 @@ class Run:
         self.history: list[dict] = []
         self.tensorboard_url = None if args.no_tensorboard else join(args.checkpoint_dir, "tensorboard")
         self.model = self.checkpoint = self.store = None
+        self.heads = []      # several heads (--heads): trainer/heads.py
 
     def inputs(self, rank: int, size: int) -> RankInputs:
         return RankInputs(self.storage, self.args, self.manifest, self.shape, self.threads, self.steps,
-                          self.global_batch, rank, size)
+                          self.global_batch, rank, size, heads.outputs(self.heads) or None)
 
     def callbacks(self, position: Position, inputs: RankInputs) -> list:
         args = self.args
         callbacks = [hvd.callbacks.MetricAverageCallback(),
                       AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
                                           position, args.checkpoint_every),
-                      StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids)]
+                      StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids),
+                      *([heads.HeadLogs(self.heads, hvd.rank())] if self.heads else [])]
         if hvd.rank() != 0:
             return callbacks
         meta = {"dataset": args.dataset, "world_size": hvd.size(), "model": args.model,
                 "global_batch": self.global_batch, "image_shape": list(self.shape),
-                "classes": self.manifest.classes}
+                "classes": self.manifest.classes,
+                **({"heads": {h.attribute: h.classes for h in self.heads}} if self.heads else {})}
         callbacks += [ProgressLogger(args.epochs, position, self.global_batch, args.log_every, self.history),
                       Checkpointing(self.store, self.checkpoint, position, args.checkpoint_every, meta)]
         if args.profile:
@@ -215,7 +236,7 @@ class Run:
 
     def fit_options(self, inputs: RankInputs) -> dict:
         options = {}
-        if self.args.class_weights == "balanced":
+        if self.args.class_weights == "balanced" and not self.heads:   # several heads: in their losses
             options["class_weight"] = objective.balanced_class_weights(self.manifest)
         if inputs.validation_count >= self.global_batch:
             options.update(validation_data=inputs.validation(),
@@ -285,7 +306,8 @@ def warm_start(storage, args, model, rank) -> dict:
 def settings(args) -> dict:
     keys = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "warmup_epochs", "decay",
             "decay_epochs", "decay_factor", "label_smoothing", "class_weights", "no_flip",
-            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze")
+            "no_augment", "brightness", "contrast", "seed", "init_from", "restore", "freeze", "heads",
+            "head_weights")
     return {k: getattr(args, k) for k in keys}
 
 

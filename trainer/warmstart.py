@@ -12,6 +12,7 @@ import shutil
 import tensorflow as tf
 
 from pipeline.storage import Storage, join
+from trainer import heads
 from trainer.checkpoints import MARKER, CheckpointStore
 from trainer.errors import UsageError
 from trainer.models import HEAD, MODELS, build_model
@@ -38,6 +39,8 @@ def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tu
         raise UsageError(f"--init-from {url}: checkpoint {store.name(step)} does not say which "
                          "model it holds (written by an older trainer); use its exported SavedModel")
     model = build_model(marker["model"], marker["image_shape"], len(marker["classes"]))
+    if marker.get("heads"):             # trained with --heads: the same heads, so names match
+        model = heads.attach(model, [heads.Head(a, c) for a, c in marker["heads"].items()], 0)
     store.restore(tf.train.Checkpoint(model=model), step, rank)
     return model, f"checkpoint {join(url, store.name(step))} ({marker['model']})"
 
