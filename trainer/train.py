@@ -120,29 +120,29 @@ def train(args) -> dict | None:
     print(f"rank {hvd.rank()} weights sha256 {weights_digest(model)}", flush=True)
     if hvd.rank() != 0:
         return None
+    report = {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(), "elastic": elastic,
+              "epochs": args.epochs, "resumed_from": latest, "steps_per_epoch": steps,
+              "global_batch": global_batch, "history": run.history, "init_from": warm, "frozen": frozen,
+              "settings": settings(args), "tensorboard": run.tensorboard_url, "input_check": checked}
+    standardize = data.Standardize.from_manifest(manifest)
     if chosen:      # several heads: `matrix` holds each head's sums; reported per attribute
-        return heads.finish(
-            storage, args, model, matrix, chosen, shape, data.Standardize.from_manifest(manifest), started,
-            {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(), "elastic": elastic,
-             "epochs": args.epochs, "resumed_from": latest, "steps_per_epoch": steps,
-             "global_batch": global_batch, "history": run.history, "init_from": warm, "frozen": frozen,
-             "settings": settings(args), "tensorboard": run.tensorboard_url, "input_check": checked})
+        return heads.finish(storage, args, model, matrix, chosen, shape, standardize, started, report)
+    return finish(storage, args, model, matrix, hist, manifest, standardize, started, report)
+
+
+def finish(storage, args, model, matrix, hist, manifest, standardize, started, report: dict) -> dict:
+    """Rank 0 at the end: test metrics, the exported model, the plots and the report (`report`
+    holds the fields every report has)."""
     result = evaluate.metrics(matrix, manifest.classes)
     if len(manifest.classes) == 2:
         result["binary"] = evaluate.roc_pr(hist, manifest.classes)
-    standardize = data.Standardize.from_manifest(manifest)
     model_url = args.model_dir or join(args.checkpoint_dir, "model")
-    export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"), shape,
-                 manifest.classes, standardize)
+    export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"),
+                 tuple(manifest.image_shape), manifest.classes, standardize)
     report_url = args.report or join(args.checkpoint_dir, "report.json")
-    report = {"dataset": args.dataset, "model": args.model, "world_size": hvd.size(),
-              "elastic": elastic, "epochs": args.epochs, "resumed_from": latest,
-              "steps_per_epoch": steps, "global_batch": global_batch, "history": run.history,
-              "test": result, "model_dir": model_url, "init_from": warm, "frozen": frozen,
-              "standardization": standardize.to_json(), "settings": settings(args),
-              "tensorboard": run.tensorboard_url, "input_check": checked,
-              "plots": write_plots(storage, run.history, matrix, manifest.classes, result, report_url,
-                                   os.path.join(args.cache_dir, "plots")),
+    report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
+              "plots": write_plots(storage, report["history"], matrix, manifest.classes, result,
+                                   report_url, os.path.join(args.cache_dir, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
     storage.write_text(report_url, json.dumps(report, indent=2))
     print(evaluate.format_confusion(matrix, manifest.classes))
