@@ -157,8 +157,10 @@ def fit_and_score(run: "Run", start: tuple[int, int], extra_callbacks=None) -> t
     rank, size = hvd.rank(), hvd.size()
     inputs = run.inputs(rank, size)
     position = Position(run.steps, start)
-    callbacks = [position, *(extra_callbacks(position) if extra_callbacks else []),
-                 *run.callbacks(position, inputs)]
+    # Extra callbacks (elastic commits) last: they then commit what the others left, e.g. the
+    # batch-norm statistics averaged at the end of an epoch.
+    callbacks = [position, *run.callbacks(position, inputs),
+                 *(extra_callbacks(position) if extra_callbacks else [])]
     epoch, batch = start
     if batch:        # finish the interrupted epoch first: Keras runs whole epochs only
         run.model.fit(inputs.training(start), epochs=epoch + 1, initial_epoch=epoch,
