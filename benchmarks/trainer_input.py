@@ -26,6 +26,7 @@ from pipeline import records
 from pipeline.manifest import read_manifest
 from pipeline.storage import Storage, join
 from trainer import data
+from trainer.inputcheck import input_rate
 
 BATCH = 128
 
@@ -96,17 +97,6 @@ def reshuffled(paths, shape, threads, steps):
     return data.with_threads(ds.prefetch(data.AUTOTUNE), threads)
 
 
-def second_epoch_rate(ds, steps) -> float:
-    """images/s over epoch 2 (epoch 1 fills the cache)."""
-    iterator = iter(ds)
-    for _ in range(steps):
-        next(iterator)
-    started = time.perf_counter()
-    for _ in range(steps):
-        next(iterator)
-    return steps * BATCH / (time.perf_counter() - started)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=20000)
@@ -123,8 +113,9 @@ def main():
         naive_busy = consume(naive(paths, shape), args.step_ms / 1000)
         ours_busy = consume(trainer_pipeline(paths, shape, cores), args.step_ms / 1000)
         steps = args.records // BATCH
-        exact = second_epoch_rate(exact_order(paths, shape, cores, steps), steps)
-        plain = second_epoch_rate(reshuffled(paths, shape, cores, steps), steps)
+        # images/s over epoch 2 (epoch 1 fills the cache)
+        exact = input_rate(exact_order(paths, shape, cores, steps), steps, BATCH, warmup=steps)
+        plain = input_rate(reshuffled(paths, shape, cores, steps), steps, BATCH, warmup=steps)
     print(f"records {args.records}, cores {cores}, batch {BATCH}, consumer step {args.step_ms} ms")
     print(f"tight decode loop (1 thread): {tight:.0f} images/s; x {cores} cores = {tight * cores:.0f}")
     print(f"trainer pipeline, free consumer: {ours_free:.0f} images/s")

@@ -197,12 +197,7 @@ def write_plots(storage, history, scored, heads, result, report_url, local_dir) 
             name = f"roc_pr_{h.attribute}"
             made[name] = plots.roc_pr(result["heads"][h.attribute]["binary"],
                                       os.path.join(local_dir, f"{name}.png"))
-    base = report_url.rsplit("/", 1)[0] if "/" in report_url else "."
-    urls = {}
-    for name, path in made.items():
-        urls[name] = join(base, os.path.basename(path))
-        storage.upload(path, urls[name])
-    return urls
+    return plots.upload_beside(storage, made, report_url)
 
 
 def finish(storage, args, model, scored: dict, heads: list[Head], shape, standardize,

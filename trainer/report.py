@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from pipeline.storage import join
+
 
 def _pyplot():
     import matplotlib
@@ -64,3 +66,13 @@ def _save(fig, plt, path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def upload_beside(storage, made: dict[str, str], report_url: str) -> dict[str, str]:
+    """Upload the local PNG files {name: path} next to the report; returns {name: url}."""
+    base = report_url.rsplit("/", 1)[0] if "/" in report_url else "."
+    urls = {}
+    for name, path in made.items():
+        urls[name] = join(base, os.path.basename(path))
+        storage.upload(path, urls[name])
+    return urls

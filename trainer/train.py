@@ -321,12 +321,7 @@ def write_plots(storage, history, matrix, classes, result, report_url, local_dir
         made["training_curves"] = plots.training_curves(history, os.path.join(local_dir, "training_curves.png"))
     if "binary" in result:
         made["roc_pr"] = plots.roc_pr(result["binary"], os.path.join(local_dir, "roc_pr.png"))
-    base = report_url.rsplit("/", 1)[0] if "/" in report_url else "."
-    urls = {}
-    for name, path in made.items():
-        urls[name] = join(base, os.path.basename(path))
-        storage.upload(path, urls[name])
-    return urls
+    return plots.upload_beside(storage, made, report_url)
 
 
 def share_cores(local_size: int) -> int:
