@@ -106,7 +106,8 @@ class EpochPlan:
     """What one rank reads in every epoch: all its records in an order fixed by (seed, epoch),
     cut or cycled to exactly steps x batch_size records. So every rank takes the same number of
     steps whatever its shard sizes, and a run resumed at (epoch, batch) reads exactly what the
-    interrupted run would have read from there on: nothing repeated, nothing skipped."""
+    interrupted run would have read from there on: nothing repeated, nothing skipped. (The
+    shuffles also depend on TensorFlow's global seed, which train() sets before anything else.)"""
     steps: int
     batch_size: int
     seed: int
