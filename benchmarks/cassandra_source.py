@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from infra import cassandra_load  # noqa: E402
 from infra.cassandra import PROTOCOL_VERSION, LocalCassandra  # noqa: E402
 from pipeline.cassandra_ring import split_ring  # noqa: E402
-from pipeline.cassandra_source import (CassandraConfig, ReadRows, connect, default_splits,  # noqa: E402
-                                       estimated_bytes, token_bounds)
+from pipeline.cassandra_connection import CassandraConfig, connect, token_bounds  # noqa: E402
+from pipeline.cassandra_source import ReadRows, default_splits, estimated_bytes  # noqa: E402
 
 KEYSPACE, TABLE = "bench", "images"
 

@@ -73,7 +73,7 @@ def load(session, keyspace: str, table: str, limit: int | None = None, log=print
 
 
 def main(argv=None) -> int:
-    from pipeline.cassandra_source import CassandraConfig, connect, connection_problem
+    from pipeline.cassandra_connection import CassandraConfig, connect, connection_problem
 
     p = argparse.ArgumentParser(prog="python -m infra.cassandra_load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,8 +17,9 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions)
 
 from pipeline import sharding, sources
-from pipeline.cassandra_source import (SCHEME, CassandraConfig, CassandraSourceError, ReadRows,
-                                       check, config_from)
+from pipeline.cassandra_connection import (SCHEME, CassandraConfig, CassandraSourceError, check,
+                                           config_from)
+from pipeline.cassandra_source import ReadRows
 from pipeline.dedupe import DropDuplicates, losers
 from pipeline.manifest import MANIFEST_NAME
 from pipeline.options import IngestOptions

@@ -20,8 +20,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from infra import cassandra_load, fashion_mnist
 from infra.cassandra import PROTOCOL_VERSION
 from pipeline.cassandra_ring import TOKEN_BOUNDS, ring_ranges, split_ring
-from pipeline.cassandra_source import (CassandraConfig, CassandraSourceError, ReadRows, check,
-                                       connect, parse_source_url)
+from pipeline.cassandra_connection import (CassandraConfig, CassandraSourceError, check, connect,
+                                           parse_source_url)
+from pipeline.cassandra_source import ReadRows
 from tests.conftest import run_cli
 
 KEYSPACE, TABLE = "source_test", "images"
