@@ -23,11 +23,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from infra import cassandra_load  # noqa: E402
-from infra.cassandra import PROTOCOL_VERSION, LocalCassandra  # noqa: E402
-from pipeline.cassandra_ring import split_ring  # noqa: E402
-from pipeline.cassandra_connection import CassandraConfig, connect, token_bounds  # noqa: E402
-from pipeline.cassandra_source import ReadRows, default_splits, estimated_bytes  # noqa: E402
+from infra.local import cassandra_load  # noqa: E402
+from infra.local.cassandra import PROTOCOL_VERSION, LocalCassandra  # noqa: E402
+from pipeline.sources.cassandra.ring import split_ring  # noqa: E402
+from pipeline.sources.cassandra.config import CassandraConfig  # noqa: E402
+from pipeline.sources.cassandra.connection import connect, token_bounds  # noqa: E402
+from pipeline.sources.cassandra.read import ReadRows, default_splits, estimated_bytes  # noqa: E402
 
 KEYSPACE, TABLE = "bench", "images"
 

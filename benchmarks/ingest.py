@@ -12,7 +12,6 @@ The Beam figure is wall time of `python -m pipeline`, start-up of its workers in
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import subprocess
 import sys
@@ -22,8 +21,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from infra import fashion_mnist  # noqa: E402
-from pipeline import images, records  # noqa: E402
+from infra.local import fashion_mnist  # noqa: E402
+from pipeline import images  # noqa: E402
+from pipeline.dataset import records  # noqa: E402
 
 
 def make_images(directory: str, count: int, size: int) -> list[str]:
@@ -74,7 +74,8 @@ def bytes_through_shuffle(paths: list[str], output: str, workers: int) -> float:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline import sharding, tfrecord
+    from pipeline import sharding
+    from pipeline.dataset import tfrecord
 
     def encode(path):
         with open(path, "rb") as f:

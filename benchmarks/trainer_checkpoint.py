@@ -17,8 +17,8 @@ import time
 
 import tensorflow as tf
 
-from infra.s3server import LocalS3
-from pipeline.storage import Storage
+from infra.local.s3server import LocalS3
+from pipeline.dataset.storage import Storage
 from trainer.checkpoints import CheckpointStore
 from trainer.models import build_model
 

@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 
-from infra.fashion_mnist import CLASSES, load, png_bytes
-from pipeline import records
-from pipeline.manifest import Manifest, Shard, Split, write_manifest
-from pipeline.storage import Storage
+from infra.local.fashion_mnist import CLASSES, load, png_bytes
+from pipeline.dataset import records
+from pipeline.dataset.manifest import Manifest, Shard, Split, write_manifest
+from pipeline.dataset.storage import Storage
 
 
 def write_split(out, name, split, images, labels, shards) -> Split:

@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.trainer_dataset import build
-from pipeline import records
-from pipeline.manifest import read_manifest
-from pipeline.storage import Storage, join
+from pipeline.dataset import records
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import Storage, join
 from trainer import data
 from trainer.inputcheck import input_rate
 

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 
-from infra import cassandra_load, fashion_mnist
-from infra.cassandra import PROTOCOL_VERSION, LocalCassandra
-from infra.s3server import LocalS3
-from pipeline.storage import Storage
+from infra.local import cassandra_load, fashion_mnist
+from infra.local.cassandra import PROTOCOL_VERSION, LocalCassandra
+from infra.local.s3server import LocalS3
+from pipeline.dataset.storage import Storage
 
 BUCKET = "s3://demo"
 

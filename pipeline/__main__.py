@@ -48,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import apache_beam as beam
 
-    from pipeline.job import Plan, UsageError, build, make_options, storage_for
-    from pipeline.manifest import read_manifest
+    from pipeline.job import build
+    from pipeline.plan import Plan, UsageError, make_options, storage_for
+    from pipeline.dataset.manifest import read_manifest
     from pipeline.summary import summary_line
 
     try:

@@ -11,9 +11,11 @@ import tempfile
 
 import apache_beam as beam
 
-from pipeline import images, records, tfrecord
-from pipeline.storage import Storage, join
-from pipeline.transforms import QUARANTINE, ShardBuilder, quarantine_entry
+from pipeline import images
+from pipeline.dataset import quarantine, records, tfrecord
+from pipeline.dataset.storage import Storage, join
+from pipeline.shard_file import ShardBuilder
+from pipeline.sources.rows import QUARANTINE
 
 
 def losers(element):
@@ -25,7 +27,7 @@ def losers(element):
         yield file, (record_id, source, kept)
 
 
-class DropDuplicates(beam.DoFn):
+class RewriteShard(beam.DoFn):
     """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, rewritten
     without the dropped records when there are any; each dropped record as a quarantine entry."""
 
@@ -39,7 +41,7 @@ class DropDuplicates(beam.DoFn):
             yield info
             return
         for record_id, source, kept in sorted(drop.values()):
-            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine_entry(
+            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
                 record_id, source, f"duplicate: the same image bytes as {kept}"))
         yield self._rewrite(info, set(drop), space)
 
@@ -58,3 +60,22 @@ class DropDuplicates(beam.DoFn):
                                   images.prepare_image(record.image, self.max_pixels))
         keep = {k: info[k] for k in ("split", "index", "shards", "file")}
         return shard.write(self.storage, url, **keep)
+
+
+class DropDuplicates(beam.PTransform):
+    """(shard infos, content hashes) -> (shard infos without duplicates, quarantine)."""
+
+    def __init__(self, storage: Storage, staging_url: str, max_pixels: int, space):
+        super().__init__()
+        self.storage, self.staging_url, self.max_pixels, self.space = storage, staging_url, max_pixels, space
+
+    def expand(self, inputs):
+        infos, hashes = inputs
+        drops = (hashes | "GroupByContent" >> beam.GroupByKey()
+                        | "Duplicates" >> beam.FlatMap(losers))
+        deduped = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i["file"], i)), "drop": drops}
+                   | "JoinDrops" >> beam.CoGroupByKey()
+                   | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
+                                                  beam.pvalue.AsSingleton(self.space))
+                   .with_outputs(QUARANTINE, main="infos"))
+        return deduped.infos, deduped[QUARANTINE]

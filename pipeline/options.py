@@ -6,7 +6,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sharding import DEFAULT_TARGET_SHARD_BYTES
-from pipeline.sources import LAYOUTS
+from pipeline.sources.cassandra import config as cassandra_config
+from pipeline.sources.files import LAYOUTS
 
 
 class IngestOptions(PipelineOptions):
@@ -61,36 +62,4 @@ class IngestOptions(PipelineOptions):
                             "bound (default: %(default)s)")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace a dataset already published at --output")
-        add_cassandra_args(parser)
-
-
-def add_cassandra_args(parser):
-    """--source cassandra://host1,host2:port/keyspace/table reads one image per row."""
-    group = parser.add_argument_group(
-        "Cassandra source (--source cassandra://host1,host2:9042/keyspace/table); credentials "
-        "come from --cassandra_credentials_file or env CASSANDRA_USERNAME / CASSANDRA_PASSWORD")
-    add = group.add_argument
-    add("--cassandra_id_column", default="id", help="the row id (any type; str() of it, hex for "
-        "blobs, becomes the record id) (default: %(default)s)")
-    add("--cassandra_label_column", default="label", help="the class name (default: %(default)s)")
-    add("--cassandra_image_column", default="image", help="the encoded image, a blob "
-        "(default: %(default)s)")
-    add("--cassandra_split_column", default="", help="optional column naming the split "
-        "(train/validation/test); empty values fall back to the hash split (default: none)")
-    add("--cassandra_consistency", default="LOCAL_ONE", help="read consistency level "
-        "(default: %(default)s)")
-    add("--cassandra_local_dc", default="", help="the data center to read from (default: the "
-        "first contact point's)")
-    add("--cassandra_protocol_version", type=int, default=0, help="CQL native protocol version; "
-        "0 lets the driver negotiate (Cassandra 2.1 needs 3) (default: %(default)s)")
-    add("--cassandra_credentials_file", help="file with lines username=... and password=... "
-        "(else env CASSANDRA_USERNAME / CASSANDRA_PASSWORD; else no authentication)")
-    add("--cassandra_ssl_ca", help="CA certificate (PEM) to verify the nodes: turns on TLS")
-    add("--cassandra_ssl_cert", help="client certificate (PEM) for mutual TLS")
-    add("--cassandra_ssl_key", help="client private key (PEM) for mutual TLS")
-    add("--cassandra_splits", type=int, default=0, help="token ranges to read in parallel, at "
-        "least; 0: 4 per worker or one per 32 MiB of the table's size estimate, whichever is "
-        "more (default: %(default)s)")
-    add("--cassandra_page_size", type=int, default=1000, help="rows per page (default: %(default)s)")
-    add("--cassandra_retries", type=int, default=8, help="retries per token range on transient "
-        "errors, with exponential backoff up to 15 s (default: %(default)s)")
+        cassandra_config.add_flags(parser)

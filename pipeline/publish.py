@@ -5,13 +5,39 @@ import collections
 import json
 import logging
 
+import apache_beam as beam
+
 from pipeline import sharding
-from pipeline.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, Manifest, Shard, Split,
-                               write_manifest)
-from pipeline.storage import Storage, join
-from pipeline.transforms import ShardBuilder, reason_kind
+from pipeline.dataset.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, Manifest, Shard, Split,
+                                       write_manifest)
+from pipeline.dataset.quarantine import reason_kind
+from pipeline.dataset.storage import Storage, join
+from pipeline.shard_file import ShardBuilder
 
 log = logging.getLogger("pipeline")
+
+
+class Publish(beam.PTransform):
+    """(shard infos, quarantine entries) -> the dataset's name: runs once, after every shard is
+    written, and commits the dataset by writing its manifest last."""
+
+    def __init__(self, storage: Storage, staging_url: str, output_url: str, name: str, source: dict,
+                 space):
+        super().__init__()
+        self.args = (storage, staging_url, output_url, name)
+        self.source, self.space = source, space
+
+    def expand(self, inputs):
+        infos, bad = inputs
+        return (infos.pipeline | "Once" >> beam.Create([None])
+                | "Publish" >> beam.Map(publish_once, *self.args, self.source,
+                                        beam.pvalue.AsSingleton(self.space), beam.pvalue.AsList(infos),
+                                        beam.pvalue.AsList(bad)))
+
+
+def publish_once(_, storage: Storage, staging_url: str, output_url: str, name: str, source: dict,
+                 space: dict, infos: list[dict], bad: list[dict]) -> str:
+    return publish(storage, staging_url, output_url, name, space, infos, bad, source).name
 
 
 def publish(storage: Storage, staging_url: str, output_url: str, name: str, space: dict,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pipeline.manifest import SPLITS
+from pipeline.dataset.manifest import SPLITS
 
 
 def parse_ratios(text: str) -> dict[str, float]:

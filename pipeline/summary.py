@@ -1,7 +1,7 @@
 """The one line a data engineer reads at the end of an ingestion run."""
 from __future__ import annotations
 
-from pipeline.manifest import Manifest
+from pipeline.dataset.manifest import Manifest
 
 
 def summary_line(manifest: Manifest, output: str, seconds: float) -> str:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from infra import fashion_mnist
-from infra.s3server import LocalS3
-from pipeline.storage import Storage
+from infra.local import fashion_mnist
+from infra.local.s3server import LocalS3
+from pipeline.dataset.storage import Storage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGES_PER_SPLIT = 150
@@ -63,7 +63,7 @@ def dataset(fmnist) -> str:
 def cassandra(tmp_path_factory):
     """A real Cassandra 2.1 (JVM, CQL over the wire) on a free port; started only by tests that
     ask for it. Tests may stop() and start() it again: the data directory is kept."""
-    from infra.cassandra import LocalCassandra
+    from infra.local.cassandra import LocalCassandra
 
     server = LocalCassandra(run_dir=str(tmp_path_factory.mktemp("cassandra"))).start()
     yield server

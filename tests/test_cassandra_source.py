@@ -17,12 +17,12 @@ import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from infra import cassandra_load, fashion_mnist
-from infra.cassandra import PROTOCOL_VERSION
-from pipeline.cassandra_ring import TOKEN_BOUNDS, ring_ranges, split_ring
-from pipeline.cassandra_connection import (CassandraConfig, CassandraSourceError, check, connect,
-                                           parse_source_url)
-from pipeline.cassandra_source import ReadRows
+from infra.local import cassandra_load, fashion_mnist
+from infra.local.cassandra import PROTOCOL_VERSION
+from pipeline.sources.cassandra.ring import TOKEN_BOUNDS, ring_ranges, split_ring
+from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError, parse_source_url
+from pipeline.sources.cassandra.connection import check, connect
+from pipeline.sources.cassandra.read import ReadRows
 from tests.conftest import run_cli
 
 KEYSPACE, TABLE = "source_test", "images"
@@ -202,7 +202,7 @@ def test_check_names_what_is_wrong(cassandra, table):
 def test_range_that_keeps_failing_fails_the_job_naming_it(cassandra, table, tmp_path):
     """A server that is gone for good: the job fails after its retries with the range and the
     error in the message, instead of hanging. (Retries shortened so the test is quick.)"""
-    from pipeline.cassandra_source import ReadRange
+    from pipeline.sources.cassandra.read import ReadRange
 
     config = dataclasses.replace(table, retries=2, backoff_s=0.1)
     reader = ReadRange(config)
@@ -239,8 +239,8 @@ def small_table(cassandra) -> str:
 
 
 def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
-    from pipeline.manifest import read_manifest
-    from pipeline.storage import Storage
+    from pipeline.dataset.manifest import read_manifest
+    from pipeline.dataset.storage import Storage
 
     output = str(tmp_path / "dataset")
     result = run_cli(["pipeline", "--source", small_table, "--output", output,
@@ -284,7 +284,7 @@ def test_cli_errors_name_the_problem(small_table, tmp_path, change, words):
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory):
     """A second real server that demands a password (superuser cassandra/cassandra)."""
-    from infra.cassandra import LocalCassandra
+    from infra.local.cassandra import LocalCassandra
 
     server = LocalCassandra(run_dir=str(tmp_path_factory.mktemp("cassandra-auth")), password_auth=True).start()
     yield server
@@ -328,7 +328,7 @@ def tls_server(tmp_path_factory):
     127.0.0.1 (made by the JDK's keytool); yields (server, the certificate as PEM)."""
     import subprocess
 
-    from infra.cassandra import LocalCassandra
+    from infra.local.cassandra import LocalCassandra
 
     where = tmp_path_factory.mktemp("cassandra-tls")
     keystore, pem = str(where / "node.jks"), str(where / "node.pem")

@@ -3,9 +3,9 @@ import json
 
 import tensorflow as tf
 
-from pipeline import records
-from pipeline.manifest import QUARANTINE_NAME, read_manifest
-from pipeline.storage import join
+from pipeline.dataset import records
+from pipeline.dataset.manifest import QUARANTINE_NAME, read_manifest
+from pipeline.dataset.storage import file_digest, join
 from tests.conftest import IMAGES_PER_SPLIT, run_cli
 from tests.helpers import png
 
@@ -44,8 +44,7 @@ def read_shards(storage, dataset_url, manifest, tmp_path):
         for shard in info.shards:
             local = tmp_path / shard.file
             storage.download(join(dataset_url, shard.file), str(local))
-            from trainer.data import sha256_of
-            assert sha256_of(str(local)) == shard.sha256, shard.file
+            assert file_digest(str(local))[0] == shard.sha256, shard.file
             assert local.stat().st_size == shard.bytes
             parsed = [records.decode_example(r.numpy()) for r in tf.data.TFRecordDataset(str(local))]
             assert len(parsed) == shard.records, shard.file

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pipeline.manifest import QUARANTINE_NAME, read_manifest
-from pipeline.storage import join
+from pipeline.dataset.manifest import QUARANTINE_NAME, read_manifest
+from pipeline.dataset.storage import join
 from tests.conftest import ROOT, run_cli
 from tests.helpers import jpeg, png, png_header_only
 from tests.test_ingest import read_shards
@@ -159,7 +159,7 @@ def test_new_data_never_moves_an_old_image_between_splits(storage, labelled):
 
 def shard_ids(storage, url):
     import tensorflow as tf
-    from pipeline import records
+    from pipeline.dataset import records
 
     data = storage.read_bytes(url)
     path = f"/tmp/shard-ids-{os.getpid()}"

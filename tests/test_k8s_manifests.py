@@ -29,7 +29,7 @@ import referencing.jsonschema
 import yaml
 from kubernetes_validate import utils as kv
 
-from infra import nightly_config, nightly_launch
+from infra.nightly import config as nightly_config, launch as nightly_launch
 from tests.conftest import ROOT
 
 K8S_VERSION = "1.30"

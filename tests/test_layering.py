@@ -1,10 +1,14 @@
-"""The one-way arrows of DESIGN.md: the trainer imports only the dataset contract from
-pipeline/, and the contract modules never import Beam."""
+"""The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
+
+pipeline.dataset (the contract) imports no Beam, no trainer, no infra; the trainer imports
+nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
+import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra."""
 import ast
 import pathlib
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONTRACT = {"pipeline.records", "pipeline.manifest", "pipeline.storage"}
 
 
 def imports(path: pathlib.Path) -> set[str]:
@@ -17,20 +21,52 @@ def imports(path: pathlib.Path) -> set[str]:
     return found
 
 
+def offending(folder: str, allowed, root: pathlib.Path = ROOT) -> dict[str, set[str]]:
+    """{module path: its imports that `allowed` refuses}, over every module under root/folder."""
+    paths = sorted((root / folder).rglob("*.py"))
+    assert paths, folder
+    bad = {}
+    for path in paths:
+        found = {m for m in imports(path) if not allowed(m)}
+        if found:
+            bad[str(path.relative_to(root))] = found
+    return bad
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_the_contract_imports_no_beam_trainer_or_infra():
+    assert not offending("pipeline/dataset", lambda m: top(m) not in ("apache_beam", "trainer", "horovod", "infra")
+                         and (top(m) != "pipeline" or within(m, "pipeline.dataset")))
+
+
 def test_trainer_imports_only_the_contract_from_pipeline():
-    for path in (ROOT / "trainer").glob("*.py"):
-        outside = {m for m in imports(path) if m.split(".")[0] == "pipeline"
-                   and not any(m == c or m.startswith(c + ".") for c in CONTRACT)}
-        assert not outside, f"{path.name} imports {outside} from pipeline/"
+    assert not offending("trainer", lambda m: top(m) != "pipeline" or within(m, "pipeline.dataset"))
 
 
-def test_contract_modules_do_not_import_beam_or_the_trainer():
-    for name in CONTRACT:
-        path = ROOT / (name.replace(".", "/") + ".py")
-        bad = {m for m in imports(path) if m.split(".")[0] in ("apache_beam", "trainer", "horovod")}
-        assert not bad, f"{path.name} imports {bad}"
+def test_pipeline_never_imports_the_trainer_or_infra():
+    assert not offending("pipeline", lambda m: top(m) not in ("trainer", "infra"))
 
 
-def test_pipeline_never_imports_the_trainer():
-    for path in (ROOT / "pipeline").glob("*.py"):
-        assert not {m for m in imports(path) if m.split(".")[0] == "trainer"}, path.name
+def test_sources_import_the_contract_and_each_other_only():
+    assert not offending("pipeline/sources", lambda m: top(m) != "pipeline" or within(m, "pipeline.dataset")
+                         or within(m, "pipeline.sources"))
+
+
+@pytest.mark.parametrize("folder", ["pipeline", "trainer"])
+def test_nothing_outside_infra_tests_and_benchmarks_imports_infra(folder):
+    assert not offending(folder, lambda m: top(m) != "infra")
+
+
+def test_a_module_that_breaks_an_arrow_is_caught(tmp_path):
+    """The checks above can fail: Beam and a job step imported by a contract module are found."""
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "m.py").write_text("import apache_beam as beam\nfrom pipeline.plan import Plan\n")
+    assert offending("dataset", lambda m: top(m) != "apache_beam" and not within(m, "pipeline.plan"),
+                     tmp_path) == {"dataset/m.py": {"apache_beam", "pipeline.plan.Plan"}}

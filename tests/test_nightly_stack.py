@@ -1,15 +1,15 @@
-"""`python -m infra.stack up|status|env|down`: the local stack a developer starts by hand (and
+"""`python -m infra.local.stack up|status|env|down`: the local stack a developer starts by hand (and
 the nightly demo reuses), driven as a person would, from separate commands."""
 from __future__ import annotations
 
 import boto3
 
-from infra.s3server import free_port
+from infra.local.s3server import free_port
 from tests.conftest import run_cli
 
 
 def stack(state_dir, *args):
-    return run_cli(["infra.stack", "--state-dir", str(state_dir), *args], timeout=180)
+    return run_cli(["infra.local.stack", "--state-dir", str(state_dir), *args], timeout=180)
 
 
 def test_stack_up_status_env_down(tmp_path):
@@ -40,7 +40,7 @@ def test_stack_up_status_env_down(tmp_path):
 
 def test_stack_with_cassandra(tmp_path):
     from cassandra.cluster import Cluster
-    from infra.cassandra import PROTOCOL_VERSION
+    from infra.local.cassandra import PROTOCOL_VERSION
 
     up = stack(tmp_path, "up", "--s3-port", str(free_port()))
     try:
@@ -66,7 +66,7 @@ def test_a_local_server_dies_with_the_process_that_started_it():
     from tests.conftest import ROOT
 
     starter = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from infra.s3server import LocalS3\n"
+        [sys.executable, "-c", "import sys, time; from infra.local.s3server import LocalS3\n"
                                "print(LocalS3().start().process.pid, flush=True); time.sleep(120)"],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     server_pid = int(starter.stdout.readline())

@@ -8,8 +8,8 @@ import time
 import pytest
 import yaml
 
-from infra import nightly_config, nightly_launch, nightly_promote
-from infra.nightly_lock import LockHeld, LockLost, NightlyLock
+from infra.nightly import config as nightly_config, launch as nightly_launch, promote as nightly_promote
+from infra.nightly.lock import LockHeld, LockLost, NightlyLock
 from tests.conftest import ROOT, run_cli
 
 BASE_TEMPLATE = f"{ROOT}/k8s/base/mpijob-trainer.yaml"

@@ -2,7 +2,7 @@
 import pytest
 import tensorflow as tf
 
-from pipeline import records
+from pipeline.dataset import records
 from tests.helpers import png
 
 
@@ -58,7 +58,7 @@ def test_attribute_labels_round_trip_and_parse():
 
 
 def test_our_tfrecord_files_read_in_tensorflow_and_back(tmp_path):
-    from pipeline import tfrecord
+    from pipeline.dataset import tfrecord
 
     data = [records.encode_example(sample()), b"", b"x" * 100_000]
     path = tmp_path / "a.tfrecord"

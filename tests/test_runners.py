@@ -3,8 +3,9 @@ the portable Runner API, not run: no Flink, Spark or Dataflow service is reachab
 import apache_beam as beam
 import pytest
 
-from pipeline.job import Plan, build, make_options
-from pipeline.storage import Storage
+from pipeline.job import build
+from pipeline.plan import Plan, make_options
+from pipeline.dataset.storage import Storage
 from tests.helpers import png
 
 RUNNERS = {
@@ -29,4 +30,4 @@ def test_pipeline_builds_for_cluster_runner(runner, tmp_path):
     build(pipeline, plan, Storage())
     proto = pipeline.to_runner_api()
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"WriteShards", "GroupByShard", "DropDuplicates", "Publish"} <= names
+    assert {"WriteShards", "WriteShards/GroupByShard", "DropDuplicates", "Publish"} <= names

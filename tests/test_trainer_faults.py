@@ -9,9 +9,9 @@ import time
 
 import tensorflow as tf
 
-from pipeline import records
-from pipeline.manifest import read_manifest
-from pipeline.storage import join
+from pipeline.dataset import records
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 from tests.helpers import kill_rank_when, rank_pid
 

@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipeline.manifest import Manifest, Split, read_manifest
-from pipeline.storage import join
+from pipeline.dataset.manifest import Manifest, Split, read_manifest
+from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 from tests.test_cli_errors import one_clear_line
 from trainer import heads, objective, warmstart
@@ -176,7 +176,9 @@ ATTRS = {"hair": ["0", "1", "2"], "eye_color": ["0", "1"]}
 
 
 def test_heads_flag_picks_attributes():
-    assert heads.choose(None, toy_manifest(ATTRS)) == []
+    primary = heads.choose(None, toy_manifest(ATTRS))        # one head on the primary `label`
+    assert [(h.attribute, h.name, h.classes) for h in primary] == [(None, "head", ["a", "b"])]
+    assert heads.single(primary) and not heads.single(heads.choose("hair", toy_manifest(ATTRS)))
     assert [h.attribute for h in heads.choose("all", toy_manifest(ATTRS))] == ["eye_color", "hair"]
     chosen = heads.choose(" hair ,eye_color", toy_manifest(ATTRS))
     assert [(h.name, h.classes) for h in chosen] == [("head_hair", ATTRS["hair"]),

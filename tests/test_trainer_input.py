@@ -4,7 +4,7 @@ any batch recoverable after the fact (what the NaN diagnosis prints)."""
 import numpy as np
 import pytest
 
-from pipeline import records, tfrecord
+from pipeline.dataset import records, tfrecord
 from trainer import data
 from tests.helpers import png
 

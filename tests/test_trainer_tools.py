@@ -3,7 +3,7 @@
 import json
 import re
 
-from pipeline.manifest import read_manifest
+from pipeline.dataset.manifest import read_manifest
 from tests.conftest import run_cli
 
 CHECK = re.compile(r"input check \(per process\): (input-bound|compute-bound): the input delivers "

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.manifest import read_manifest
-from pipeline.storage import join
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 
 PRETRAINED = "s3://fmnist/runs/pretrained"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.manifest import Manifest, Shard, Split
+from pipeline.dataset.manifest import Manifest, Shard, Split
 from trainer import evaluate, objective, warmstart
 from trainer.data import Standardize
 from trainer.errors import UsageError

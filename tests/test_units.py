@@ -2,7 +2,7 @@
 import pytest
 
 from pipeline import images, sharding, splits
-from pipeline.sources import LabelsFileError, parse_labels
+from pipeline.sources.labels import LabelsFileError, parse_labels
 from tests.helpers import jpeg, png
 
 
@@ -81,7 +81,7 @@ def test_labels_jsonl_rows_and_bad_lines():
 
 
 def test_attribute_files_parse_and_refuse_bad_rows():
-    from pipeline.sources import parse_attributes
+    from pipeline.sources.attributes import parse_attributes
 
     assert parse_attributes('"eye_angle", 1, 3\n"hair", 9, 111\n') == {"eye_angle": (1, 3),
                                                                        "hair": (9, 111)}

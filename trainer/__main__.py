@@ -6,19 +6,20 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.config import parser
+    from trainer.flags import parser
 
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from pipeline.manifest import DatasetNotFound
-    from pipeline.storage import StorageError
-    from trainer.data import ShardChecksumError
+    from pipeline.dataset.manifest import DatasetNotFound
+    from pipeline.dataset.storage import StorageError
+    from pipeline.dataset.reader import ShardChecksumError
     from trainer.errors import NonFiniteLoss, UsageError
+    from trainer.config import TrainConfig
     from trainer.train import train
 
     try:
-        train(args)
+        train(TrainConfig.from_args(args))
     except (DatasetNotFound, StorageError, ShardChecksumError, UsageError, NonFiniteLoss) as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -18,8 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import tensorflow as tf
 
-from pipeline.storage import Storage, join
-from trainer.data import sha256_of
+from pipeline.dataset.storage import Storage, join
+from pipeline.dataset.storage import file_digest
 
 MARKER = "COMMITTED"
 NAME = re.compile(r"^ckpt-(\d{5,})$")
@@ -85,7 +85,7 @@ class CheckpointStore:
             path = os.path.join(local, file_name)
             self.storage.upload(path, join(self.url, name, file_name))
             files.append({"name": file_name, "bytes": os.path.getsize(path),
-                          "sha256": sha256_of(path)})
+                          "sha256": file_digest(path)[0]})
         marker = {"step": step, "files": files, **meta}
         self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
         shutil.rmtree(local, ignore_errors=True)
@@ -111,8 +111,33 @@ class CheckpointStore:
         for f in marker["files"]:
             path = os.path.join(local, f["name"])
             self.storage.download(join(self.url, name, f["name"]), path)
-            if sha256_of(path) != f["sha256"]:
+            if file_digest(path)[0] != f["sha256"]:
                 raise IOError(f"checkpoint file {join(self.url, name, f['name'])} does not match "
                               "its sha256 in the COMMITTED marker")
         checkpoint.read(os.path.join(local, "ckpt")).expect_partial()
         return marker
+
+
+def latest_position(store: CheckpointStore) -> dict | None:
+    """The newest complete checkpoint and the position it holds (rank 0 reads it for everyone)."""
+    step = store.latest()
+    if step is None:
+        return None
+    marker = store.marker(step)
+    return {"checkpoint": join(store.url, store.name(step)), "step": step,
+            "epoch": marker.get("epoch", 0), "batch": marker.get("batch", 0),
+            "steps_per_epoch": marker.get("steps_per_epoch"), "global_batch": marker.get("global_batch")}
+
+
+def resume(store: CheckpointStore, checkpoint: tf.train.Checkpoint, latest: dict, steps: int,
+           rank: int, say) -> tuple[int, int]:
+    """Restore the newest complete checkpoint; returns the (epoch, batch) to go on from."""
+    store.restore(checkpoint, latest["step"], rank)
+    epoch, batch = latest["epoch"], latest["batch"]
+    if latest["steps_per_epoch"] and latest["steps_per_epoch"] != steps:   # another world size
+        batch = batch * steps // latest["steps_per_epoch"]
+        say(f"steps per epoch changed from {latest['steps_per_epoch']} to {steps}: going on at the "
+            f"same fraction of the epoch, batch {batch}", flush=True)
+    say(f"resumed from {latest['checkpoint']}: epoch {epoch + 1}, {batch} of {steps} batches done",
+        flush=True)
+    return epoch, batch

@@ -1,67 +1,21 @@
 """tf.data input for one Horovod rank.
 
-files (manifest) -> this rank's files -> staged locally, sha256 checked -> interleaved reads
+files (manifest) -> this rank's files, staged locally and sha256-checked (pipeline.dataset.reader)
+-> interleaved reads
 -> parse + decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed,
 epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
 -> to float, standardise -> prefetch (last)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf
 
-from pipeline import records
-from pipeline.manifest import Manifest
-from pipeline.storage import Storage, join
+from pipeline.dataset import records
+from pipeline.dataset.manifest import Manifest
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
-
-
-class ShardChecksumError(Exception):
-    pass
-
-
-def files_for_rank(files: list, rank: int, size: int) -> tuple[list, bool]:
-    """Every rank reads whole files when there are enough of them; otherwise every rank reads
-    all files and keeps every size-th record (returned flag True)."""
-    if len(files) >= size:
-        return files[rank::size], False
-    return files, True
-
-
-def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, indices: list[int],
-          cache_dir: str) -> list[str]:
-    """Bring the given shards of a split to local disk (once; verified by sha256)."""
-    shards = [manifest.splits[split].shards[i] for i in indices]
-    local_root = os.path.join(cache_dir, manifest.name)
-
-    def fetch(shard):
-        path = os.path.join(local_root, shard.sha256[:16] + "-" + shard.file)
-        if os.path.exists(path):
-            return path
-        url = join(dataset_url, shard.file)
-        incoming = f"{path}.{os.getpid()}.incoming"   # ranks on one host may fetch the same shard
-        storage.download(url, incoming)
-        if sha256_of(incoming) != shard.sha256:
-            os.remove(incoming)
-            raise ShardChecksumError(f"{url}: sha256 differs from the manifest (corrupt or replaced)")
-        os.replace(incoming, path)
-        return path
-
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(fetch, shards))
-
-
-def sha256_of(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def serialized(paths: list[str], shard_records: tuple[int, int] | None = None,

@@ -7,21 +7,10 @@ import numpy as np
 SCORE_BINS = 200     # binary tasks: positive-class probabilities are histogrammed per true class
 
 
-def confusion_matrix(model, dataset, num_classes: int) -> np.ndarray:
-    return score(model, dataset, num_classes)[0]
-
-
-def score(model, dataset, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(confusion matrix, histogram [true class, bin] of class 1's probability). Both are sums,
-    so ranks that scored different parts of a split can add theirs with one allreduce each. The
-    histogram (only filled for two classes) is what ROC and PR curves are computed from."""
-    matrix, hist = empty_scores(num_classes)
-    for images, labels in dataset:
-        add_scores(matrix, hist, labels.numpy(), model(images, training=False).numpy())
-    return matrix, hist
-
-
 def empty_scores(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(confusion matrix, histogram [true class, bin] of class 1's probability), all zeros. Both
+    are sums, so ranks that scored different parts of a split add theirs with one allreduce
+    each; the histogram (filled for two classes only) is what ROC and PR curves come from."""
     return (np.zeros((num_classes, num_classes), dtype=np.int64),
             np.zeros((num_classes, SCORE_BINS), dtype=np.int64))
 

@@ -12,11 +12,12 @@ import shutil
 
 import tensorflow as tf
 
-from pipeline.storage import Storage, join
+from pipeline.dataset.storage import Storage, join
+from trainer.heads import by_head
 
 
-def serving_function(model, shape, classes: list[str], standardize, heads=None):
-    """`heads`: {model output name: (attribute, its classes)} for a model with several heads."""
+def serving_function(model, shape, heads: list, standardize):
+    """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix."""
     height, width, channels = shape
 
     def decode(encoded):
@@ -29,11 +30,9 @@ def serving_function(model, shape, classes: list[str], standardize, heads=None):
     def serve(image_bytes):
         images = tf.map_fn(decode, image_bytes,
                            fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))
-        logits = model(standardize.center(standardize.scale(images)), training=False)
-        if not heads:
-            return predictions(logits, classes)
-        return {f"{attribute}_{key}": value for output, (attribute, names) in heads.items()
-                for key, value in predictions(logits[output], names).items()}
+        logits = by_head(heads, model(standardize.center(standardize.scale(images)), training=False))
+        return {f"{h.prefix}{key}": value for h in heads
+                for key, value in predictions(logits[h.name], h.classes).items()}
     return serve
 
 
@@ -45,13 +44,13 @@ def predictions(logits, classes: list[str]) -> dict:
             "classes": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])}
 
 
-def export_model(storage: Storage, model, url: str, local_root: str, shape, classes,
-                 standardize, heads=None) -> None:
+def export_model(storage: Storage, model, url: str, local_root: str, shape, heads: list,
+                 standardize) -> None:
     """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
     local = os.path.join(local_root, "model")
     shutil.rmtree(local, ignore_errors=True)
     model.save(local, include_optimizer=False, save_format="tf",
-               signatures={"serving_default": serving_function(model, shape, classes, standardize, heads)})
+               signatures={"serving_default": serving_function(model, shape, heads, standardize)})
     for root, _, files in os.walk(local):
         for name in files:
             path = os.path.join(root, name)

@@ -1,29 +1,25 @@
-"""Several heads: one network, one classifier per label attribute of a multi-label dataset.
+"""The heads of a run: one classifier per label, on one network. Every run has a list of them.
 
-`--heads eye_color,hair` (or `all`) on a dataset whose manifest has `label_attributes` replaces
-the model's single "head" layer by one Dense layer per attribute, `head_<attribute>`, on the same
-features. Labels come from the records' `label/<attribute>` features; outputs, losses, metrics and
-labels are dicts keyed by the head's layer name, which is also the Keras output name, so logs read
-`head_<attribute>_accuracy`. Everything else (body layer names, --init-from, --freeze
-all-but-head, checkpoints) is as for one head."""
+Without `--heads` the list is one head on the records' primary `label`, the layer "head", and the
+model has a single output (as Keras expects for one label). `--heads eye_color,hair` (or `all`) on
+a dataset whose manifest has `label_attributes` gives one Dense layer per attribute,
+`head_<attribute>`, on the same features; labels come from the records' `label/<attribute>`
+features, and outputs, losses, metrics and labels are dicts keyed by the head's layer name (also
+the Keras output name, so logs read `head_<attribute>_accuracy`). Everything else (body layer
+names, --init-from, --freeze all-but-head, checkpoints) is the same for one head or several."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
-import time
 
 import numpy as np
 import tensorflow as tf
 
-from pipeline.manifest import Manifest
-from pipeline.storage import join
-from trainer import evaluate, report as plots
+from pipeline.dataset.manifest import Manifest
+from trainer import evaluate
 from trainer.errors import UsageError
-from trainer.export import export_model
 from trainer.models import HEAD
-from trainer.objective import balanced_weights, make_loss
+from trainer.objective import balanced_class_weights, balanced_weights, make_loss
 
 ALL = "all"
 LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")   # what TensorFlow accepts in op names
@@ -31,22 +27,31 @@ LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")   # what TensorFlow ac
 
 @dataclasses.dataclass(frozen=True)
 class Head:
-    attribute: str
+    attribute: str | None         # None: the primary `label`
     classes: list
     weight: float = 1.0           # of this head's loss in the sum
 
     @property
     def name(self) -> str:          # layer name, Keras output name, key of labels and logs
-        return f"{HEAD}_{self.attribute}"
+        return HEAD if self.attribute is None else f"{HEAD}_{self.attribute}"
+
+    @property
+    def prefix(self) -> str:        # of its serving outputs: "" or "<attribute>_"
+        return "" if self.attribute is None else f"{self.attribute}_"
+
+
+def single(heads: list[Head]) -> bool:
+    """One head on the primary label: the model's output is one tensor, not a dict."""
+    return len(heads) == 1 and heads[0].attribute is None
 
 
 def choose(spec: str | None, manifest: Manifest, weights: str | None = None) -> list[Head]:
-    """The heads `--heads` asks for ([] without the flag: one head on `label`, as always), with
-    their loss weights from `--head-weights attribute=weight,...` (1 for those not named)."""
+    """The heads `--heads` asks for (without the flag: one head on `label`), with their loss
+    weights from `--head-weights attribute=weight,...` (1 for those not named)."""
     if spec is None:
         if weights:
             raise UsageError("--head-weights needs --heads")
-        return []
+        return [Head(None, list(manifest.classes))]
     available = manifest.label_attributes
     if not available:
         raise UsageError(f"--heads {spec}: dataset {manifest.name} has no label attributes "
@@ -90,8 +95,17 @@ def loss_weights(spec: str | None, attributes: list[str]) -> dict[str, float]:
     return weights
 
 
+def describe(heads: list[Head]) -> str | None:
+    """The start line's words for several heads (None for one head on `label`)."""
+    if single(heads):
+        return None
+    return "heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in heads)
+
+
 def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.keras.Model:
-    """The same body (same layers, same names) with one head per attribute instead of "head"."""
+    """The same body (same layers, same names) with one layer per head instead of "head"."""
+    if single(heads):
+        return model
     features = model.get_layer(HEAD).input
     reg = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
     outputs = {h.name: tf.keras.layers.Dense(len(h.classes), kernel_regularizer=reg,
@@ -102,19 +116,29 @@ def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.
 def compile_args(heads: list[Head], manifest: Manifest, label_smoothing: float,
                  class_weights: str) -> dict:
     """Loss and metrics for model.compile: one cross-entropy per head, summed with the heads'
-    weights (1 unless --head-weights says otherwise);
-    balanced class weights (if asked) per attribute, applied inside each head's loss because
-    Keras's class_weight only works for a model with one output."""
+    weights (1 unless --head-weights says otherwise); balanced class weights (if asked) per
+    head, applied inside its loss (Keras's class_weight only works for a model with one output;
+    inside the loss it is the same sum: weighted per example, averaged over the batch)."""
     losses = {}
     for h in heads:
         weights = None
-        if class_weights == "balanced":
+        if class_weights == "balanced" and h.attribute is None:
+            weights = balanced_class_weights(manifest)
+        elif class_weights == "balanced":
             counts = manifest.splits["train"].attribute_counts.get(h.attribute, [])
             weights = balanced_weights(counts, f"--class-weights balanced: attribute {h.attribute} "
                                                f"of {manifest.name}")
         losses[h.name] = make_loss(len(h.classes), label_smoothing, weights)
-    metrics = {h.name: [tf.keras.metrics.SparseCategoricalAccuracy("accuracy")] for h in heads}
-    return {"loss": losses, "metrics": metrics, "loss_weights": {h.name: h.weight for h in heads}}
+    accuracy = {h.name: [tf.keras.metrics.SparseCategoricalAccuracy("accuracy")] for h in heads}
+    if single(heads):
+        return {"loss": losses[HEAD], "metrics": accuracy[HEAD]}
+    return {"loss": losses, "metrics": accuracy, "loss_weights": {h.name: h.weight for h in heads}}
+
+
+def label_outputs(heads: list[Head]) -> dict[str, str] | None:
+    """{model output name: attribute} the input pipeline puts in each label dict; None for one
+    head on `label` (the label is then a plain tensor)."""
+    return None if single(heads) else {h.name: h.attribute for h in heads}
 
 
 class HeadLogs(tf.keras.callbacks.Callback):
@@ -150,9 +174,13 @@ class HeadLogs(tf.keras.callbacks.Callback):
             logs[f"{prefix}accuracy"] = sum(float(v) for v in values) / len(values)
 
 
-def outputs(heads: list[Head]) -> dict[str, str]:
-    """{model output name: attribute}: what the input pipeline puts in each label dict."""
-    return {h.name: h.attribute for h in heads}
+def callbacks(heads: list[Head], rank: int) -> list:
+    return [] if single(heads) else [HeadLogs(heads, rank)]
+
+
+def by_head(heads: list[Head], values) -> dict:
+    """Model outputs or labels as {head name: tensor}, for one head or several."""
+    return {heads[0].name: values} if single(heads) else values
 
 
 def score(model, dataset, heads: list[Head], allreduce) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -160,7 +188,7 @@ def score(model, dataset, heads: list[Head], allreduce) -> dict[str, tuple[np.nd
     histograms of all ranks are summed with `allreduce(array, name)` (a collective)."""
     sums = {h.name: evaluate.empty_scores(len(h.classes)) for h in heads}
     for images, labels in dataset:
-        logits = model(images, training=False)
+        logits, labels = by_head(heads, model(images, training=False)), by_head(heads, labels)
         for h in heads:
             evaluate.add_scores(*sums[h.name], labels[h.name].numpy(), logits[h.name].numpy())
     return {name: tuple(np.asarray(allreduce(part, f"test_{kind}_{name}")).astype(np.int64)
@@ -169,57 +197,23 @@ def score(model, dataset, heads: list[Head], allreduce) -> dict[str, tuple[np.nd
 
 
 def test_metrics(scored: dict, heads: list[Head]) -> dict:
-    """Per attribute what a one-head run reports; `accuracy` is the mean over the heads (what
-    the nightly job compares)."""
+    """Per head what evaluate.metrics reports (plus ROC/PR for two classes). One head on
+    `label`: those metrics themselves; several: per attribute, with `accuracy` the mean over
+    the heads (what the nightly job compares)."""
     per_head = {}
     for h in heads:
         matrix, hist = scored[h.name]
-        per_head[h.attribute] = evaluate.metrics(matrix, h.classes)
+        per_head[h.name] = evaluate.metrics(matrix, h.classes)
         if len(h.classes) == 2:
-            per_head[h.attribute]["binary"] = evaluate.roc_pr(hist, h.classes)
+            per_head[h.name]["binary"] = evaluate.roc_pr(hist, h.classes)
+    if single(heads):
+        return per_head[HEAD]
     accuracies = [m["accuracy"] for m in per_head.values()]
     return {"accuracy": sum(accuracies) / len(accuracies),
-            "examples": next(iter(per_head.values()))["examples"], "heads": per_head}
+            "examples": next(iter(per_head.values()))["examples"],
+            "heads": {h.attribute: per_head[h.name] for h in heads}}
 
 
-def write_plots(storage, history, scored, heads, result, report_url, local_dir) -> dict:
-    """Training curves (loss, mean accuracy) plus, per attribute, its confusion matrix (and
-    ROC/PR for two classes), uploaded beside the report."""
-    made = {}
-    if history:
-        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir,
-                                                                              "training_curves.png"))
-    for h in heads:
-        name = f"confusion_matrix_{h.attribute}"
-        made[name] = plots.confusion_matrix(scored[h.name][0], h.classes,
-                                            os.path.join(local_dir, f"{name}.png"))
-        if "binary" in result["heads"][h.attribute]:
-            name = f"roc_pr_{h.attribute}"
-            made[name] = plots.roc_pr(result["heads"][h.attribute]["binary"],
-                                      os.path.join(local_dir, f"{name}.png"))
-    return plots.upload_beside(storage, made, report_url)
-
-
-def finish(storage, args, model, scored: dict, heads: list[Head], shape, standardize,
-           started: float, run: dict) -> dict:
-    """Rank 0 at the end of a run with several heads: test metrics per attribute from `scored`
-    (summed over ranks), the exported model, the plots and the report (`run`: the fields every
-    report has, from train.py)."""
-    result = test_metrics(scored, heads)
-    model_url = args.model_dir or join(args.checkpoint_dir, "model")
-    export_model(storage, model, model_url, os.path.join(args.cache_dir, "export"), shape,
-                 [], standardize, {h.name: (h.attribute, h.classes) for h in heads})
-    report_url = args.report or join(args.checkpoint_dir, "report.json")
-    report = {**run, "heads": {h.attribute: h.classes for h in heads}, "test": result,
-              "model_dir": model_url, "standardization": standardize.to_json(),
-              "plots": write_plots(storage, run["history"], scored, heads, result, report_url,
-                                   os.path.join(args.cache_dir, "plots")),
-              "wall_seconds": round(time.monotonic() - started, 1)}
-    storage.write_text(report_url, json.dumps(report, indent=2))
-    for h in heads:
-        print(f"{h.attribute}: test accuracy {result['heads'][h.attribute]['accuracy']:.4f}")
-        print(evaluate.format_confusion(scored[h.name][0], h.classes))
-    print(f"test accuracy {result['accuracy']:.4f} (mean of {len(heads)} heads) on "
-          f"{result['examples']} images; model {model_url}; report {report_url}; "
-          f"{report['wall_seconds']:.0f} s", flush=True)
-    return report
+def head_result(result: dict, heads: list[Head], head: Head) -> dict:
+    """One head's part of test_metrics(...)."""
+    return result if single(heads) else result["heads"][head.attribute]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from pipeline.manifest import Manifest
+from pipeline.dataset.manifest import Manifest
 from trainer.errors import UsageError
 
 

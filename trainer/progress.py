@@ -6,7 +6,7 @@ import time
 
 import tensorflow as tf
 
-from pipeline.storage import join
+from pipeline.dataset.storage import join
 
 
 class Position(tf.keras.callbacks.Callback):

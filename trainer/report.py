@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from pipeline.storage import join
+from pipeline.dataset.storage import join
 
 
 def _pyplot():

@@ -11,7 +11,7 @@ import shutil
 
 import tensorflow as tf
 
-from pipeline.storage import Storage, join
+from pipeline.dataset.storage import Storage, join
 from trainer import heads
 from trainer.checkpoints import MARKER, CheckpointStore
 from trainer.errors import UsageError

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 
-from pipeline.storage import Storage, join
+from pipeline.dataset.storage import Storage, join
 
 
 def pointer_url(models_url: str) -> str:

@@ -8,6 +8,7 @@ written beside its target and renamed, an S3 PUT is atomic by itself.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,6 +28,16 @@ def join(base: str, *parts: str) -> str:
     if is_s3(base):
         return "/".join([base.rstrip("/")] + [p.strip("/") for p in parts])
     return os.path.join(base, *parts)
+
+
+def file_digest(path: str) -> tuple[str, int]:
+    """(sha256 hex, size in bytes) of a local file, read in 1 MiB chunks."""
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
 
 
 def split_s3(url: str) -> tuple[str, str]:

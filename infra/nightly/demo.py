@@ -1,6 +1,6 @@
 """`python -m infra.nightly --demo`: the nightly on the embedded default.
 
-Uses the S3 server that AWS_ENDPOINT_URL_S3 names (e.g. one started by `python -m infra.stack up`,
+Uses the S3 server that AWS_ENDPOINT_URL_S3 names (e.g. one started by `python -m infra.local.stack up`,
 so successive demo nights build on each other: the second one warm-starts and compares), or
 starts a private local S3 server for this one run. Raw data is Fashion-MNIST (`--limit` images
 per split) under s3://nightly/raw; the fixed evaluation split is the test split of
@@ -13,9 +13,11 @@ import os
 import subprocess
 import sys
 
-from infra import fashion_mnist, nightly_config
-from infra.s3server import LocalS3
-from pipeline.storage import Storage, join
+from infra.local import fashion_mnist
+
+from infra.nightly import config as nightly_config
+from infra.local.s3server import LocalS3
+from pipeline.dataset.storage import Storage, join
 
 ROOT = "s3://nightly"
 
@@ -55,6 +57,6 @@ def main(args, run_night) -> int:
             server = stack.enter_context(LocalS3())
             os.environ.update(server.env())
             print(f"nightly demo: private local S3 server on {server.endpoint_url} "
-                  "(state is lost at exit; `python -m infra.stack up` keeps one running)", flush=True)
+                  "(state is lost at exit; `python -m infra.local.stack up` keeps one running)", flush=True)
         raw = seed(Storage(), args.limit)
         return run_night(demo_config(raw), args.date, args.report, args.cache_dir)

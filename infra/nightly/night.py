@@ -1,44 +1,19 @@
-"""The nightly retrain, one command for a scheduler:
-
-  ingest the night's span -> train (warm-started from the promoted model, or from scratch)
-  -> score new and promoted model on a fixed evaluation split -> promote the new one unless it
-  is worse by more than the tolerance -> write a JSON run report.
-
-    python -m infra.nightly --config nightly.yaml [--date YYYY-MM-DD] [--report run.json]
-    python -m infra.nightly --demo [--limit 300]       # embedded default: local S3 server,
-                                                       # Fashion-MNIST, horovodrun -np 2
-
-Layout under the config's root (s3:// or a local directory):
-  datasets/<name>/<date>/            the span (a published dataset: manifest.json last)
-  models/<name>/versions/<date>/     checkpoints, model/ (SavedModel + COMMITTED), report.json
-  models/<name>/runs/<date>.json     the run report
-  models/<name>/PROMOTED             pointer to the promoted version, written last
-  models/<name>/LOCK                 held while a run is in progress (expires if the run dies)
-
-Re-running a night is safe: a published span is not ingested again, a committed model is not
-trained again, a finished night only repeats its decision, the pointer is never moved twice.
-
-Exit codes:
-  0  promoted (also: this night was already promoted)
-  3  not promoted: the new model is worse than the promoted one by more than the tolerance
-  4  another run holds the lock (nothing done; try later)
-  2  bad configuration or flags
-  1  failed (the promoted pointer is untouched; the report says which step failed)
-"""
+"""One night of one model: the steps (ingest, train, evaluate, promote), each recorded in the
+run report; exit codes and the report's status."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 
-from infra import nightly_config, nightly_launch, nightly_promote
-from infra.nightly_lock import LockHeld, LockLost, NightlyLock
-from pipeline.storage import Storage, StorageError, join
+from infra.nightly import evaluate, launch, promote
+from infra.nightly.lock import LockLost, NightlyLock
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import Storage, StorageError, join
+
 
 PROMOTED, FAILED, USAGE, NOT_PROMOTED, LOCKED = 0, 1, 2, 3, 4
 STATUS = {PROMOTED: "promoted", NOT_PROMOTED: "not_promoted", FAILED: "failed"}
@@ -72,7 +47,7 @@ class Night:
             return fn(*args)
         except (StepFailed, LockLost):
             raise
-        except (StorageError, OSError, ValueError, nightly_launch.TrainingFailed) as e:
+        except (StorageError, OSError, ValueError, launch.TrainingFailed) as e:
             raise StepFailed(f"{step}: {e}") from None
         except Exception as e:            # anything else still ends as a failed night with a report
             raise StepFailed(f"{step}: {type(e).__name__}: {e}") from e
@@ -88,8 +63,6 @@ class Night:
         return previous if previous.get("status") in ("promoted", "not_promoted") else None
 
     def ingest(self) -> None:
-        from pipeline.manifest import read_manifest
-
         span = self.config.span_url(self.date)
         published = self.storage.exists(join(span, "manifest.json"))
         if published:
@@ -124,11 +97,11 @@ class Night:
         else:
             say(f"training version {self.date} " + (f"warm-started from {init_from}" if init_from
                                                     else "from scratch"))
-            flags = nightly_launch.trainer_flags(self.config.span_url(self.date), version_url, train, init_from)
+            flags = launch.trainer_flags(self.config.span_url(self.date), version_url, train, init_from)
             if train["launcher"] == "local":
-                nightly_launch.run_local(flags, train["processes"], log=say)
+                launch.run_local(flags, train["processes"], log=say)
             else:
-                nightly_launch.run_mpijob(flags, self.config.name, self.date, self.config.raw["mpijob"], log=say)
+                launch.run_mpijob(flags, self.config.name, self.date, self.config.raw["mpijob"], log=say)
             if not self.storage.exists(join(model_dir, "COMMITTED")):
                 raise StepFailed(f"train: the trainer finished but {model_dir} has no COMMITTED marker")
         try:
@@ -140,13 +113,11 @@ class Night:
         return model_dir
 
     def evaluate(self, model_dir: str, promoted: dict | None) -> tuple[float, float | None]:
-        from infra import nightly_eval
-
         evaluation = self.config.raw["evaluation"]
         models = {"new": model_dir}
         if promoted and promoted["model_dir"] != model_dir:
             models["promoted"] = promoted["model_dir"]
-        scores = nightly_eval.score(self.storage, models, evaluation["dataset"], evaluation["split"],
+        scores = evaluate.score(self.storage, models, evaluation["dataset"], evaluation["split"],
                                     self.cache_dir)
         metric = evaluation["metric"]
         summary = {label: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "examples": s["examples"]}
@@ -167,16 +138,16 @@ class Night:
             decision = {"promoted": True, "reason": "this version is already the promoted one"}
             self.report["decision"] = {**decision, "tolerance": tolerance}
             return PROMOTED
-        ok, reason = nightly_promote.decide(new, old, tolerance)
+        ok, reason = promote.decide(new, old, tolerance)
         self.report["decision"] = {"promoted": ok, "reason": reason, "tolerance": tolerance,
                                    "previous_version": promoted["version"] if promoted else None}
         if not ok:
             say(f"not promoting {self.date}: {reason}; {promoted['version']} stays promoted")
             return NOT_PROMOTED
         lock.verify()
-        nightly_promote.write_pointer(self.storage, self.config.models_url, self.date, model_dir,
+        promote.write_pointer(self.storage, self.config.models_url, self.date, model_dir,
                                       metric, new, promoted, self.run_id)
-        say(f"promoted {self.date} ({reason}); pointer {nightly_promote.pointer_url(self.config.models_url)}")
+        say(f"promoted {self.date} ({reason}); pointer {promote.pointer_url(self.config.models_url)}")
         return PROMOTED
 
     def run(self, lock: NightlyLock) -> int:
@@ -186,7 +157,7 @@ class Night:
                 f"{previous['run_id']}); nothing to do. Report: {self.report_url}")
             self.report = previous
             return PROMOTED if previous["status"] == "promoted" else NOT_PROMOTED
-        promoted = nightly_promote.read_pointer(self.storage, self.config.models_url)
+        promoted = promote.read_pointer(self.storage, self.config.models_url)
         if promoted and promoted["version"] == self.date and promoted.get("previous"):
             promoted_before = {**promoted["previous"]}           # compare against what it replaced
         else:
@@ -213,90 +184,3 @@ class Night:
 
 def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def run_night(config, date: str, report_path: str | None, cache_dir: str) -> int:
-    storage = Storage()
-    night = Night(config, date, storage, cache_dir)
-    lock = NightlyLock(storage, join(config.models_url, "LOCK"), config.raw["lock"]["ttl_seconds"],
-                       night.run_id, log=say)
-    started = time.monotonic()
-    try:
-        lock.acquire()
-    except LockHeld as e:
-        say(f"nightly: {e}; exiting with {LOCKED}")
-        return LOCKED
-    except (StorageError, OSError) as e:
-        say(f"nightly: failed: cannot take the lock: {e}")
-        return FAILED
-    try:
-        code = night.run(lock)
-        error = None
-    except (StepFailed, LockLost, StorageError, ValueError) as e:    # the last two: reading state
-        code, error = FAILED, str(e)
-    finally:
-        lock.release()
-    if night.report.get("run_id") == night.run_id:       # not a repeat of a finished night
-        night.report["durations_s"]["total"] = round(time.monotonic() - started, 1)
-        night.write_report(code, report_path, error)
-    elif report_path:
-        with open(report_path, "w") as f:
-            json.dump(night.report, f, indent=2)
-    summary(night.report, code, error)
-    return code
-
-
-def summary(report: dict, code: int, error: str | None) -> None:
-    if code == FAILED:
-        say(f"\nnightly {report['name']} {report['date']}: FAILED ({error}); promoted pointer untouched; "
-            f"exit {code}")
-        return
-    evaluation = report.get("evaluation", {})
-    old = evaluation.get("promoted") or {}
-    metric = evaluation.get("metric", "accuracy")
-    say(f"\nnightly {report['name']} {report['date']}: {STATUS[code].upper().replace('_', ' ')} "
-        f"({report.get('decision', {}).get('reason', '')}); {metric} new "
-        f"{evaluation.get('new', {}).get(metric, float('nan')):.4f}"
-        + (f" vs promoted {old[metric]:.4f}" if old else "")
-        + f"; span {report.get('span', {}).get('records')}; "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in report.get("durations_s", {}).items())
-        + f"; exit {code}")
-
-
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m infra.nightly", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--config", help="nightly YAML (keys: see infra/nightly_config.py)")
-    source.add_argument("--demo", action="store_true",
-                        help="embedded default: local S3 server, Fashion-MNIST, horovodrun -np 2")
-    p.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()),
-                   help="the night (span and model version) as YYYY-MM-DD (default: today, UTC)")
-    p.add_argument("--report", help="also write the run report to this local file")
-    p.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "nightly-cache"),
-                   help="local scratch for evaluation (default %(default)s)")
-    p.add_argument("--limit", type=int, default=300, help="--demo: images per split (default 300)")
-    args = p.parse_args(argv)
-    try:
-        time.strptime(args.date, "%Y-%m-%d")
-    except ValueError:
-        p.error(f"--date must be YYYY-MM-DD, got {args.date!r}")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.demo:
-        from infra import nightly_demo
-
-        return nightly_demo.main(args, run_night)
-    try:
-        config = nightly_config.load(args.config)
-    except nightly_config.ConfigError as e:
-        print(f"nightly: error: {e}", file=sys.stderr)
-        return USAGE
-    return run_night(config, args.date, args.report, args.cache_dir)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

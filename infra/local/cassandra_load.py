@@ -1,8 +1,8 @@
 """Fashion-MNIST into a Cassandra table, one row per image: (id uuid, label text, image blob,
 split text). Test images keep their canonical split; training rows leave `split` empty so the
-ingestion job's hash split carves validation from them (as infra/fashion_mnist.py does on S3).
+ingestion job's hash split carves validation from them (as infra/local/fashion_mnist.py does on S3).
 
-    python -m infra.cassandra_load --contact 127.0.0.1:9042 [--keyspace demo] [--table images]
+    python -m infra.local.cassandra_load --contact 127.0.0.1:9042 [--keyspace demo] [--table images]
                                    [--limit N] [--protocol-version 3]
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import Iterable, Iterator
 
-from infra import fashion_mnist
+from infra.local import fashion_mnist
 
 # Stable ids: the same image gets the same uuid on every load.
 NAMESPACE = uuid.UUID("5b0f4c1e-7a43-4c1a-9a57-0f6c3f1f1d2a")
@@ -73,9 +73,10 @@ def load(session, keyspace: str, table: str, limit: int | None = None, log=print
 
 
 def main(argv=None) -> int:
-    from pipeline.cassandra_connection import CassandraConfig, connect, connection_problem
+    from pipeline.sources.cassandra.config import CassandraConfig
+    from pipeline.sources.cassandra.connection import connect, connection_problem
 
-    p = argparse.ArgumentParser(prog="python -m infra.cassandra_load", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m infra.local.cassandra_load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--contact", default="127.0.0.1:9042", help="host:port (default: %(default)s)")
     p.add_argument("--keyspace", default="demo")

@@ -50,7 +50,7 @@ def attribute_key(attribute: str) -> str:
 
 def encode_example(record: ImageRecord) -> bytes:
     """Serialize a record as a tf.train.Example (without importing TensorFlow)."""
-    from pipeline import example_proto as pb
+    from pipeline.dataset import example_proto as pb
 
     def _bytes(value: bytes):
         return pb.Feature(bytes_list=pb.BytesList(value=[value]))
@@ -76,7 +76,7 @@ def encode_example(record: ImageRecord) -> bytes:
 
 def decode_example(serialized: bytes) -> ImageRecord:
     """Parse a serialized Example back into a record (tests and tools; the trainer uses parse_spec)."""
-    from pipeline import example_proto as pb
+    from pipeline.dataset import example_proto as pb
 
     f = pb.Example.FromString(serialized).features.feature
     return ImageRecord(

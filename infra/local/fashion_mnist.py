@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from pipeline.storage import Storage, join
+from pipeline.dataset.storage import Storage, join
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

@@ -21,10 +21,10 @@ import time
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline.cassandra_connection import (CassandraConfig, CassandraSourceError, connect,
-                                           connection_problem, quiet_driver, table_metadata,
-                                           token_bounds)
-from pipeline.cassandra_ring import split_ring
+from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
+from pipeline.sources.cassandra.connection import (connect, connection_problem, quiet_driver,
+                                                   table_metadata, token_bounds)
+from pipeline.sources.cassandra.ring import split_ring
 
 log = logging.getLogger("pipeline")
 
@@ -217,7 +217,7 @@ def _one_line(e: Exception) -> str:
 
 
 class ReadRows(beam.PTransform):
-    """PBegin -> one row dict per table row (the shape pipeline/sources.py describes):
+    """PBegin -> one row dict per table row (the shape pipeline/sources/rows.py describes):
     {"id", "source", "label", "split", "image" (bytes, never None), "size", "url": None}."""
 
     def __init__(self, config: CassandraConfig):

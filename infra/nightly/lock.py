@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from pipeline.storage import Storage, StorageError, is_s3, split_s3
+from pipeline.dataset.storage import Storage, StorageError, is_s3, split_s3
 
 
 class LockHeld(Exception):

@@ -1,6 +1,6 @@
 """A local S3-compatible server (moto's server: real S3 over HTTP) on 127.0.0.1.
 
-    python -m infra.s3server [--port 9000]     # foreground, Ctrl-C stops it
+    python -m infra.local.s3server [--port 9000]     # foreground, Ctrl-C stops it
 """
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class LocalS3:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.s3server", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m infra.local.s3server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args(argv)

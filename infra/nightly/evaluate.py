@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 
-from pipeline.manifest import read_manifest
-from pipeline.storage import Storage, join
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import Storage, join
 
 
 class UnusableModel(Exception):
@@ -37,15 +37,16 @@ def score(storage: Storage, model_urls: dict[str, str], dataset_url: str, split:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
-    from pipeline import records
-    from trainer import data, evaluate
+    from pipeline.dataset import records
+    from pipeline.dataset.reader import stage
+    from trainer import evaluate
 
     manifest = read_manifest(storage, dataset_url)
     if split not in manifest.splits or manifest.splits[split].num_records == 0:
         raise ValueError(f"evaluation dataset {dataset_url} has no records in split {split!r} "
                          f"(splits: {', '.join(sorted(manifest.splits))})")
-    paths = data.stage(storage, dataset_url, manifest, split,
-                       list(range(len(manifest.splits[split].shards))), os.path.join(cache_dir, "eval-data"))
+    paths = stage(storage, dataset_url, manifest, split,
+                  list(range(len(manifest.splits[split].shards))), os.path.join(cache_dir, "eval-data"))
     spec = {key: value for key, value in records.parse_spec().items() if key in (records.IMAGE, records.LABEL)}
     examples = (tf.data.TFRecordDataset(paths).map(lambda s: tf.io.parse_single_example(s, spec))
                 .batch(256).prefetch(tf.data.AUTOTUNE))

@@ -1,0 +1,160 @@
+"""One run's settings: the job's flags parsed (Beam's PipelineOptions), checked and resolved
+before any worker starts, so a bad flag or an unusable input fails fast with one line."""
+from __future__ import annotations
+
+import posixpath
+import re
+import uuid
+
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
+                                                  StandardOptions, WorkerOptions)
+
+from pipeline.dataset.manifest import MANIFEST_NAME
+from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.options import IngestOptions
+from pipeline.sources.cassandra import config as cassandra_config
+from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
+from pipeline.sources.cassandra.connection import check
+from pipeline.sources.files import LayoutError, detect_layout
+from pipeline.splits import parse_ratios
+
+
+class UsageError(Exception):
+    """A bad flag or an input that cannot be used; the message names it."""
+
+
+def make_options(argv: list[str]) -> PipelineOptions:
+    """Parse flags; default to the local multi-process DirectRunner with 2 workers."""
+    options = PipelineOptions(argv)
+    flags = " ".join(argv)
+    if "--runner" not in flags:
+        options.view_as(StandardOptions).runner = "DirectRunner"
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+        direct = options.view_as(DirectOptions)
+        if "--direct_running_mode" not in flags:
+            direct.direct_running_mode = "multi_processing"   # real worker processes, no Prism download
+        if "--direct_num_workers" not in flags:
+            direct.direct_num_workers = 2
+    return options
+
+
+def storage_for(options: PipelineOptions) -> Storage:
+    s3 = options.view_as(S3Options)
+    return Storage(endpoint_url=s3.s3_endpoint_url, region=s3.s3_region_name)
+
+
+class Plan:
+    """Checked, resolved settings for one run (fails fast, before any worker starts)."""
+
+    def __init__(self, options: PipelineOptions, storage: Storage):
+        o = options.view_as(IngestOptions)
+        for flag in ("source", "output"):
+            if not getattr(o, flag):
+                raise UsageError(f"--{flag} is required (see --help)")
+        self.span = self._span(o.span)
+        self.source = self._in_span(o.source).rstrip("/")
+        self.output = join(o.output.rstrip("/"), self.span) if self.span else o.output.rstrip("/")
+        self.name = o.name or posixpath.basename(o.output.rstrip("/"))
+        self.label_attribute = o.label_attribute
+        self.channels, self.resize = o.channels, self._size(o.resize)
+        self.num_readers, self.num_shards = o.num_readers, o.num_shards
+        self.target_shard_bytes = int(o.target_shard_mb * 2**20)
+        self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
+        self.fetch_threads = max(1, o.fetch_threads)
+        if self.num_readers < 1 or self.num_shards < 0:
+            raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
+        try:
+            self.ratios = parse_ratios(o.splits)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if self.channels not in (0, 1, 3):
+            raise UsageError(f"--channels {self.channels}: use 1 (grey), 3 (RGB) or 0 (keep)")
+        self.classes = self._classes(o.classes, storage)
+        self.staging = join(self.output, f".staging-{uuid.uuid4().hex[:12]}")
+        self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
+        try:
+            if self.cassandra:
+                self.layout, self.labels = "cassandra", None
+                self._check_output(storage)
+            else:
+                self.layout, self.labels = detect_layout(storage, self.source, o.layout,
+                                                         self._in_span(o.labels_file))
+                self._check_inputs(storage)
+        except (StorageError, LayoutError) as e:
+            raise UsageError(str(e)) from None
+
+    def _cassandra(self, options: PipelineOptions) -> CassandraConfig:
+        try:
+            config = cassandra_config.config_from(options.view_as(IngestOptions), self.source,
+                                                  workers(options))
+            check(config)
+        except CassandraSourceError as e:
+            raise UsageError(str(e)) from None
+        return config
+
+    def _in_span(self, url: str | None) -> str | None:
+        """`{span}` in an input path becomes the span: s3://raw/{span}/ reads one day's data."""
+        if url and "{span}" in url and not self.span:
+            raise UsageError(f"{url} contains {{span}}: pass --span")
+        return url.replace("{span}", self.span) if url and self.span else url
+
+    @staticmethod
+    def _span(span: str | None) -> str | None:
+        if span and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", span):
+            raise UsageError(f"--span {span!r}: use a date or version such as 2026-11-23")
+        return span
+
+    @staticmethod
+    def _size(text: str | None) -> tuple[int, int] | None:
+        if not text:
+            return None
+        match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+        if not match or 0 in (int(match[1]), int(match[2])):
+            raise UsageError(f"--resize {text!r}: use HEIGHTxWIDTH, e.g. 224x224")
+        return int(match[1]), int(match[2])
+
+    @staticmethod
+    def _classes(spec: str | None, storage: Storage) -> list[str] | None:
+        if not spec:
+            return None
+        if "," not in spec and (spec.startswith("s3://") or storage.exists(spec)):
+            try:
+                lines = storage.read_text(spec).splitlines()
+            except FileNotFoundError:
+                raise UsageError(f"--classes file {spec} does not exist") from None
+            names = [line.strip() for line in lines if line.strip()]
+        else:
+            names = [name.strip() for name in spec.split(",") if name.strip()]
+        if len(set(names)) != len(names) or not names:
+            raise UsageError(f"--classes {spec}: the class list is empty or has duplicates")
+        return names
+
+    def _check_inputs(self, storage: Storage):
+        if next(storage.list(self.source), None) is None:
+            raise UsageError(f"--source {self.source}: no objects there")
+        if self.labels and not storage.exists(self.labels):
+            raise UsageError(f"labels file {self.labels} does not exist (pass --labels_file)")
+        self._check_output(storage)
+
+    def _check_output(self, storage: Storage):
+        if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
+            raise UsageError(f"a dataset is already published at {self.output} "
+                             "(pass --overwrite to replace it)")
+        self.stale_staging = self._stale_staging(storage)
+
+    def _stale_staging(self, storage: Storage) -> list[str]:
+        """Staging folders of runs that crashed (or run now) into the same output."""
+        try:
+            return [url for url, size in storage.list_children(self.output)
+                    if size is None and posixpath.basename(url).startswith(".staging-")]
+        except FileNotFoundError:
+            return []
+
+
+def workers(options: PipelineOptions) -> int:
+    """How many workers the runner will use (what the Cassandra source sizes its splits for)."""
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+        count = options.view_as(DirectOptions).direct_num_workers
+    else:
+        count = options.view_as(WorkerOptions).max_num_workers or options.view_as(WorkerOptions).num_workers
+    return max(1, count or 1)

@@ -1,0 +1,159 @@
+"""Writing the shards: each candidate gets a shard index from a hash of its id, the (small)
+candidates are grouped by shard, and each shard's writer reads its own images.
+
+Image bytes from S3 or disk never go through a shuffle: rows carry URLs, so a cluster's shuffle
+moves ids, not pixels. (Rows from Cassandra carry their bytes inline. On this machine's
+DirectRunner the two designs measured about the same speed: README, "Benchmarks".)
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from pipeline import images, sharding
+from pipeline.dataset import quarantine
+from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.shard_file import ShardBuilder
+from pipeline.sources.rows import QUARANTINE
+
+HASHES = "hashes"
+log = logging.getLogger("pipeline")
+
+
+def size_of(candidate) -> tuple[str, tuple[int, int]]:
+    return candidate["split"], (1, candidate["size"])
+
+
+def shard_key(candidate, shard_counts):
+    shards = shard_counts[candidate["split"]]
+    return (candidate["split"], sharding.shard_index(candidate["id"], shards), shards), candidate
+
+
+class WriteShard(beam.DoFn):
+    """((split, index, shards), candidates) -> one TFRecord file in the staging dir + its stats.
+
+    Reads the shard's images (a thread pool: object stores are latency bound), validates and
+    normalises them, and writes them sorted by id, so the same input gives byte-identical files.
+    Side outputs: quarantine entries, and (content sha256, (id, source, file)) for the dedupe."""
+
+    def __init__(self, storage: Storage, staging_url: str, name: str, max_pixels: int,
+                 channels: int = 0, size: tuple[int, int] | None = None, fetch_threads: int = 16):
+        self.storage, self.staging_url, self.name = storage, staging_url, name
+        self.max_pixels, self.channels, self.size = max_pixels, channels, size
+        self.fetch_threads = fetch_threads
+        self.written = Metrics.counter("ingest", "images_written")
+        self.bad = Metrics.counter("ingest", "quarantined_images")
+
+    def setup(self):
+        self.pool = ThreadPoolExecutor(self.fetch_threads)
+        self.seen, self.started, self.last_log = 0, time.monotonic(), time.monotonic()
+
+    def teardown(self):
+        self.pool.shutdown(wait=False)
+
+    def process(self, element, space):
+        (split, index, shards), candidates = element
+        file_name = sharding.shard_name(self.name, split, index, shards)
+        shard = ShardBuilder(space)
+        for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
+            if problem:
+                self.bad.inc()
+                yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
+                    candidate["id"], candidate["source"], problem))
+                continue
+            shard.add(candidate, prepared)
+            yield beam.pvalue.TaggedOutput(HASHES, (digest, (candidate["id"], candidate["source"], file_name)))
+        for entry in shard.duplicate_ids:
+            yield beam.pvalue.TaggedOutput(QUARANTINE, entry)
+        self.written.inc(shard.count)
+        yield shard.write(self.storage, join(self.staging_url, file_name),
+                          split=split, index=index, shards=shards, file=file_name)
+
+    def _prepared(self, candidates):
+        """Yield (candidate, PreparedImage, sha256 of the source bytes, problem) in id order."""
+        for start in range(0, len(candidates), 256):   # bounded memory: 256 images in flight
+            yield from self.pool.map(self._prepare, candidates[start:start + 256])
+            self._progress(min(256, len(candidates) - start))
+
+    def _prepare(self, candidate):
+        try:
+            data = candidate["image"]
+            if data is None:
+                data = self.storage.read_bytes(candidate["url"])
+            prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size)
+            return candidate, prepared, hashlib.sha256(data).hexdigest(), None
+        except FileNotFoundError:
+            return candidate, None, None, "no image: object vanished before it was read"
+        except images.BadImage as e:
+            return candidate, None, None, str(e)
+        except StorageError:
+            raise     # the store failing after boto's retries: fail the job, never drop images
+        except Exception as e:  # bytes PIL chokes on in a way it does not report as bad
+            return candidate, None, None, f"unreadable object: {e}"
+
+    def _progress(self, n: int):
+        self.seen += n
+        now = time.monotonic()
+        if now - self.last_log >= 10:
+            self.last_log = now
+            rate = self.seen / (now - self.started)
+            log.warning("worker %d: %d images read (%.0f images/s)", os.getpid(), self.seen, rate)
+
+
+def unique_ids(candidates, shard: "ShardBuilder") -> list[dict]:
+    """Sort by id; a second row with an id already seen is a duplicate id, never a second record."""
+    kept, seen = [], {}
+    for c in sorted(candidates, key=lambda c: (c["id"], c["source"])):
+        if c["id"] in seen:
+            shard.duplicate_ids.append(quarantine.entry(
+                c["id"], c["source"], f"duplicate id: also read from {seen[c['id']]}"))
+        else:
+            seen[c["id"]] = c["source"]
+            kept.append(c)
+    return kept
+
+
+def sum_pairs(pairs) -> tuple[int, int]:
+    """(records, bytes) summed; safe on empty input and on partial sums (Beam re-combines them)."""
+    records = size = 0
+    for count, nbytes in pairs:
+        records, size = records + count, size + nbytes
+    return records, size
+
+
+def shard_count(split_size, num_shards: int, num_readers: int, target_shard_bytes: int) -> tuple[str, int]:
+    """(split, (records, bytes)) -> (split, its number of shards)."""
+    split, (records, size) = split_size
+    return split, num_shards or sharding.num_shards(records, size, num_readers, target_shard_bytes)
+
+
+class WriteShards(beam.PTransform):
+    """candidates -> (shard infos, quarantine, content hashes (sha256, (id, source, file))).
+
+    Shard counts per split come from the candidates' count and listed bytes (sharding.py)
+    unless `num_shards` fixes them."""
+
+    def __init__(self, writer: WriteShard, space, num_shards: int, num_readers: int,
+                 target_shard_bytes: int):
+        super().__init__()
+        self.writer, self.space = writer, space
+        self.num_shards, self.num_readers, self.target_shard_bytes = num_shards, num_readers, target_shard_bytes
+
+    def expand(self, candidates):
+        shard_counts = (candidates
+                        | "SizeOf" >> beam.Map(size_of)
+                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)
+                        | "ShardCount" >> beam.Map(shard_count, self.num_shards, self.num_readers,
+                                                   self.target_shard_bytes))
+        written = (candidates
+                   | "ShardKey" >> beam.Map(shard_key, beam.pvalue.AsDict(shard_counts))
+                   | "GroupByShard" >> beam.GroupByKey()          # ids and URLs, never image bytes
+                   | "WriteShard" >> beam.ParDo(self.writer, beam.pvalue.AsSingleton(self.space))
+                   .with_outputs(QUARANTINE, HASHES, main="infos"))
+        return written.infos, written[QUARANTINE], written[HASHES]

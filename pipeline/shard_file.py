@@ -1,0 +1,65 @@
+"""One shard file: its examples, label counts and pixel sums, written as a TFRecord file
+(locally, then uploaded when the URL is remote) with its size and sha256."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from pipeline import images
+from pipeline.dataset import records, tfrecord
+from pipeline.dataset.storage import Storage, file_digest
+
+
+class ShardBuilder:
+    """Accumulates one shard's examples, label counts and pixel sums."""
+
+    def __init__(self, space: dict):
+        self.space = space
+        self.examples: list[bytes] = []
+        self.class_counts = [0] * len(space["classes"])
+        self.attribute_counts = {a: [0] * len(c) for a, c in space["attributes"].items()}
+        self.shapes: set[tuple[int, int, int]] = set()
+        self.stats: dict[int, list] = {}          # channels -> [pixels, sums, squared sums]
+        self.duplicate_ids: list[dict] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.examples)
+
+    def add(self, candidate: dict, prepared: images.PreparedImage):
+        info = prepared.info
+        self.examples.append(records.encode_example(records.ImageRecord(
+            id=candidate["id"], image=prepared.data, image_format=info.format,
+            height=info.height, width=info.width, channels=info.channels,
+            label=candidate["label"], label_name=candidate["label_name"],
+            attributes=candidate["attributes"])))
+        self.class_counts[candidate["label"]] += 1
+        for attribute, value in candidate["attributes"].items():
+            self.attribute_counts[attribute][value] += 1
+        self.shapes.add((info.height, info.width, info.channels))
+        acc = self.stats.setdefault(info.channels, [0, [0.0] * info.channels, [0.0] * info.channels])
+        acc[0] += prepared.pixels
+        acc[1] = [a + b for a, b in zip(acc[1], prepared.pixel_sum)]
+        acc[2] = [a + b for a, b in zip(acc[2], prepared.pixel_sq_sum)]
+
+    def write(self, storage: Storage, url: str, **info) -> dict:
+        stats = {str(c): v for c, v in sorted(self.stats.items())}
+        return write_shard_file(storage, url, self.examples, **info,
+                                class_counts=self.class_counts,
+                                attribute_counts=self.attribute_counts,
+                                shapes=sorted(list(s) for s in self.shapes), pixel_stats=stats)
+
+
+def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
+    """Write examples as a TFRecord file (locally, then upload when the URL is remote)."""
+    local_dir = None if not url.startswith("s3://") else tempfile.mkdtemp(prefix="shard-")
+    path = url if local_dir is None else os.path.join(local_dir, "shard.tfrecord")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        tfrecord.write_records(f, examples)
+    digest, size = file_digest(path)
+    if local_dir is not None:
+        storage.upload(path, url)
+        os.remove(path)
+        os.rmdir(local_dir)
+    return dict(info, records=len(examples), bytes=size, sha256=digest)

@@ -1,0 +1,28 @@
+"""The row: what every source yields, one dict per input image.
+
+    {"id": str, "source": where it came from (for quarantine entries), "url": str | None,
+     "image": bytes | None (inline bytes, else read from url), "size": int (bytes, estimated),
+     "label": str | None (class name), "split": str ("" = hash of id),
+     "attributes": {name: (value, number_of_values)} (attribute-file layout only)}
+"""
+from __future__ import annotations
+
+import posixpath
+
+QUARANTINE = "quarantine"          # the tag of every step's side output of rejected inputs
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
+
+def image_row(key: str, url: str, size: int, label: str | None = None, split: str = "",
+              attributes: dict | None = None) -> dict:
+    return {"id": key, "source": url, "url": url, "image": None, "size": size, "label": label,
+            "split": split, "attributes": attributes or {}}
+
+
+def relative_key(url: str, prefix: str) -> str:
+    return posixpath.relpath(url, prefix.rstrip("/")) if url.startswith("s3://") else \
+        posixpath.relpath(url.replace("\\", "/"), prefix.rstrip("/").replace("\\", "/"))
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_EXTENSIONS)

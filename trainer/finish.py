@@ -1,0 +1,56 @@
+"""Rank 0 at the end of a run: test metrics from the summed scores, the exported model, the
+plots and the report (one path for one head or several)."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from trainer import evaluate, heads as heads_lib, report as plots
+from trainer.export import export_model
+
+
+def finish(storage, config, model, scored: dict, heads: list, shape, standardize, started: float,
+           report: dict) -> dict:
+    """`scored`: {head name: (confusion matrix, score histogram)} summed over ranks; `report`:
+    the fields every report has (train.py)."""
+    result = heads_lib.test_metrics(scored, heads)
+    model_url, report_url = config.outputs.model_url(), config.outputs.report_url()
+    export_model(storage, model, model_url, config.local_dir("export"), shape, heads, standardize)
+    if not heads_lib.single(heads):
+        report = {**report, "heads": {h.attribute: h.classes for h in heads}}
+    report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
+              "plots": write_plots(storage, report["history"], scored, heads, result, report_url,
+                                   config.local_dir("plots")),
+              "wall_seconds": round(time.monotonic() - started, 1)}
+    storage.write_text(report_url, json.dumps(report, indent=2))
+    print_result(result, scored, heads)
+    print(f"test accuracy {result['accuracy']:.4f}"
+          f"{'' if heads_lib.single(heads) else f' (mean of {len(heads)} heads)'} on "
+          f"{result['examples']} images; model {model_url}; report {report_url}; "
+          f"{report['wall_seconds']:.0f} s", flush=True)
+    return report
+
+
+def print_result(result: dict, scored: dict, heads: list) -> None:
+    for h in heads:
+        if not heads_lib.single(heads):
+            print(f"{h.attribute}: test accuracy {result['heads'][h.attribute]['accuracy']:.4f}")
+        print(evaluate.format_confusion(scored[h.name][0], h.classes))
+
+
+def write_plots(storage, history, scored, heads, result, report_url, local_dir) -> dict:
+    """PNG files beside the report: training curves, and per head its confusion matrix (and
+    ROC/PR for two classes); named confusion_matrix.png for one head on `label`,
+    confusion_matrix_<attribute>.png for several."""
+    made = {}
+    if history:
+        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir, "training_curves.png"))
+    for h in heads:
+        suffix = h.prefix and f"_{h.attribute}"
+        name = f"confusion_matrix{suffix}"
+        made[name] = plots.confusion_matrix(scored[h.name][0], h.classes, os.path.join(local_dir, f"{name}.png"))
+        binary = heads_lib.head_result(result, heads, h).get("binary")
+        if binary:
+            made[f"roc_pr{suffix}"] = plots.roc_pr(binary, os.path.join(local_dir, f"roc_pr{suffix}.png"))
+    return plots.upload_beside(storage, made, report_url)

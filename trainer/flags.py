@@ -1,0 +1,136 @@
+"""The trainer's flags. Processes and hosts are horovodrun's business, not ours."""
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """Train an image classifier on a published dataset with synchronous data-parallel
+SGD. Launch one process per GPU (or CPU slot) with horovodrun, e.g.
+
+  horovodrun -np 2 -H localhost:2 python -m trainer --dataset s3://bucket/datasets/fmnist \\
+      --checkpoint-dir s3://bucket/runs/fmnist
+
+Rank 0 writes a checkpoint every epoch (and every --checkpoint-every steps); restarting with the
+same --checkpoint-dir resumes from the newest complete one, at the exact batch where it was
+written. Elastic mode (processes may come and go):
+
+  horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh python -m trainer ... S3 endpoint and credentials come from boto3's usual chain
+(AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ...) or --s3-endpoint-url."""
+
+
+def positive(kind):
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def nonnegative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def fraction(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def epoch_list(text):
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"want comma-separated epochs > 0, got {text!r}")
+    return tuple(sorted(values))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--dataset", required=True, help="published dataset: directory (s3:// or local) "
+                   "holding manifest.json")
+    p.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (s3:// or local); "
+                   "reusing it resumes")
+    p.add_argument("--model-dir", help="final SavedModel (default: <checkpoint-dir>/model)")
+    p.add_argument("--report", help="JSON report (default: <checkpoint-dir>/report.json)")
+    p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), shallow_cnn (7x7x64 "
+                   "conv, 3 more convs, 2 dense layers), resnet20 (small ResNet); default cnn")
+    p.add_argument("--epochs", type=positive(int), default=10)
+    p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
+    p.add_argument("--lr", type=positive(float), default=0.025,
+                   help="learning rate for a batch of --batch-size images; scaled linearly with the "
+                   "global batch (x processes, or x --global-batch-size / --batch-size)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="SGD with momentum (default) or Adam (try --lr 0.001)")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear warm-up to the scaled rate (Goyal et al. 2017; default 1)")
+    p.add_argument("--decay", choices=("cosine", "step"), default="cosine",
+                   help="after warm-up: cosine to 0 (default) or step decay at --decay-epochs")
+    p.add_argument("--decay-epochs", type=epoch_list, default=(),
+                   help="step decay boundaries, e.g. 30,60 (default: at 50%% and 75%% of --epochs)")
+    p.add_argument("--decay-factor", type=positive(float), default=0.1,
+                   help="step decay multiplier per boundary (default 0.1)")
+    p.add_argument("--label-smoothing", type=fraction, default=0.0,
+                   help="label smoothing of the cross-entropy, 0 to <1 (e.g. 0.1; default 0)")
+    p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
+                   help="balanced: weight each class by total / (classes x its count) from the "
+                   "manifest's training class counts (for imbalanced data)")
+    p.add_argument("--no-flip", action="store_true",
+                   help="no horizontal flips in augmentation (for data where a flip changes the class)")
+    p.add_argument("--brightness", type=fraction, default=0.0,
+                   help="random brightness shift up to this much of the [0,1] range (default 0)")
+    p.add_argument("--contrast", type=fraction, default=0.0,
+                   help="random contrast factor in [1-x, 1+x] (default 0)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--heads", metavar="ATTRIBUTES",
+                   help="datasets with several label attributes (e.g. Cartoon Set): train one head "
+                   "per attribute on one network, e.g. 'eye_color,hair' or 'all' (default: one head "
+                   "on the primary label)")
+    p.add_argument("--head-weights", metavar="WEIGHTS",
+                   help="with --heads: weights of the heads' losses in their sum, e.g. 'hair=2,"
+                   "eye_color=0.5' (default: 1 each)")
+    p.add_argument("--init-from", metavar="URL",
+                   help="start from an earlier run: its SavedModel dir (e.g. <checkpoint-dir>/model) "
+                   "or a checkpoint dir with COMMITTED checkpoints (s3:// or local). Layers are "
+                   "matched by name and shape; a head sized for other classes starts new")
+    p.add_argument("--restore", metavar="PREFIXES",
+                   help="with --init-from: restore only layers whose names start with one of these "
+                   "comma-separated prefixes (default: every matching layer)")
+    p.add_argument("--freeze", metavar="SPEC",
+                   help="layers not to train: 'all-but-head' or comma-separated layer-name prefixes "
+                   "(e.g. block1,block2)")
+    p.add_argument("--check-input", choices=("before", "only"),
+                   help="measure the tf.data pipeline alone and the model step alone and say whether "
+                   "training is input-bound: 'before' training, or 'only' (then exit)")
+    p.add_argument("--profile", action="store_true",
+                   help="record steps 6-10 of the first epoch: tf.profiler trace + Horovod timeline "
+                   "in <checkpoint-dir>/profile/")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
+    p.add_argument("--cache-dir", default="/tmp/trainer-cache",
+                   help="local directory shards are staged into (default %(default)s)")
+    p.add_argument("--keep-checkpoints", type=positive(int), default=3)
+    p.add_argument("--checkpoint-every", type=nonnegative, default=0, metavar="STEPS",
+                   help="also commit a checkpoint every this many global steps, mid-epoch (default 0: "
+                   "at epoch ends only); a resumed run goes on from the exact batch")
+    p.add_argument("--commit-every", type=positive(int), default=20, metavar="STEPS",
+                   help="elastic mode (horovodrun --min-np/--max-np): commit the in-memory state every "
+                   "this many steps; a lost process costs at most this much work (default 20)")
+    p.add_argument("--global-batch-size", type=positive(int),
+                   help="images per step over all processes; required in elastic mode (default: "
+                   "the resumed checkpoint's, else --batch-size x processes). Fixed for the whole "
+                   "run: when an elastic run loses a process each remaining one takes a larger "
+                   "share, so the learning rate schedule and steps per epoch do not change")
+    p.add_argument("--log-every", type=positive(float), default=10.0, help="seconds between progress lines")
+    p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
+    return p
