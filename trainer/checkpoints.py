@@ -1,11 +1,18 @@
 """Checkpoints that are complete or invisible, on S3 or local disk.
 
-Rank 0 writes the checkpoint locally, uploads each file, and only then writes the COMMITTED
-marker (which lists the files with their sha256, and the training position: global step, epoch,
-batches done in that epoch). Checkpoints are named by global step (ckpt-00000468). Readers
-consider a checkpoint only if its marker exists, so a crash during upload leaves the previous
-one as the newest complete one.
-Upload and commit run in a background thread while training goes on (at most one in flight).
+Rank 0 writes the checkpoint locally, takes the sha256 of every local file, uploads them, checks
+that the store holds exactly those files and sizes, and only then writes the COMMITTED marker
+(the files with their sha256, and the training position: global step, epoch, batches done in
+that epoch). Checkpoints are named by global step (ckpt-00000468). Readers consider a checkpoint
+only if its marker exists, so a crash during upload leaves the previous one as the newest
+complete one. Upload and commit run in a background thread while training goes on (at most
+one in flight).
+
+On resume, rank 0 checks the newest committed checkpoint against its marker (every file there,
+every sha256 right) before choosing it; a damaged one is named in one line and the previous
+committed one is tried. The choice is broadcast (train.py), and every rank restores exactly that
+checkpoint: a rank whose copy then fails its check stops the job (horovodrun ends the others)
+rather than going on from another checkpoint than the rest, and the relaunch decides again.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class CheckpointStore:
         self.storage, self.url, self.local_dir, self.keep = storage, url.rstrip("/"), local_dir, keep
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
+        self._checked: set[tuple[int, int]] = set()    # (step, rank) fetched and checked here
 
     @staticmethod
     def name(step: int) -> str:
@@ -80,12 +88,17 @@ class CheckpointStore:
 
     def _commit(self, step: int, local: str, meta: dict, started: float, done) -> None:
         name = self.name(step)
-        files = []
-        for file_name in sorted(os.listdir(local)):
-            path = os.path.join(local, file_name)
-            self.storage.upload(path, join(self.url, name, file_name))
-            files.append({"name": file_name, "bytes": os.path.getsize(path),
-                          "sha256": file_digest(path)[0]})
+        files = [{"name": file_name, "bytes": size, "sha256": digest}       # before any upload
+                 for file_name in sorted(os.listdir(local))
+                 for digest, size in [file_digest(os.path.join(local, file_name))]]
+        self.storage.delete(join(self.url, name, MARKER))   # a step written again: uncommit first
+        for f in files:
+            self.storage.upload(os.path.join(local, f["name"]), join(self.url, name, f["name"]))
+        stored = {url.rsplit("/", 1)[-1]: size for url, size in self.storage.list(join(self.url, name))}
+        missing = [f["name"] for f in files if stored.get(f["name"]) != f["bytes"]]
+        if missing:
+            raise IOError(f"checkpoint {join(self.url, name)}: {', '.join(missing)} not stored as "
+                          "written; not committed")
         marker = {"step": step, "files": files, **meta}
         self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
         shutil.rmtree(local, ignore_errors=True)
@@ -96,7 +109,8 @@ class CheckpointStore:
     def _prune(self, newest: int) -> None:
         """Keep the newest `keep` committed checkpoints; drop older ones and stale partial ones."""
         entries = self._entries()
-        keep = set(sorted(e for e, done in entries.items() if done)[-self.keep:])
+        # Counted on this run's line only: newer ones are left by a run this one fell back from.
+        keep = set(sorted(e for e, done in entries.items() if done and e <= newest)[-self.keep:])
         for step in entries:
             if step not in keep and step <= newest:
                 self.storage.delete_prefix(join(self.url, self.name(step)))
@@ -104,25 +118,54 @@ class CheckpointStore:
     def marker(self, step: int) -> dict:
         return json.loads(self.storage.read_text(join(self.url, self.name(step), MARKER)))
 
-    def restore(self, checkpoint: tf.train.Checkpoint, step: int, rank: int = 0) -> dict:
-        name = self.name(step)
-        marker = self.marker(step)
-        local = os.path.join(self.local_dir, f"restore-{rank}", name)
+    def damage(self, step: int, rank: int = 0) -> str | None:
+        """Fetch a committed checkpoint's files from the store into this rank's restore folder
+        and check them against the marker; None if all are there and intact, else what is
+        wrong. (Always from the store: a good local copy must not hide a damaged stored one.)"""
+        name, local = self.name(step), self._restore_dir(step, rank)
+        try:
+            marker = self.marker(step)
+        except ValueError:
+            return f"its {MARKER} marker is not JSON"
         for f in marker["files"]:
             path = os.path.join(local, f["name"])
-            self.storage.download(join(self.url, name, f["name"]), path)
+            try:
+                self.storage.download(join(self.url, name, f["name"]), path)
+            except FileNotFoundError:
+                return f"{f['name']} is missing"
             if file_digest(path)[0] != f["sha256"]:
-                raise IOError(f"checkpoint file {join(self.url, name, f['name'])} does not match "
-                              "its sha256 in the COMMITTED marker")
-        checkpoint.read(os.path.join(local, "ckpt")).expect_partial()
-        return marker
-
-
-def latest_position(store: CheckpointStore) -> dict | None:
-    """The newest complete checkpoint and the position it holds (rank 0 reads it for everyone)."""
-    step = store.latest()
-    if step is None:
+                os.remove(path)
+                return f"{f['name']} does not match its sha256 in the {MARKER} marker"
+        self._checked.add((step, rank))
         return None
+
+    def restore(self, checkpoint: tf.train.Checkpoint, step: int, rank: int = 0) -> dict:
+        problem = None if (step, rank) in self._checked else self.damage(step, rank)
+        if problem:
+            raise IOError(f"checkpoint {join(self.url, self.name(step))} is damaged: {problem}")
+        checkpoint.read(os.path.join(self._restore_dir(step, rank), "ckpt")).expect_partial()
+        return self.marker(step)
+
+    def _restore_dir(self, step: int, rank: int) -> str:
+        return os.path.join(self.local_dir, f"restore-{rank}", self.name(step))
+
+
+def latest_position(store: CheckpointStore, say=print) -> dict | None:
+    """The newest committed checkpoint that is intact, and the position it holds (rank 0 reads it
+    for everyone); each damaged newer one is named in one line and skipped."""
+    for step in reversed(store.committed()):
+        problem = store.damage(step)
+        if problem is None:
+            return position(store, step)
+        say(f"checkpoint {join(store.url, store.name(step))} is damaged ({problem}); falling back "
+            "to the previous committed checkpoint", flush=True)
+    if store.committed():
+        raise IOError(f"every committed checkpoint in {store.url} is damaged; delete them to "
+                      "start from scratch")
+    return None
+
+
+def position(store: CheckpointStore, step: int) -> dict:
     marker = store.marker(step)
     return {"checkpoint": join(store.url, store.name(step)), "step": step,
             "epoch": marker.get("epoch", 0), "batch": marker.get("batch", 0),
@@ -131,7 +174,9 @@ def latest_position(store: CheckpointStore) -> dict | None:
 
 def resume(store: CheckpointStore, checkpoint: tf.train.Checkpoint, latest: dict, steps: int,
            rank: int, say) -> tuple[int, int]:
-    """Restore the newest complete checkpoint; returns the (epoch, batch) to go on from."""
+    """Restore the checkpoint rank 0 chose (`latest`, broadcast); returns the (epoch, batch) to
+    go on from. A copy damaged since rank 0 checked it raises on this rank: the job stops, and the
+    relaunch chooses again, instead of this rank going on from another checkpoint."""
     store.restore(checkpoint, latest["step"], rank)
     epoch, batch = latest["epoch"], latest["batch"]
     if latest["steps_per_epoch"] and latest["steps_per_epoch"] != steps:   # another world size
