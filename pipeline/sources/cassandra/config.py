@@ -24,7 +24,9 @@ class CassandraConfig:
     label_column: str = "label"
     image_column: str = "image"
     split_column: str | None = None
-    consistency: str = "LOCAL_ONE"
+    # A dataset is a snapshot: a majority of the local data center's replicas answer each read,
+    # so a replica that missed writes cannot silently drop rows (LOCAL_ONE is cheaper, weaker).
+    consistency: str = "LOCAL_QUORUM"
     local_dc: str | None = None
     protocol_version: int | None = None       # None: the driver negotiates
     credentials_file: str | None = None       # else env CASSANDRA_USERNAME / CASSANDRA_PASSWORD
@@ -112,7 +114,9 @@ def add_flags(parser) -> None:
         "(default: %(default)s)")
     add("--cassandra_split_column", default="", help="optional column naming the split "
         "(train/validation/test); empty values fall back to the hash split (default: none)")
-    add("--cassandra_consistency", default="LOCAL_ONE", help="read consistency level "
+    add("--cassandra_consistency", default="LOCAL_QUORUM", help="read consistency level: a "
+        "majority of the local data center's replicas answer each page, so the snapshot holds "
+        "every acknowledged row; LOCAL_ONE is cheaper and may miss rows a lagging replica lacks "
         "(default: %(default)s)")
     add("--cassandra_local_dc", default="", help="the data center to read from (default: the "
         "first contact point's)")
