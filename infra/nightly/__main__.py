@@ -1,8 +1,10 @@
 """The nightly retrain, one command for a scheduler:
 
-  ingest the night's span -> train (warm-started from the promoted model, or from scratch)
+  ingest the night's span -> check it against the promoted model's dataset (quarantine rate,
+  class shares, record count) -> train (warm-started from the promoted model, or from scratch)
   -> score new and promoted model on a fixed evaluation split -> promote the new one unless it
-  is worse by more than the tolerance -> write a JSON run report.
+  is worse than the promoted one, or than the best promoted score, by more than the tolerance
+  -> write a JSON run report.
 
     python -m infra.nightly --config nightly.yaml [--date YYYY-MM-DD] [--report run.json]
     python -m infra.nightly --demo [--limit 300]       # embedded default: local S3 server,
@@ -12,7 +14,8 @@ Layout under the config's root (s3:// or a local directory):
   datasets/<name>/<date>/            the span (a published dataset: manifest.json last)
   models/<name>/versions/<date>/     checkpoints, model/ (SavedModel + COMMITTED), report.json
   models/<name>/runs/<date>.json     the run report
-  models/<name>/PROMOTED             pointer to the promoted version, written last
+  models/<name>/PROMOTED             pointer to the promoted version, written last (only while
+                                     the lock is ours, and only over the pointer the night read)
   models/<name>/LOCK                 held while a run is in progress (expires if the run dies)
 
 Re-running a night is safe: a published span is not ingested again, a committed model is not
@@ -20,8 +23,10 @@ trained again, a finished night only repeats its decision, the pointer is never 
 
 Exit codes:
   0  promoted (also: this night was already promoted)
-  3  not promoted: the new model is worse than the promoted one by more than the tolerance
+  3  not promoted: the new model is worse than the promoted one (or the best promoted score)
+     by more than the tolerance
   4  another run holds the lock (nothing done; try later)
+  5  the night's data failed the data check (nothing trained; the report says which figure)
   2  bad configuration or flags
   1  failed (the promoted pointer is untouched; the report says which step failed)
 """
@@ -36,7 +41,8 @@ import time
 
 from infra.nightly import config as nightly_config
 from infra.nightly.lock import LockHeld, LockLost, NightlyLock
-from infra.nightly.night import (FAILED, LOCKED, STATUS, USAGE, Night, StepFailed, say)
+from infra.nightly.night import (BAD_DATA, FAILED, LOCKED, STATUS, USAGE, Night, StepFailed, say)
+from infra.nightly.promote import PointerMoved
 from pipeline.dataset.storage import Storage, StorageError, join
 
 
@@ -57,7 +63,7 @@ def run_night(config, date: str, report_path: str | None, cache_dir: str) -> int
     try:
         code = night.run(lock)
         error = None
-    except (StepFailed, LockLost, StorageError, ValueError) as e:    # the last two: reading state
+    except (StepFailed, LockLost, PointerMoved, StorageError, ValueError) as e:   # last two: reading state
         code, error = FAILED, str(e)
     finally:
         lock.release()
@@ -75,6 +81,11 @@ def summary(report: dict, code: int, error: str | None) -> None:
     if code == FAILED:
         say(f"\nnightly {report['name']} {report['date']}: FAILED ({error}); promoted pointer untouched; "
             f"exit {code}")
+        return
+    if code == BAD_DATA:
+        say(f"\nnightly {report['name']} {report['date']}: DATA CHECK FAILED ("
+            + "; ".join(report["data_check"]["problems"]) + f"); nothing trained, promoted pointer "
+            f"untouched; span {report.get('span', {}).get('records')}; exit {code}")
         return
     evaluation = report.get("evaluation", {})
     old = evaluation.get("promoted") or {}

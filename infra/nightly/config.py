@@ -19,8 +19,13 @@
       dataset: s3://ml/datasets/fashion_mnist-eval
       split: test
       metric: accuracy                   # accuracy | macro_f1
+    data_check:                          # the span against the promoted model's dataset; null: off
+      max_quarantine_rate: 0.05          # quarantined / all images of the span
+      max_class_share_change: 0.5        # per class: |share now - share before| / share before
+      max_record_count_change: 0.5       # |records now - records before| / records before
     promotion:
-      tolerance: 0.005                   # promote unless new < promoted - tolerance
+      tolerance: 0.005                   # promote unless new < promoted - tolerance, or
+                                         # new < best promoted so far - tolerance
     lock:
       ttl_seconds: 900                   # a crashed run's lock expires this long after its last heartbeat
     mpijob:                              # only for launcher: mpijob
@@ -40,6 +45,8 @@ DEFAULTS = {
     "train": {"launcher": "local", "processes": 2, "epochs": 2, "batch_size": 64,
               "warm_start": True, "args": []},
     "evaluation": {"split": "test", "metric": "accuracy"},
+    "data_check": {"max_quarantine_rate": 0.05, "max_class_share_change": 0.5,
+                   "max_record_count_change": 0.5},
     "promotion": {"tolerance": 0.005},
     "lock": {"ttl_seconds": 900},
     "mpijob": {"namespace": "default", "template": "/etc/nightly/mpijob-trainer.yaml",
@@ -137,6 +144,13 @@ def check(config: NightlyConfig) -> None:
     tolerance = config.get("promotion.tolerance")
     if not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise ConfigError(f"{where}: promotion.tolerance must be a number >= 0, got {tolerance!r}")
+    for key in ("max_quarantine_rate", "max_class_share_change", "max_record_count_change"):
+        value = config.get(f"data_check.{key}")
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                  or value < 0 or (key == "max_quarantine_rate" and value > 1)):
+            raise ConfigError(f"{where}: data_check.{key} must be a number >= 0"
+                              f"{' and <= 1' if key == 'max_quarantine_rate' else ''} or null, "
+                              f"got {value!r}")
     if not isinstance(config.get("train.warm_start"), bool):
         raise ConfigError(f"{where}: train.warm_start must be true or false, got {config.get('train.warm_start')!r}")
     for key in ("ingest.args", "train.args"):

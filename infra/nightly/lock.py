@@ -63,11 +63,16 @@ class NightlyLock:
         self._start_heartbeat()
 
     def verify(self) -> None:
-        """Raise LockLost unless the lock is still ours (called before promoting)."""
+        """Raise LockLost unless the lock is still ours with at least a heartbeat interval of
+        its lease left (renewed now if less), so no one can take it over before the write that
+        follows (called right before the pointer is written; the nonce is the fencing token)."""
         with self._mutex:
             current, _ = self._read()
             ours = not self.lost and current is not None and current.get("nonce") == self.body.get("nonce")
+            if ours and current.get("expires", 0) - time.time() < self.ttl / 3:
+                ours = self._replace(self.token)          # renew now, or learn that it is gone
         if not ours:
+            self.lost = True
             raise LockLost(f"lost the lock {self.url} (another run took it over); nothing promoted")
 
     def release(self) -> None:

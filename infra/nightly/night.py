@@ -1,5 +1,5 @@
-"""One night of one model: the steps (ingest, train, evaluate, promote), each recorded in the
-run report; exit codes and the report's status."""
+"""One night of one model: the steps (ingest, check data, train, evaluate, promote), each
+recorded in the run report; exit codes and the report's status."""
 from __future__ import annotations
 
 import json
@@ -9,14 +9,18 @@ import sys
 import time
 import uuid
 
-from infra.nightly import evaluate, launch, promote
+from infra.nightly import datacheck, evaluate, launch, promote
 from infra.nightly.lock import LockLost, NightlyLock
-from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.manifest import DatasetNotFound, read_manifest
 from pipeline.dataset.storage import Storage, StorageError, join
 
 
-PROMOTED, FAILED, USAGE, NOT_PROMOTED, LOCKED = 0, 1, 2, 3, 4
-STATUS = {PROMOTED: "promoted", NOT_PROMOTED: "not_promoted", FAILED: "failed"}
+PROMOTED, FAILED, USAGE, NOT_PROMOTED, LOCKED, BAD_DATA = 0, 1, 2, 3, 4, 5
+STATUS = {PROMOTED: "promoted", NOT_PROMOTED: "not_promoted", FAILED: "failed",
+          BAD_DATA: "data_check_failed"}
+# Flags whose values are credentials: never echoed (Beam's S3 flags; the Cassandra source takes
+# its credentials from a file or the environment only).
+SECRET_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
 
 
 class StepFailed(Exception):
@@ -25,6 +29,21 @@ class StepFailed(Exception):
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def masked(command: list[str]) -> list[str]:
+    """The command with every credential flag's value replaced by ***."""
+    shown, hide = [], False
+    for arg in command:
+        flag = arg.split("=", 1)[0]
+        if hide:
+            shown.append("***")
+        elif flag in SECRET_FLAGS and "=" in arg:
+            shown.append(f"{flag}=***")
+        else:
+            shown.append(arg)
+        hide = not hide and arg in SECRET_FLAGS
+    return shown
 
 
 class Night:
@@ -45,7 +64,7 @@ class Night:
         started = time.monotonic()
         try:
             return fn(*args)
-        except (StepFailed, LockLost):
+        except (StepFailed, LockLost, promote.PointerMoved):
             raise
         except (StorageError, OSError, ValueError, launch.TrainingFailed) as e:
             raise StepFailed(f"{step}: {e}") from None
@@ -76,7 +95,7 @@ class Night:
                 if ingest.get(flag):
                     command += [f"--{flag}", str(ingest[flag]).replace("{date}", self.date)]
             command += [str(a).replace("{date}", self.date) for a in ingest["args"]]
-            say("nightly: " + " ".join(command[1:]))
+            say("nightly: " + " ".join(masked(command[1:])))
             code = subprocess.call(command)
             if code != 0:
                 raise StepFailed(f"ingest: python -m pipeline exited with {code}")
@@ -131,22 +150,45 @@ class Night:
             + (f", promoted ({promoted['version']}) {old:.4f}" if old is not None else ", no promoted model"))
         return summary["new"][metric], old
 
-    def promote(self, lock: NightlyLock, promoted: dict | None, model_dir: str,
-                new: float, old: float | None) -> int:
-        metric, tolerance = self.config.raw["evaluation"]["metric"], self.config.raw["promotion"]["tolerance"]
+    def check_data(self, promoted: dict | None) -> bool:
+        """The span against the dataset the promoted model was trained on (its quarantine rate
+        alone when nothing is promoted or that dataset is gone)."""
+        span = read_manifest(self.storage, self.config.span_url(self.date))
+        baseline_url = (promoted.get("dataset") or self.config.span_url(promoted["version"])
+                        if promoted else None)
+        try:
+            baseline = read_manifest(self.storage, baseline_url) if baseline_url else None
+        except DatasetNotFound:
+            say(f"data check: the promoted model's dataset {baseline_url} is gone; checking the "
+                "quarantine rate only")
+            baseline_url, baseline = None, None
+        result = datacheck.check(span, baseline, self.config.raw.get("data_check") or {})
+        self.report["data_check"] = {"ok": result.ok, "baseline": baseline_url,
+                                     "problems": result.problems, **result.figures}
+        say(f"data check against {baseline_url or 'no baseline'}: "
+            + ("; ".join(result.problems) if result.problems else "ok"))
+        return result.ok
+
+    def promote(self, lock: NightlyLock, promoted: dict | None, token: str | None,
+                model_dir: str, new: float, old: float | None) -> int:
+        evaluation = self.config.raw["evaluation"]
+        metric, tolerance = evaluation["metric"], self.config.raw["promotion"]["tolerance"]
         if promoted and promoted["version"] == self.date:     # a re-run after promoting: no second move
             decision = {"promoted": True, "reason": "this version is already the promoted one"}
             self.report["decision"] = {**decision, "tolerance": tolerance}
             return PROMOTED
-        ok, reason = promote.decide(new, old, tolerance)
+        scored_on = {"dataset": evaluation["dataset"], "split": evaluation["split"]}
+        best = promote.best_so_far(promoted, metric, scored_on)
+        ok, reason = promote.decide(new, old, tolerance, best["value"] if best else None)
         self.report["decision"] = {"promoted": ok, "reason": reason, "tolerance": tolerance,
-                                   "previous_version": promoted["version"] if promoted else None}
+                                   "previous_version": promoted["version"] if promoted else None,
+                                   "best": best}
         if not ok:
             say(f"not promoting {self.date}: {reason}; {promoted['version']} stays promoted")
             return NOT_PROMOTED
-        lock.verify()
-        promote.write_pointer(self.storage, self.config.models_url, self.date, model_dir,
-                                      metric, new, promoted, self.run_id)
+        pointer = promote.new_pointer(self.date, model_dir, metric, new, promoted, self.run_id,
+                                      self.config.span_url(self.date), scored_on)
+        promote.write_pointer(self.storage, self.config.models_url, pointer, token, fence=lock.verify)
         say(f"promoted {self.date} ({reason}); pointer {promote.pointer_url(self.config.models_url)}")
         return PROMOTED
 
@@ -157,15 +199,17 @@ class Night:
                 f"{previous['run_id']}); nothing to do. Report: {self.report_url}")
             self.report = previous
             return PROMOTED if previous["status"] == "promoted" else NOT_PROMOTED
-        promoted = promote.read_pointer(self.storage, self.config.models_url)
+        promoted, token = promote.read_pointer_token(self.storage, self.config.models_url)
         if promoted and promoted["version"] == self.date and promoted.get("previous"):
             promoted_before = {**promoted["previous"]}           # compare against what it replaced
         else:
             promoted_before = promoted
         self.timed("ingest", self.ingest)
+        if not self.timed("check data", self.check_data, promoted_before):
+            return BAD_DATA                                       # trains nothing
         model_dir = self.timed("train", self.train, promoted_before)
         new, old = self.timed("evaluate", self.evaluate, model_dir, promoted_before)
-        return self.timed("promote", self.promote, lock, promoted, model_dir, new, old)
+        return self.timed("promote", self.promote, lock, promoted, token, model_dir, new, old)
 
     def write_report(self, code: int, local_path: str | None, error: str | None = None) -> None:
         self.report.update(status=STATUS[code], exit_code=code, finished=now())
