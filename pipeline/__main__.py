@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     import apache_beam as beam
 
     from pipeline.job import build
-    from pipeline.plan import Plan, UsageError, make_options, storage_for
-    from pipeline.dataset.manifest import read_manifest
+    from pipeline.plan import Plan, UsageError, check_runner, make_options, storage_for
+    from pipeline.publish import publish, read_request
     from pipeline.summary import summary_line
 
     try:
@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise UsageError(f"unknown flag {bad[0]} (see --help)")
         options = make_options(argv)
-        storage = storage_for(options)
+        storage = storage_for(argv)
         plan = Plan(options, storage)
+        check_runner(options, plan)
     except UsageError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
@@ -69,19 +70,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     logging.info("ingesting %s -> %s (staging %s)", plan.source, plan.output, plan.staging)
     try:
-        with beam.Pipeline(options=options) as p:
+        with beam.Pipeline(options=options) as p:        # the workers write into staging only
             build(p, plan, storage)
+        # The commit, once, here in the launcher after every worker is done.
+        manifest = publish(storage, plan.staging, plan.output, read_request(storage, plan.staging),
+                           plan.overwrite, plan.keep_versions)
     except Exception as e:
         try:
-            storage.delete_prefix(plan.staging)   # nothing half-written stays behind
+            storage.delete_prefix(plan.staging)   # never part of a dataset: nothing to keep
         except Exception:  # the store itself may be what failed; the error below says so
             pass
-        print(f"pipeline: failed: {str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)}",
-              file=sys.stderr)
+        print(f"pipeline: failed: {last_line(e)}", file=sys.stderr)
         return 1
-    manifest = read_manifest(storage, plan.output)
     print(summary_line(manifest, plan.output, time.monotonic() - started))
     return 0
+
+
+def last_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else repr(error)
 
 
 if __name__ == "__main__":

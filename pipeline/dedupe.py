@@ -2,7 +2,11 @@
 
 Each shard writer reports (sha256 of the source bytes, (id, source, shard file)). Grouping those
 small tuples by hash finds the duplicates; only the shards that hold a dropped record are read
-back and rewritten, so the common case (no duplicates) costs one small shuffle.
+back and written again, so the common case (no duplicates) costs one small shuffle.
+
+The new copy is a new file (`deduped/<shard file>` in staging, its info's "staged" name); the
+writer's file is never rewritten in place, so a retried or speculative WriteShard that puts the
+pre-dedupe bytes back under the writer's name cannot change what is published.
 """
 from __future__ import annotations
 
@@ -17,6 +21,8 @@ from pipeline.dataset.storage import Storage, join
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
 
+DEDUPED = "deduped"
+
 
 def losers(element):
     """(sha256, [(id, source, file)]) -> (file, (id, source, kept id)) for every copy but one."""
@@ -28,8 +34,9 @@ def losers(element):
 
 
 class RewriteShard(beam.DoFn):
-    """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, rewritten
-    without the dropped records when there are any; each dropped record as a quarantine entry."""
+    """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, or the
+    info of a new copy without the dropped records when there are any; each dropped record as a
+    quarantine entry."""
 
     def __init__(self, storage: Storage, staging_url: str, max_pixels: int):
         self.storage, self.staging_url, self.max_pixels = storage, staging_url, max_pixels
@@ -59,7 +66,8 @@ class RewriteShard(beam.DoFn):
                                    "label_name": record.label_name, "attributes": record.attributes},
                                   images.prepare_image(record.image, self.max_pixels))
         keep = {k: info[k] for k in ("split", "index", "shards", "file")}
-        return shard.write(self.storage, url, **keep)
+        staged = f"{DEDUPED}/{info['file']}"
+        return shard.write(self.storage, join(self.staging_url, staged), staged=staged, **keep)
 
 
 class DropDuplicates(beam.PTransform):

@@ -1,7 +1,7 @@
 """The ingestion job: labelled images on S3, on disk or in Cassandra -> sharded TFRecords +
 manifest, as a short chain of labelled composite transforms (each testable on a few elements):
 
-    ReadSource ─ LabelSpace ─ CheckRows ─ WriteShards ─ DropDuplicates ─ Publish (manifest last)
+    ReadSource ─ LabelSpace ─ CheckRows ─ WriteShards ─ DropDuplicates ─ Publish (staged request)
         │                        │            │               │              ▲
         └────────── quarantine ──┴────────────┴───────────────┴──────────────┘
 
@@ -34,8 +34,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
         storage, plan.staging, plan.max_pixels, space)
     quarantine = (rejected, unlabelled, unreadable, duplicates) | "AllQuarantined" >> beam.Flatten()
     source = {"layout": plan.layout, "images": plan.source, "labels": plan.labels, "span": plan.span}
-    _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.output, plan.name,
-                                                   source, space)
+    # The workers stage the dataset; the launcher commits it afterwards (pipeline/publish.py).
+    _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.name, source, space)
 
 
 def read_source(plan: Plan, storage: Storage) -> beam.PTransform:

@@ -61,5 +61,15 @@ class IngestOptions(PipelineOptions):
                             help="concurrent object reads per worker; object stores are latency "
                             "bound (default: %(default)s)")
         parser.add_argument("--overwrite", action="store_true",
-                            help="replace a dataset already published at --output")
+                            help="publish a new version over a dataset already published at "
+                            "--output; the old version is retired only afterwards (see "
+                            "--keep_versions)")
+        parser.add_argument("--keep_versions", "--keep-versions", type=int, default=2,
+                            help="published versions kept at --output, the new one included, so "
+                            "a trainer still reading the previous one finishes (default: "
+                            "%(default)s)")
+        parser.add_argument("--shared_filesystem", "--shared-filesystem", action="store_true",
+                            help="local --source/--output paths are on a file system every "
+                            "worker mounts at the same path (without it a cluster runner refuses "
+                            "local paths)")
         cassandra_config.add_flags(parser)

@@ -1,7 +1,8 @@
 """One run's settings: the job's flags parsed (Beam's PipelineOptions), checked and resolved
-before any worker starts, so a bad flag or an unusable input fails fast with one line."""
+before any worker starts, so a bad flag, an unusable URL or input fails fast with one line."""
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import uuid
@@ -9,8 +10,9 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
+from pipeline import versions
 from pipeline.dataset.manifest import MANIFEST_NAME
-from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.dataset.storage import S3Settings, Storage, StorageError, join, unsupported
 from pipeline.options import IngestOptions
 from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
@@ -24,8 +26,10 @@ class UsageError(Exception):
 
 
 def make_options(argv: list[str]) -> PipelineOptions:
-    """Parse flags; default to the local multi-process DirectRunner with 2 workers."""
-    options = PipelineOptions(argv)
+    """Parse flags; default to the local multi-process DirectRunner with 2 workers. The S3
+    credentials are left out (storage_for takes them): Beam's workers log every option they get,
+    and cluster runners show them in their UIs."""
+    options = PipelineOptions(without_credentials(argv))
     flags = " ".join(argv)
     if "--runner" not in flags:
         options.view_as(StandardOptions).runner = "DirectRunner"
@@ -38,9 +42,56 @@ def make_options(argv: list[str]) -> PipelineOptions:
     return options
 
 
-def storage_for(options: PipelineOptions) -> Storage:
-    s3 = options.view_as(S3Options)
-    return Storage(endpoint_url=s3.s3_endpoint_url, region=s3.s3_region_name)
+# Runners whose workers are processes on this machine, so they see its local paths.
+LOCAL_RUNNERS = ("DirectRunner", "PrismRunner", "BundleBasedDirectRunner", "SwitchingDirectRunner")
+
+
+CREDENTIAL_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
+
+
+def without_credentials(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and arg.split("=", 1)[0] not in CREDENTIAL_FLAGS:
+            kept.append(arg)
+        skip = not skip and arg in CREDENTIAL_FLAGS
+    return kept
+
+
+def storage_for(argv: list[str]) -> Storage:
+    """Beam's own --s3_* flags, as Beam's S3 client takes them, for every worker's client (the
+    Storage travels to the workers inside the job's DoFns, never as a logged option)."""
+    s3 = PipelineOptions(argv).view_as(S3Options)
+    return Storage(settings=S3Settings(
+        endpoint_url=s3.s3_endpoint_url, region=s3.s3_region_name,
+        access_key_id=s3.s3_access_key_id, secret_access_key=s3.s3_secret_access_key,
+        session_token=s3.s3_session_token, verify=tls_verify(s3.s3_verify),
+        use_ssl=not s3.s3_disable_ssl, api_version=s3.s3_api_version))
+
+
+def tls_verify(flag: str | None) -> bool | str | None:
+    """--s3_verify: false turns certificate checks off, a path names a CA bundle."""
+    if flag is None or flag.lower() in ("true", "1", "yes"):
+        return None
+    if flag.lower() in ("false", "0", "no"):
+        return False
+    if not os.path.isfile(flag):
+        raise UsageError(f"--s3_verify {flag}: no such CA bundle file (or use true/false)")
+    return flag
+
+
+def check_runner(options: PipelineOptions, plan: "Plan") -> None:
+    """A cluster runner's workers do not see this machine's disk: a local --source/--output
+    would be read or written on each worker's own disk, so it is refused unless
+    --shared_filesystem says every worker mounts it at the same path."""
+    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
+    if runner in LOCAL_RUNNERS or options.view_as(IngestOptions).shared_filesystem:
+        return
+    for flag, url in (("source", plan.source), ("output", plan.output)):
+        if "://" not in url:
+            raise UsageError(f"--{flag} {url} is a local path but --runner {runner} runs its "
+                             "workers elsewhere: use s3://, or pass --shared_filesystem if every "
+                             "worker mounts it at that path")
 
 
 class Plan:
@@ -51,6 +102,10 @@ class Plan:
         for flag in ("source", "output"):
             if not getattr(o, flag):
                 raise UsageError(f"--{flag} is required (see --help)")
+        for flag in ("source", "output", "labels_file", "classes"):
+            url = getattr(o, flag) or ""
+            if not url.startswith(cassandra_config.SCHEME) and unsupported(url):
+                raise UsageError(f"--{flag} {unsupported(url)}")
         self.span = self._span(o.span)
         self.source = self._in_span(o.source).rstrip("/")
         self.output = join(o.output.rstrip("/"), self.span) if self.span else o.output.rstrip("/")
@@ -60,19 +115,22 @@ class Plan:
         self.num_readers, self.num_shards = o.num_readers, o.num_shards
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
+        self.keep_versions = o.keep_versions
         self.fetch_threads = max(1, o.fetch_threads)
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
+        if self.keep_versions < 1:
+            raise UsageError(f"--keep_versions {self.keep_versions}: keep at least 1 (the new one)")
         try:
             self.ratios = parse_ratios(o.splits)
         except ValueError as e:
             raise UsageError(str(e)) from None
         if self.channels not in (0, 1, 3):
             raise UsageError(f"--channels {self.channels}: use 1 (grey), 3 (RGB) or 0 (keep)")
-        self.classes = self._classes(o.classes, storage)
         self.staging = join(self.output, f".staging-{uuid.uuid4().hex[:12]}")
         self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
         try:
+            self.classes = self._classes(o.classes, storage)
             if self.cassandra:
                 self.layout, self.labels = "cassandra", None
                 self._check_output(storage)
@@ -140,7 +198,7 @@ class Plan:
         if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
-        self.stale_staging = self._stale_staging(storage)
+        self.stale_staging = self._stale_staging(storage) + versions.unfinished(storage, self.output)
 
     def _stale_staging(self, storage: Storage) -> list[str]:
         """Staging folders of runs that crashed (or run now) into the same output."""

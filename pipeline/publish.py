@@ -1,66 +1,161 @@
-"""Turn staged shards into a published dataset: fill empty shards, move, write the manifest last."""
+"""Publishing a dataset: the workers stage it, the launcher commits it, and nothing a reader
+relies on is ever changed in place.
+
+1. `Publish` (the job's last transform, once every shard is written) fills the shard indices no
+   record hashed to and writes the publish request (`publish.json`: every shard's info and the
+   quarantine list) into the run's staging folder. Workers never touch the published dataset.
+2. `publish()` runs in the launcher after the pipeline has finished (as TFDS finalizes from
+   what the workers returned): it moves the staged shards into a new version folder
+   `<output>/v-<id>/`, id = sha256 of that version's manifest (the same input gives the same
+   version and a byte-identical manifest), writes the version's own manifest, then commits by
+   writing `<output>/manifest.json` with a conditional PUT (create-only, or
+   replace-only-if-unchanged since it was read), and only then marks it PUBLISHED and retires
+   old versions (pipeline/versions.py) beyond --keep_versions.
+
+A crash at any moment leaves the previous manifest and every file it names untouched; a second
+`publish()` of the same request (a retry, or a re-run after a crash) gives the same manifest and
+no error.
+"""
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
+import os
+import sys
+import time
 
 import apache_beam as beam
 
-from pipeline import sharding
-from pipeline.dataset.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, Manifest, Shard, Split,
-                                       write_manifest)
+from pipeline import sharding, versions
+from pipeline.dataset.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, VERSION_PREFIX,
+                                       Manifest, Shard, Split, write_manifest)
 from pipeline.dataset.quarantine import reason_kind
-from pipeline.dataset.storage import Storage, join
+from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.shard_file import ShardBuilder
 
+REQUEST_NAME = "publish.json"
 log = logging.getLogger("pipeline")
 
 
-class Publish(beam.PTransform):
-    """(shard infos, quarantine entries) -> the dataset's name: runs once, after every shard is
-    written, and commits the dataset by writing its manifest last."""
+class PublishConflict(Exception):
+    """Another run published at the output while this one was publishing; nothing replaced."""
 
-    def __init__(self, storage: Storage, staging_url: str, output_url: str, name: str, source: dict,
-                 space):
+
+class Publish(beam.PTransform):
+    """(shard infos, quarantine entries) -> the staging folder's URL, once every shard is
+    written: the publish request is staged for the launcher to commit."""
+
+    def __init__(self, storage: Storage, staging_url: str, name: str, source: dict, space):
         super().__init__()
-        self.args = (storage, staging_url, output_url, name)
+        self.storage, self.staging_url, self.name = storage, staging_url, name
         self.source, self.space = source, space
 
     def expand(self, inputs):
         infos, bad = inputs
         return (infos.pipeline | "Once" >> beam.Create([None])
-                | "Publish" >> beam.Map(publish_once, *self.args, self.source,
-                                        beam.pvalue.AsSingleton(self.space), beam.pvalue.AsList(infos),
-                                        beam.pvalue.AsList(bad)))
+                | "StageRequest" >> beam.Map(stage_request, self.storage, self.staging_url,
+                                             self.name, self.source,
+                                             beam.pvalue.AsSingleton(self.space),
+                                             beam.pvalue.AsList(infos), beam.pvalue.AsList(bad)))
 
 
-def publish_once(_, storage: Storage, staging_url: str, output_url: str, name: str, source: dict,
-                 space: dict, infos: list[dict], bad: list[dict]) -> str:
-    return publish(storage, staging_url, output_url, name, space, infos, bad, source).name
+def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict, space: dict,
+                  infos: list[dict], bad: list[dict]) -> str:
+    """Write what publish() needs into staging (deterministic, so a retried bundle rewrites
+    the same bytes)."""
+    request = {"name": name, "space": space, "source": source,
+               "shards": fill_empty_shards(storage, staging_url, name, space, infos),
+               "quarantine": sorted(bad, key=lambda q: (q["id"], q["reason"]))}
+    storage.write_text(join(staging_url, REQUEST_NAME), json.dumps(request, sort_keys=True))
+    return staging_url
 
 
-def publish(storage: Storage, staging_url: str, output_url: str, name: str, space: dict,
-            shard_infos: list[dict], quarantine: list[dict], source: dict) -> Manifest:
-    shard_infos = _fill_empty_shards(storage, staging_url, name, space, shard_infos)
-    quarantine = sorted(quarantine, key=lambda q: (q["id"], q["reason"]))
-    storage.write_text(join(staging_url, QUARANTINE_NAME),
-                       "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantine))
+def read_request(storage: Storage, staging_url: str) -> dict:
+    return json.loads(storage.read_text(join(staging_url, REQUEST_NAME)))
 
-    old_manifest = join(output_url, MANIFEST_NAME)
-    if storage.exists(old_manifest):          # --overwrite: unpublish before replacing files
-        storage.delete(old_manifest)
-    for info in shard_infos:
-        storage.move(join(staging_url, info["file"]), join(output_url, info["file"]))
-    storage.move(join(staging_url, QUARANTINE_NAME), join(output_url, QUARANTINE_NAME))
 
-    manifest = build_manifest(name, space, shard_infos, quarantine, source)
-    write_manifest(storage, output_url, manifest)    # the commit point
+def publish(storage: Storage, staging_url: str, output_url: str, request: dict, overwrite: bool,
+            keep_versions: int = versions.DEFAULT_KEEP) -> Manifest:
+    """Commit the staged dataset as a new version of `output_url`; returns the published
+    manifest (files relative to `output_url`)."""
+    version = version_manifest(request)
+    published = version.under(version.version)
+    current, token = versions.current(storage, output_url)
+    if current != published.to_json():
+        if current is not None and not overwrite:
+            raise PublishConflict(f"a dataset is already published at {output_url} "
+                                  "(pass --overwrite to replace it)")
+        version_url = join(output_url, version.version)
+        place(storage, staging_url, version_url, request, version)
+        commit(storage, output_url, published, current, token)
+    versions.mark_published(storage, output_url, published.version)
+    pause_for_test("retiring")
+    retired = versions.retire(storage, output_url, published, keep_versions)
     storage.delete_prefix(staging_url)
+    log.info("published %s at %s%s", published.version, output_url,
+             f"; retired {', '.join(retired)}" if retired else "")
+    return published
+
+
+def version_manifest(request: dict) -> Manifest:
+    """The version's own manifest (files relative to its folder), named by its content."""
+    manifest = build_manifest(request["name"], request["space"], request["shards"],
+                              request["quarantine"], request["source"])
+    digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
+    manifest.version = f"{VERSION_PREFIX}{digest[:16]}"
     return manifest
 
 
-def _fill_empty_shards(storage, staging_url, name, space, shard_infos):
+def place(storage: Storage, staging_url: str, version_url: str, request: dict,
+          version: Manifest) -> None:
+    """Move the staged files into the version folder; its manifest, written last, says the
+    folder is complete (a complete folder is never written again)."""
+    if storage.exists(join(version_url, MANIFEST_NAME)):
+        return
+    for n, info in enumerate(request["shards"]):
+        staged, final = join(staging_url, info.get("staged", info["file"])), join(version_url, info["file"])
+        if storage.exists(staged):
+            storage.move(staged, final)
+        elif not storage.exists(final):      # placed by an earlier try of this same request
+            raise FileNotFoundError(f"staged shard {staged} is missing")
+        if n == 0:
+            pause_for_test("placing")
+    storage.write_text(join(version_url, QUARANTINE_NAME),
+                       "".join(json.dumps(q, sort_keys=True) + "\n" for q in request["quarantine"]))
+    write_manifest(storage, version_url, version)
+
+
+def commit(storage: Storage, output_url: str, published: Manifest, current: str | None,
+           token: str | None) -> None:
+    """The one write that publishes: manifest.json, unless someone else changed it since we
+    read it. Just before, the version it replaces is marked as having been current (PUBLISHED.json,
+    or for a flat dataset a copy of its manifest), so it is kept, then retired, in turn."""
+    if current is not None:
+        versions.mark_replaced(storage, output_url, current)
+    pause_for_test("committing")
+    try:
+        condition = {"if_match": token} if current is not None else {"if_none_match": True}
+        write_manifest(storage, output_url, published, **condition)
+    except WriteConflict:
+        raise PublishConflict(f"another run published at {output_url} while this one was "
+                              f"publishing; {published.version} was not committed") from None
+
+
+def pause_for_test(phase: str) -> None:
+    """TEST HOOK, unset in real runs: PIPELINE_TEST_PAUSE_AT=<phase> (placing, committing,
+    retiring) makes publishing wait at that phase, so a test can kill -9 the job there; it goes
+    on once the file PIPELINE_TEST_RESUME_FILE exists (if set)."""
+    if os.environ.get("PIPELINE_TEST_PAUSE_AT") != phase:
+        return
+    print(f"pipeline: test hook: paused at {phase}", file=sys.stderr, flush=True)
+    resume = os.environ.get("PIPELINE_TEST_RESUME_FILE")
+    while not (resume and os.path.exists(resume)):
+        time.sleep(0.1)
+
+
+def fill_empty_shards(storage, staging_url, name, space, shard_infos):
     """A shard index no record hashed to still gets its (empty) file, so `-of-N` is complete."""
     present = {(i["split"], i["index"]) for i in shard_infos}
     totals = {i["split"]: i["shards"] for i in shard_infos}

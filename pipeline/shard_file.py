@@ -1,9 +1,10 @@
 """One shard file: its examples, label counts and pixel sums, written as a TFRecord file
-(locally, then uploaded when the URL is remote) with its size and sha256."""
+(complete or not at all) with its size and sha256."""
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 from pipeline import images
 from pipeline.dataset import records, tfrecord
@@ -51,15 +52,20 @@ class ShardBuilder:
 
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
-    """Write examples as a TFRecord file (locally, then upload when the URL is remote)."""
-    local_dir = None if not url.startswith("s3://") else tempfile.mkdtemp(prefix="shard-")
-    path = url if local_dir is None else os.path.join(local_dir, "shard.tfrecord")
+    """Write examples as a TFRecord file: locally beside the target then renamed, or locally
+    then uploaded when the URL is remote, so no reader ever sees a half-written shard."""
+    remote = url.startswith("s3://")
+    local_dir = tempfile.mkdtemp(prefix="shard-") if remote else None
+    path = (os.path.join(local_dir, "shard.tfrecord") if remote
+            else f"{url}.{os.getpid()}-{threading.get_ident()}.partial")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as f:
         tfrecord.write_records(f, examples)
     digest, size = file_digest(path)
-    if local_dir is not None:
+    if remote:
         storage.upload(path, url)
         os.remove(path)
         os.rmdir(local_dir)
+    else:
+        os.replace(path, url)
     return dict(info, records=len(examples), bytes=size, sha256=digest)

@@ -75,8 +75,9 @@ def test_every_good_image_lands_in_exactly_one_split_and_bad_ones_are_quarantine
     for split, info in manifest.splits.items():
         assert sum(info.class_counts) == info.num_records == len(found[split])
 
+    assert manifest.quarantine["file"] == f"{manifest.version}/{QUARANTINE_NAME}"
     quarantined = [json.loads(line) for line in
-                   storage.read_text(join(output, QUARANTINE_NAME)).splitlines()]
+                   storage.read_text(join(output, manifest.quarantine["file"])).splitlines()]
     assert {q["id"] for q in quarantined} == set(BAD_OBJECTS)
     for q in quarantined:
         assert q["reason"].startswith(BAD_OBJECTS[q["id"]][1]), q

@@ -37,7 +37,9 @@ def ingest(source, output, *extra):
 
 
 def quarantined(storage, output) -> dict[str, str]:
-    lines = storage.read_text(join(output, QUARANTINE_NAME)).splitlines()
+    manifest = read_manifest(storage, output)
+    assert manifest.quarantine["file"] == f"{manifest.version}/{QUARANTINE_NAME}"
+    lines = storage.read_text(join(output, manifest.quarantine["file"])).splitlines()
     return {q["id"]: q["reason"] for q in map(json.loads, lines)}
 
 

@@ -1,6 +1,11 @@
 """A local S3-compatible server (moto's server: real S3 over HTTP) on 127.0.0.1.
 
-    python -m infra.local.s3server [--port 9000]     # foreground, Ctrl-C stops it
+    python -m infra.local.s3server [--port 9000] [--check-credentials]   # foreground, Ctrl-C stops it
+
+By default it accepts any credentials. With check_credentials it checks them as AWS does
+(signature and access key, through moto's IAM): it creates one IAM user with an access key that
+may do everything, then switches authentication on (moto's /moto-api/reset-auth, the
+server-mode form of INITIAL_NO_AUTH_ACTION_COUNT), and `env()` hands out that key.
 """
 from __future__ import annotations
 
@@ -39,17 +44,19 @@ def free_port() -> int:
 class LocalS3:
     """Start/stop a moto S3 server in its own process; `env()` points boto3 at it."""
 
-    def __init__(self, port: int = 0, log_path: str | None = None):
+    def __init__(self, port: int = 0, log_path: str | None = None, check_credentials: bool = False):
         self.port = port or free_port()
         self.log_path = log_path or os.devnull
         self.process: subprocess.Popen | None = None
+        self.check_credentials = check_credentials
+        self.credentials = dict(LOCAL_CREDENTIALS)
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict:
-        return {**LOCAL_CREDENTIALS, "AWS_ENDPOINT_URL_S3": self.endpoint_url}
+        return {**self.credentials, "AWS_ENDPOINT_URL_S3": self.endpoint_url}
 
     def start(self, timeout: float = 30.0) -> "LocalS3":
         log = open(self.log_path, "ab")
@@ -62,11 +69,33 @@ class LocalS3:
                 raise RuntimeError(f"S3 server exited with {self.process.returncode}; see {self.log_path}")
             try:
                 urllib.request.urlopen(self.endpoint_url + "/", timeout=1).read()
-                return self
             except OSError:
                 time.sleep(0.2)
+                continue
+            if self.check_credentials:
+                self._require_credentials()
+            return self
         self.stop()
         raise RuntimeError(f"S3 server did not answer on {self.endpoint_url} within {timeout:.0f} s")
+
+    def _require_credentials(self) -> None:
+        """One IAM user allowed everything, its key in `credentials`; then auth is on."""
+        import json
+
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint_url, region_name="us-east-1",
+                           aws_access_key_id="setup", aws_secret_access_key="setup")
+        iam.create_user(UserName="local")
+        iam.put_user_policy(UserName="local", PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="local")["AccessKey"]
+        self.credentials.update(AWS_ACCESS_KEY_ID=key["AccessKeyId"],
+                                AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"])
+        request = urllib.request.Request(self.endpoint_url + "/moto-api/reset-auth", data=b"0",
+                                         method="POST", headers={"Content-Type": "text/plain"})
+        urllib.request.urlopen(request, timeout=10).read()      # from now on every call is checked
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -88,8 +117,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.s3server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--check-credentials", action="store_true",
+                        help="refuse requests not signed with the key printed below")
     args = parser.parse_args(argv)
-    with LocalS3(args.port) as server:
+    with LocalS3(args.port, check_credentials=args.check_credentials) as server:
         print(f"S3 server on {server.endpoint_url}; export:")
         for k, v in server.env().items():
             print(f"  export {k}={v}")

@@ -5,6 +5,17 @@ file of every split with its record count, size and sha256, the class list, the 
 and what was quarantined. Like TFDS's dataset_info.json, but it is also the commit point:
 shards without a manifest are not a dataset. No timestamps inside, so the same input gives a
 byte-identical manifest.
+
+Files are named relative to the dataset directory. A dataset published by the current job
+keeps each version in its own folder, named by the content (`v-<sha256 of its manifest>`):
+
+    <dataset>/manifest.json            the commit point: names files as v-<id>/<file>
+    <dataset>/v-<id>/manifest.json     the same version on its own (files relative to v-<id>/)
+    <dataset>/v-<id>/PUBLISHED.json    when it was committed (orders versions for retiring)
+    <dataset>/v-<id>/<shard files>, quarantine.jsonl
+
+Older datasets keep their files beside the manifest ("flat"); readers handle both alike, since
+they only ever join the dataset URL with a shard's relative name.
 """
 from __future__ import annotations
 
@@ -16,6 +27,8 @@ from pipeline.dataset.storage import Storage, join
 
 MANIFEST_NAME = "manifest.json"
 QUARANTINE_NAME = "quarantine.jsonl"
+VERSION_PREFIX = "v-"
+PUBLISHED_NAME = "PUBLISHED.json"
 SPLITS = ("train", "validation", "test")
 
 
@@ -63,6 +76,7 @@ class Manifest:
     # the primary attribute, which is also the `label` feature. Empty for single-label data.
     label_attributes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     duplicates: int = 0      # records dropped because an identical image was kept under another id
+    version: str | None = None     # the version folder (v-<id>); None: a flat dataset
 
     def to_json(self) -> str:
         doc = {
@@ -83,6 +97,8 @@ class Manifest:
             "label_attributes": self.label_attributes,
             "duplicates": self.duplicates,
         }
+        if self.version:
+            doc["version"] = self.version
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -99,13 +115,29 @@ class Manifest:
         return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
                    splits=splits, quarantine=doc["quarantine"], source=doc["source"],
                    label_attributes=doc.get("label_attributes", {}),
-                   duplicates=doc.get("duplicates", 0))
+                   duplicates=doc.get("duplicates", 0), version=doc.get("version"))
 
     def shard_urls(self, dataset_url: str, split: str) -> list[str]:
         if split not in self.splits:
             raise KeyError(f"dataset {self.name!r} has no split {split!r} "
                            f"(it has: {', '.join(self.splits)})")
         return [join(dataset_url, s.file) for s in self.splits[split].shards]
+
+
+    def files(self) -> list[str]:
+        """Every file it names, relative to the dataset directory (shards, then the quarantine)."""
+        shards = [s.file for split in self.splits.values() for s in split.shards]
+        return shards + ([self.quarantine["file"]] if self.quarantine.get("file") else [])
+
+    def under(self, folder: str) -> "Manifest":
+        """The same manifest seen from the parent of `folder`: every file is `folder/<file>`."""
+        splits = {name: dataclasses.replace(s, shards=[dataclasses.replace(x, file=f"{folder}/{x.file}")
+                                                       for x in s.shards])
+                  for name, s in self.splits.items()}
+        quarantine = dict(self.quarantine)
+        if quarantine.get("file"):
+            quarantine["file"] = f"{folder}/{quarantine['file']}"
+        return dataclasses.replace(self, splits=splits, quarantine=quarantine)
 
 
 def read_manifest(storage: Storage, dataset_url: str) -> Manifest:
@@ -119,7 +151,9 @@ def read_manifest(storage: Storage, dataset_url: str) -> Manifest:
     return Manifest.from_json(text)
 
 
-def write_manifest(storage: Storage, dataset_url: str, manifest: Manifest) -> str:
+def write_manifest(storage: Storage, dataset_url: str, manifest: Manifest, **condition) -> str:
+    """Write `dataset_url`/manifest.json; `condition` as Storage.write_bytes (if_none_match,
+    if_match) makes it a compare-and-swap."""
     url = join(dataset_url, MANIFEST_NAME)
-    storage.write_text(url, manifest.to_json())
+    storage.write_text(url, manifest.to_json(), **condition)
     return url
