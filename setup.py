@@ -2,9 +2,12 @@
 from setuptools import find_packages, setup
 
 
-def pins(path):
+def pins(path, leave_out=("tf-keras",)):
+    """A requirements file's pins; tf-keras is left out: it requires the distribution named
+    `tensorflow`, which would come on top of tensorflow-cpu (install it with --no-deps)."""
     with open(path) as f:
-        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    return [line for line in lines if not line.startswith(leave_out)]
 
 
 setup(

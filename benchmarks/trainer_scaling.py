@@ -1,58 +1,75 @@
-"""Horovod overhead and scaling of the training step, measured in this one run.
+"""Horovod overhead and scaling of the training step, and the cost of each numeric setting,
+measured in this one run. Every variant runs --repeat times, the variants alternating (this
+machine's speed drifts), and the median and the spread (min-max) are printed.
 
-  ratio 1: horovodrun -np 1 step time / plain single-process Keras fit        goal <= 1.05
-  ratio 2: horovodrun -np 2 throughput / horovodrun -np 1, one compute
-           thread per rank in both                                            goal >= 1.8
-Every variant trains the trainer's model on the same in-memory batch (no input cost), with one
-intra-op thread per process, so the ratios isolate Horovod's allreduce and launch overheads.
-On a host with fewer free cores than ranks, ratio 2 measures the contention, not Horovod.
+  ratio 1: horovodrun -np 1 step time / plain single-process Keras fit, one thread each  goal <= 1.05
+  ratio 2: horovodrun -np 2 throughput / horovodrun -np 1, one thread per rank          goal >= 1.8
+  ratio 3: horovodrun -np 2 throughput / plain Keras using every core of the host
+  settings: -np 2 images/s with --precision mixed_float16 / mixed_bfloat16, --xla, --fp16-allreduce,
+            each / float32 (a CPU has no fast float16 or bfloat16: these show the cost of the
+            machinery on a CPU, not the GPU speed-up; see benchmarks/gpu_check.py for that)
+Every variant trains the trainer's model on one in-memory batch (no input cost), so the ratios
+isolate Horovod's allreduce, its launch and the numeric settings. HOROVOD_CYCLE_TIME is the
+environment's, if it sets one.
 
-    python -m benchmarks.trainer_scaling [--model cnn] [--batch 64] [--steps 60]"""
+    python -m benchmarks.trainer_scaling [--model cnn] [--batch 64] [--steps 60] [--repeat 5]"""
 from __future__ import annotations
 
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETTINGS = {"float32": [], "mixed_float16": ["--precision", "mixed_float16"],
+            "mixed_bfloat16": ["--precision", "mixed_bfloat16"], "xla": ["--xla"],
+            "fp16_allreduce": ["--fp16-allreduce"]}
 
 
-def worker(model_name: str, batch: int, steps: int, distributed: bool) -> None:
+def worker(args) -> None:
     """One process: train `steps` steps, print its images/s (after a warm-up)."""
     import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    threads = args.threads or 1
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+    from trainer import objective, precision
     from trainer.models import build_model
-    from trainer.objective import make_loss
 
-    optimizer = tf.keras.optimizers.legacy.SGD(0.01, momentum=0.9)
-    callbacks, rank = [], 0
-    if distributed:
+    base, callbacks, rank = objective.make_optimizer("sgd", 0.01, 0.9), [], 0
+    precision.set_policy(args.precision)
+    precision.set_xla(args.xla)
+    if args.worker == "horovod":
         import horovod.tensorflow.keras as hvd
         hvd.init()
         rank = hvd.rank()
-        optimizer = hvd.DistributedOptimizer(optimizer)
+        optimizer = precision.build_optimizer(hvd, base, args.precision, args.fp16_allreduce, 1)
         callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)]
+    else:
+        optimizer = base
     tf.keras.utils.set_random_seed(1)
-    model = build_model(model_name, (28, 28, 1), 10)
-    model.compile(optimizer=optimizer, loss=make_loss(10))
-    images = tf.random.uniform((batch, 28, 28, 1))
-    labels = tf.random.uniform((batch,), 0, 10, tf.int64)
+    model = build_model(args.model, (28, 28, 1), 10)
+    model.compile(optimizer=optimizer, loss=objective.make_loss(10))
+    images = tf.random.uniform((args.batch, 28, 28, 1))
+    labels = tf.random.uniform((args.batch,), 0, 10, tf.int64)
     ds = tf.data.Dataset.from_tensors((images, labels)).repeat()
     model.fit(ds, steps_per_epoch=10, verbose=0, callbacks=callbacks)          # warm-up, trace
     started = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps, verbose=0)
+    model.fit(ds, steps_per_epoch=args.steps, verbose=0)
     seconds = time.perf_counter() - started
-    print(f"RESULT rank {rank} {steps * batch / seconds:.1f} images/s {1000 * seconds / steps:.2f} ms/step",
-          flush=True)
+    print(f"RESULT rank {rank} {args.steps * args.batch / seconds:.1f} images/s "
+          f"{1000 * seconds / args.steps:.2f} ms/step", flush=True)
 
 
-def run(command: list[str]) -> list[tuple[float, float]]:
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+def run(command: list[str], env: dict | None = None) -> list[tuple[float, float]]:
+    from trainer.flags import XLA_ENV
+
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2", "OMPI_ALLOW_RUN_AS_ROOT": "1",
+           "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", **(env or {})}
+    if "--xla" in command:
+        env.update(XLA_ENV)
     out = subprocess.run(command, env=env, cwd=ROOT, text=True, capture_output=True, timeout=900)
     found = re.findall(r"RESULT rank \d+ ([0-9.]+) images/s ([0-9.]+) ms/step", out.stdout)
     if out.returncode or not found:
@@ -60,28 +77,56 @@ def run(command: list[str]) -> list[tuple[float, float]]:
     return [(float(a), float(b)) for a, b in found]
 
 
+def shown(values: list[float], unit: str) -> str:
+    return f"{statistics.median(values):.1f} {unit} (min {min(values):.1f}, max {max(values):.1f})"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="cnn")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeat", type=int, default=5, help="runs of each variant, alternating (default 5)")
+    p.add_argument("--settings", default=",".join(SETTINGS), help="numeric settings to compare at -np 2")
     p.add_argument("--worker", choices=("plain", "horovod"), help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
+    p.add_argument("--xla", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--fp16-allreduce", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        return worker(args.model, args.batch, args.steps, args.worker == "horovod")
+        return worker(args)
+    from trainer.devices import cpu_budget
+
+    cores = cpu_budget()
     me = [sys.executable, "-m", "benchmarks.trainer_scaling", "--model", args.model,
           "--batch", str(args.batch), "--steps", str(args.steps)]
-    hvd = lambda n: ["horovodrun", "-np", str(n), "-H", f"localhost:{n}", "--gloo"]
-    plain = run(me + ["--worker", "plain"])[0]
-    one = run(hvd(1) + me + ["--worker", "horovod"])[0]
-    two = run(hvd(2) + me + ["--worker", "horovod"])
-    two_total = sum(r[0] for r in two)
-    print(f"model {args.model}, batch {args.batch} per process, {args.steps} steps, 1 thread per process, "
-          f"{os.cpu_count()} cores")
-    print(f"plain Keras fit: {plain[1]:.1f} ms/step; horovodrun -np 1: {one[1]:.1f} ms/step; "
-          f"-np 2: {two_total:.0f} images/s in total vs {one[0]:.0f} for -np 1")
-    print(f"ratio np1 / plain step time = {one[1] / plain[1]:.3f}  (goal <= 1.05)")
-    print(f"ratio np2 / np1 throughput = {two_total / one[0]:.2f}  (goal >= 1.8)")
+    hvd = lambda n: ["horovodrun", "-np", str(n), "-H", f"localhost:{n}", "--gloo"]  # noqa: E731
+    env = {k: os.environ[k] for k in ("HOROVOD_CYCLE_TIME",) if k in os.environ}
+    variants = {"plain, 1 thread": me + ["--worker", "plain"],
+                f"plain, {cores} threads": me + ["--worker", "plain", "--threads", str(cores)],
+                "np1": hvd(1) + me + ["--worker", "horovod"]}
+    variants.update({f"np2 {name}": hvd(2) + me + ["--worker", "horovod", *flags]
+                     for name, flags in SETTINGS.items() if name in args.settings.split(",")})
+    ms = {name: [] for name in variants}
+    ips = {name: [] for name in variants}
+    for _ in range(args.repeat):
+        for name, command in variants.items():
+            results = run(command, env)
+            ms[name].append(statistics.mean(r[1] for r in results))
+            ips[name].append(sum(r[0] for r in results))
+    print(f"model {args.model}, batch {args.batch} per process, {args.steps} steps, {args.repeat} runs each, "
+          f"{cores} cores, {' '.join(f'{k}={v}' for k, v in env.items()) or 'Horovod defaults'}")
+    for name in variants:
+        print(f"  {name:>22}: {shown(ms[name], 'ms/step')}, {shown(ips[name], 'images/s')}")
+    med = {name: statistics.median(v) for name, v in ips.items()}
+    step = {name: statistics.median(v) for name, v in ms.items()}
+    print(f"ratio np1 / plain step time = {step['np1'] / step['plain, 1 thread']:.3f}  (goal <= 1.05)")
+    print(f"ratio np2 / np1 throughput = {med['np2 float32'] / med['np1']:.2f}  (goal >= 1.8)")
+    print(f"ratio np2 / plain Keras on {cores} threads = {med['np2 float32'] / med[f'plain, {cores} threads']:.2f}")
+    for name in SETTINGS:
+        if name != "float32" and f"np2 {name}" in med:
+            print(f"ratio np2 {name} / np2 float32 = {med[f'np2 {name}'] / med['np2 float32']:.2f}")
 
 
 if __name__ == "__main__":

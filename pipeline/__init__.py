@@ -1,2 +1,7 @@
-"""The Beam ingestion job. `records`, `manifest` and `storage` are the dataset contract the
-trainer imports; they must not import Beam (tests/test_layering.py checks it)."""
+"""The Beam ingestion job (the top level and sources/) and the dataset contract every reader
+imports (dataset/, which never imports Beam: tests/test_layering.py checks it)."""
+import os as _os
+
+# Keras 2 for horovod.tensorflow.keras: with TensorFlow >= 2.16, tf.keras is the tf_keras package
+# only when this is set before TensorFlow is imported (README "Versions").
+_os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -347,3 +347,8 @@ def test_trainer_mpijob_shape(directory, gpus):
     launcher = spec["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
     np = int(launcher["args"][launcher["args"].index("-np") + 1])
     assert np == spec["mpiReplicaSpecs"]["Worker"]["replicas"] * spec["slotsPerWorker"]
+    passed = {launcher["args"][i + 1] for i, a in enumerate(launcher["args"]) if a == "-x"}
+    assert {"NCCL_SOCKET_IFNAME", "HOROVOD_GLOO_IFACE"} <= passed           # set by configuration
+    assert {"configMapRef": {"name": "trainer-network"}} in launcher["envFrom"]
+    if gpus:
+        assert "mixed_float16" in launcher["args"]

@@ -6,10 +6,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.flags import parser
+    from trainer.flags import XLA_ENV, parser
 
     args = parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.xla and "--tf_xla_auto_jit" not in os.environ.get("TF_XLA_FLAGS", ""):   # before TensorFlow
+        os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {XLA_ENV['TF_XLA_FLAGS']}".strip()
 
     from pipeline.dataset.manifest import DatasetNotFound
     from pipeline.dataset.storage import StorageError

@@ -3,7 +3,9 @@ part they use, never the whole argparse namespace."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +27,7 @@ class ModelConfig:
     init_from: str | None = None
     restore: tuple[str, ...] | None = None     # --restore prefixes; None: every matching layer
     freeze: str | None = None
+    unfreeze_top: int = 0                      # backbone blocks trained again despite --freeze
     heads: str | None = None                   # --heads spec; None: one head on `label`
     head_weights: str | None = None
 
@@ -65,11 +68,22 @@ class OutputConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DeviceConfig:
+    """How each rank computes."""
+    precision: str = "float32"
+    xla: bool = False
+    fp16_allreduce: bool = False
+    accumulate: int = 1              # batches whose gradients make one update
+    threads: int | None = None       # None: the host's CPU budget / local ranks
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     inputs: InputConfig
     model: ModelConfig
     optimizer: OptimizerConfig
     outputs: OutputConfig
+    devices: DeviceConfig = DeviceConfig()
     epochs: int = 10
     batch_size: int = 64
     global_batch_size: int | None = None
@@ -77,11 +91,17 @@ class TrainConfig:
     s3_endpoint_url: str | None = None
 
     @property
-    def cache_dir(self) -> str:
-        return self.inputs.cache_dir
+    def job_id(self) -> str:
+        """A name for this job's local files: readable, and unique per checkpoint URL."""
+        url = self.outputs.checkpoint_dir.rstrip("/")
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "-", url.split("://")[-1])[-48:].strip("-.")
+        return f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
-    def local_dir(self, *parts: str) -> str:
-        return os.path.join(self.inputs.cache_dir, *parts)
+    def local_dir(self, rank: int, *parts: str) -> str:
+        """Where this rank of this job writes locally (checkpoints before upload, the export,
+        plots, logs): <cache-dir>/jobs/<job id>/rank-<r>, so jobs sharing a host never touch
+        each other's files. (Staged shards are content-addressed and shared: reader.py.)"""
+        return os.path.join(self.inputs.cache_dir, "jobs", self.job_id, f"rank-{rank}", *parts)
 
     @classmethod
     def from_args(cls, args) -> "TrainConfig":
@@ -91,8 +111,8 @@ class TrainConfig:
                                augment=not args.no_augment, flip=not args.no_flip,
                                brightness=args.brightness, contrast=args.contrast),
             model=ModelConfig(name=args.model, weight_decay=args.weight_decay, init_from=args.init_from,
-                              restore=restore, freeze=args.freeze, heads=args.heads,
-                              head_weights=args.head_weights),
+                              restore=restore, freeze=args.freeze, unfreeze_top=args.unfreeze_top,
+                              heads=args.heads, head_weights=args.head_weights),
             optimizer=OptimizerConfig(name=args.optimizer, lr=args.lr, momentum=args.momentum,
                                       warmup_epochs=args.warmup_epochs, decay=args.decay,
                                       decay_epochs=args.decay_epochs, decay_factor=args.decay_factor,
@@ -103,6 +123,9 @@ class TrainConfig:
                                  checkpoint_every=args.checkpoint_every, commit_every=args.commit_every,
                                  tensorboard=not args.no_tensorboard, profile=args.profile,
                                  log_every=args.log_every),
+            devices=DeviceConfig(precision=args.precision, xla=args.xla,
+                                 fp16_allreduce=args.fp16_allreduce, accumulate=args.accumulate,
+                                 threads=args.threads),
             epochs=args.epochs, batch_size=args.batch_size, global_batch_size=args.global_batch_size,
             check_input=args.check_input, s3_endpoint_url=args.s3_endpoint_url)
 
@@ -116,4 +139,5 @@ class TrainConfig:
                 "no_flip": not i.flip, "no_augment": not i.augment, "brightness": i.brightness,
                 "contrast": i.contrast, "seed": i.seed, "init_from": m.init_from,
                 "restore": ",".join(m.restore) if m.restore else None, "freeze": m.freeze,
-                "heads": m.heads, "head_weights": m.head_weights}
+                "unfreeze_top": m.unfreeze_top, "heads": m.heads, "head_weights": m.head_weights,
+                **dataclasses.asdict(self.devices)}

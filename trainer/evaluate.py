@@ -5,6 +5,7 @@ import numpy as np
 
 
 SCORE_BINS = 200     # binary tasks: positive-class probabilities are histogrammed per true class
+trapezoid = getattr(np, "trapezoid", None) or np.trapz     # numpy >= 2 renamed it; 2.4 removed trapz
 
 
 def empty_scores(num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +37,7 @@ def roc_pr(hist: np.ndarray, classes: list[str]) -> dict:
     recall = positives / max(p, 1)
     thresholds = (np.arange(SCORE_BINS, 0, -1) - 1) / SCORE_BINS
     return {"positive_class": classes[1], "positives": p, "negatives": n,
-            "roc_auc": round(float(np.trapz(tpr, fpr)), 4),
+            "roc_auc": round(float(trapezoid(tpr, fpr)), 4),
             "average_precision": round(float(np.sum(np.diff(np.concatenate([[0.0], recall])) * precision)), 4),
             "roc": {"fpr": rounded(fpr), "tpr": rounded(tpr), "thresholds": rounded(thresholds)},
             "pr": {"precision": rounded(precision), "recall": rounded(recall)}}

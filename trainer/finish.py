@@ -16,12 +16,12 @@ def finish(storage, config, model, scored: dict, heads: list, shape, standardize
     the fields every report has (train.py)."""
     result = heads_lib.test_metrics(scored, heads)
     model_url, report_url = config.outputs.model_url(), config.outputs.report_url()
-    export_model(storage, model, model_url, config.local_dir("export"), shape, heads, standardize)
+    export_model(storage, model, model_url, config.local_dir(0, "export"), shape, heads, standardize)
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
     report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
               "plots": write_plots(storage, report["history"], scored, heads, result, report_url,
-                                   config.local_dir("plots")),
+                                   config.local_dir(0, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
     storage.write_text(report_url, json.dumps(report, indent=2))
     print_result(result, scored, heads)

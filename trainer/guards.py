@@ -1,4 +1,5 @@
-"""Stop at the first NaN/Inf loss with a diagnosis, instead of training on NaN for hours."""
+"""Stop at the first NaN/Inf loss with a diagnosis, instead of training on NaN for hours
+(float16 steps skipped by dynamic loss scaling are not a divergence)."""
 from __future__ import annotations
 
 import math
@@ -6,28 +7,38 @@ import math
 import tensorflow as tf
 
 from trainer.errors import NonFiniteLoss
+from trainer.keras import keras
 
 MAX_IDS_SHOWN = 16
 
 
-class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Runs on every rank. The first rank that sees a non-finite loss raises; its process exits
     with the diagnosis and horovodrun then ends the other ranks (their next allreduce cannot
     complete), so no rank trains on NaN. The input order is a function of (seed, epoch), so
     `batch_ids(epoch, batch)` can name the records of the bad batch after the fact."""
 
-    def __init__(self, position, rank: int, batch_ids=None):
+    def __init__(self, position, rank: int, batch_ids=None, loss_scale=None):
         super().__init__()
         self.position, self.rank, self.batch_ids = position, rank, batch_ids
+        self.loss_scale = loss_scale        # mixed_float16: () -> the dynamic loss scale
         self.last_good = None
+        self.scale_before = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.loss_scale:
+            self.scale_before = self.loss_scale()
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
         at = self.position
-        if math.isfinite(float(loss)):
-            self.last_good = (at.global_step, float(loss))
+        if self.loss_scale:
+            self._note_skipped_step(at)
+        if math.isfinite(float(loss)) or self._skipping_overflows():
+            if math.isfinite(float(loss)):
+                self.last_good = (at.global_step, float(loss))
             return
         good = (f"last finite loss {self.last_good[1]:.4f} at step {self.last_good[0]}"
                 if self.last_good else "no finite loss before it")
@@ -36,6 +47,21 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
             f"(global step {at.global_step}), learning rate {self._lr():.6g}; {good}; "
             f"{self._records(at.epoch, at.batch - 1)}. Lower --lr, lengthen --warmup-epochs, or "
             "check the input data; stopped")
+
+    def _note_skipped_step(self, at) -> None:
+        after = self.loss_scale()
+        if self.scale_before is not None and after < self.scale_before and self.rank == 0:
+            print(f"step {at.global_step} skipped: non-finite float16 gradients; loss scale "
+                  f"{self.scale_before:g} -> {after:g}", flush=True)
+
+    def _skipping_overflows(self) -> bool:
+        """float16: steps whose gradients overflowed are skipped (the weights do not move) and
+        the loss scale halves, down to 1; a skipped step's loss stays in the epoch's running
+        mean, so later batches show it too. Non-finite at scale 1, or non-finite weights, is a
+        real divergence."""
+        if not self.loss_scale or self.loss_scale() <= 1:
+            return False
+        return all(bool(tf.reduce_all(tf.math.is_finite(w))) for w in self.model.trainable_weights)
 
     def _records(self, epoch: int, batch: int) -> str:
         if self.batch_ids is None:
@@ -50,4 +76,4 @@ class StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
     def _lr(self) -> float:
         opt = self.model.optimizer
         lr = opt.learning_rate
-        return float(lr(opt.iterations) if callable(lr) else tf.keras.backend.get_value(lr))
+        return float(lr(opt.iterations) if callable(lr) else keras.backend.get_value(lr))

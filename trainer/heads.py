@@ -13,12 +13,12 @@ import dataclasses
 import re
 
 import numpy as np
-import tensorflow as tf
 
 from pipeline.dataset.manifest import Manifest
 from trainer import evaluate
 from trainer.errors import UsageError
-from trainer.models import HEAD
+from trainer.keras import keras
+from trainer.models import HEAD, head_layer
 from trainer.objective import balanced_class_weights, balanced_weights, make_loss
 
 ALL = "all"
@@ -102,15 +102,14 @@ def describe(heads: list[Head]) -> str | None:
     return "heads: " + ", ".join(f"{h.attribute} ({len(h.classes)} classes)" for h in heads)
 
 
-def attach(model: tf.keras.Model, heads: list[Head], weight_decay: float) -> tf.keras.Model:
+def attach(model: keras.Model, heads: list[Head], weight_decay: float) -> keras.Model:
     """The same body (same layers, same names) with one layer per head instead of "head"."""
     if single(heads):
         return model
     features = model.get_layer(HEAD).input
-    reg = tf.keras.regularizers.l2(weight_decay) if weight_decay else None
-    outputs = {h.name: tf.keras.layers.Dense(len(h.classes), kernel_regularizer=reg,
-                                             name=h.name)(features) for h in heads}
-    return tf.keras.Model(model.inputs, outputs, name=model.name)
+    reg = keras.regularizers.l2(weight_decay) if weight_decay else None
+    outputs = {h.name: head_layer(len(h.classes), reg, h.name)(features) for h in heads}
+    return keras.Model(model.inputs, outputs, name=model.name)
 
 
 def compile_args(heads: list[Head], manifest: Manifest, label_smoothing: float,
@@ -129,7 +128,7 @@ def compile_args(heads: list[Head], manifest: Manifest, label_smoothing: float,
             weights = balanced_weights(counts, f"--class-weights balanced: attribute {h.attribute} "
                                                f"of {manifest.name}")
         losses[h.name] = make_loss(len(h.classes), label_smoothing, weights)
-    accuracy = {h.name: [tf.keras.metrics.SparseCategoricalAccuracy("accuracy")] for h in heads}
+    accuracy = {h.name: [keras.metrics.SparseCategoricalAccuracy("accuracy")] for h in heads}
     if single(heads):
         return {"loss": losses[HEAD], "metrics": accuracy[HEAD]}
     return {"loss": losses, "metrics": accuracy, "loss_weights": {h.name: h.weight for h in heads}}
@@ -141,7 +140,7 @@ def label_outputs(heads: list[Head]) -> dict[str, str] | None:
     return None if single(heads) else {h.name: h.attribute for h in heads}
 
 
-class HeadLogs(tf.keras.callbacks.Callback):
+class HeadLogs(keras.callbacks.Callback):
     """Adds `accuracy` (and `val_accuracy`): the mean of the heads' accuracies, so the progress
     lines and checkpoint metrics read as for one head; rank 0 prints each head's accuracy at the
     end of every epoch. Place it after MetricAverageCallback (logs are then averaged over ranks)."""

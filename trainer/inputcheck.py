@@ -11,6 +11,7 @@ import time
 
 import tensorflow as tf
 
+from trainer.keras import keras
 from trainer.models import build_model
 from trainer.objective import make_loss
 
@@ -28,7 +29,7 @@ def input_rate(dataset: tf.data.Dataset, batches: int, batch_size: int, warmup: 
 def step_rate(model_name: str, shape, num_classes: int, batch_size: int, steps: int,
               warmup: int = 3) -> float:
     model = build_model(model_name, shape, num_classes)
-    model.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.01, momentum=0.9),
+    model.compile(optimizer=keras.optimizers.legacy.SGD(0.01, momentum=0.9),
                   loss=make_loss(num_classes))
     images = tf.random.uniform((batch_size, *shape))
     labels = tf.random.uniform((batch_size,), 0, num_classes, tf.int64)

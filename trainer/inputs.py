@@ -15,13 +15,11 @@ SPLITS = ("train", "validation", "test")
 
 class RankInputs:
     def __init__(self, storage: Storage, config: InputConfig, manifest: Manifest, shape, threads: int,
-                 steps: int, global_batch: int, rank: int, size: int,
+                 steps: int, batch_size: int, rank: int, size: int,
                  outputs: dict[str, str] | None = None):
-        self.shape, self.threads, self.rank = shape, threads, rank
+        self.shape, self.threads, self.rank, self.size = shape, threads, rank, size
         self.outputs = outputs          # several heads: {model output: attribute}
-        self.batch_size = global_batch // size
-        if self.batch_size == 0:
-            raise UsageError(f"a global batch of {global_batch} cannot be split over {size} processes")
+        self.batch_size = batch_size    # this rank's
         self.standardize = data.Standardize.from_manifest(manifest)
         self.splits = {split: rank_share(storage, config.dataset, manifest, split, rank, size,
                                          config.cache_dir) for split in SPLITS}
@@ -35,6 +33,11 @@ class RankInputs:
             tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
             contrast=config.contrast) if config.augment else None
         self.validation_count = manifest.splits["validation"].num_records if "validation" in manifest.splits else 0
+
+    @property
+    def validation_steps(self) -> int:
+        """Validation batches per rank: every rank the same number, 0 when too few records."""
+        return self.validation_count // (self.batch_size * self.size)
 
     def training(self, start: tuple[int, int]):
         paths, shard_records, _ = self.splits["train"]

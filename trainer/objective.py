@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from pipeline.dataset.manifest import Manifest
 from trainer.errors import UsageError
+from trainer.keras import keras
 
 
 def make_loss(num_classes: int, label_smoothing: float = 0.0,
@@ -14,11 +15,11 @@ def make_loss(num_classes: int, label_smoothing: float = 0.0,
     where Keras's class_weight does not work); Keras then averages over the batch as it does
     with class_weight."""
     if not label_smoothing and not class_weights:
-        return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def smoothed_cross_entropy(labels, logits):
         one_hot = tf.one_hot(tf.cast(tf.reshape(labels, [-1]), tf.int32), num_classes)
-        return tf.keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
+        return keras.losses.categorical_crossentropy(one_hot, logits, from_logits=True,
                                                         label_smoothing=label_smoothing)
     if not class_weights:
         return smoothed_cross_entropy
@@ -49,5 +50,5 @@ def balanced_weights(counts: list[int], what: str) -> dict[int, float]:
 def make_optimizer(name: str, learning_rate, momentum: float):
     """Keras 2 legacy optimizers: the ones horovod.tensorflow.keras.DistributedOptimizer wraps."""
     if name == "adam":
-        return tf.keras.optimizers.legacy.Adam(learning_rate=learning_rate)
-    return tf.keras.optimizers.legacy.SGD(learning_rate=learning_rate, momentum=momentum)
+        return keras.optimizers.legacy.Adam(learning_rate=learning_rate)
+    return keras.optimizers.legacy.SGD(learning_rate=learning_rate, momentum=momentum)

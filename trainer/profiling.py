@@ -5,8 +5,10 @@ import os
 
 import tensorflow as tf
 
+from trainer.keras import keras
 
-class ProfileSteps(tf.keras.callbacks.Callback):
+
+class ProfileSteps(keras.callbacks.Callback):
     """Rank 0 records steps [first, first + count) of the first epoch it trains: a TensorFlow
     profiler trace (TensorBoard's Profile tab) and Horovod's timeline (chrome://tracing), both
     under local_dir; `done` uploads them. The first steps are skipped: they trace the graph."""

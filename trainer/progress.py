@@ -7,9 +7,10 @@ import time
 import tensorflow as tf
 
 from pipeline.dataset.storage import join
+from trainer.keras import keras
 
 
-class Position(tf.keras.callbacks.Callback):
+class Position(keras.callbacks.Callback):
     """Where training is: `epoch` (0-based) and `batch`, the batches done in it. Keras numbers
     batches from 0 in every fit() call, but a run resumed mid-epoch starts its first epoch at
     `start`'s batch. Put it first among the callbacks: the others read it."""
@@ -31,12 +32,12 @@ class Position(tf.keras.callbacks.Callback):
         self.batch += 1
 
 
-class ProgressLogger(tf.keras.callbacks.Callback):
+class ProgressLogger(keras.callbacks.Callback):
     """Every few seconds: epoch, step, loss, accuracy, learning rate, images/s (all ranks)."""
 
-    def __init__(self, epochs: int, position: Position, global_batch: int, every: float, history: list):
+    def __init__(self, epochs: int, position: Position, images_per_step: int, every: float, history: list):
         super().__init__()
-        self.epochs, self.position, self.global_batch, self.every = epochs, position, global_batch, every
+        self.epochs, self.position, self.images_per_step, self.every = epochs, position, images_per_step, every
         self.steps = position.steps
         self.history = history
 
@@ -49,7 +50,7 @@ class ProgressLogger(tf.keras.callbacks.Callback):
         now = time.monotonic()
         if now - self.last_print >= self.every:
             done = self.position.batch
-            rate = (done - self.last_step) * self.global_batch / (now - self.last_print)
+            rate = (done - self.last_step) * self.images_per_step / (now - self.last_print)
             print(f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps} "
                   f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} lr {self._lr():.4f} "
                   f"{rate:.0f} img/s", flush=True)
@@ -57,7 +58,7 @@ class ProgressLogger(tf.keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self.epoch_start
-        images = (self.steps - self.first_step) * self.global_batch
+        images = (self.steps - self.first_step) * self.images_per_step
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": self._lr(),
                  "images_per_second": round(images / seconds, 1),
                  **{k: float(v) for k, v in (logs or {}).items()}}
@@ -70,10 +71,10 @@ class ProgressLogger(tf.keras.callbacks.Callback):
     def _lr(self) -> float:
         opt = self.model.optimizer
         lr = opt.learning_rate
-        return float(lr(opt.iterations) if callable(lr) else tf.keras.backend.get_value(lr))
+        return float(lr(opt.iterations) if callable(lr) else keras.backend.get_value(lr))
 
 
-class AverageNonTrainable(tf.keras.callbacks.Callback):
+class AverageNonTrainable(keras.callbacks.Callback):
     """Average batch-norm moving statistics over ranks at each epoch end, and every
     `every_steps` steps when mid-epoch checkpoints are on.
 
@@ -100,16 +101,17 @@ class AverageNonTrainable(tf.keras.callbacks.Callback):
                 var.assign(self.allreduce(var, name=f"avg_{var.name}"))
 
 
-class Checkpointing(tf.keras.callbacks.Callback):
+class Checkpointing(keras.callbacks.Callback):
     """Rank 0 commits a checkpoint every `every_steps` global steps (0: never mid-epoch) and at
     the end of every epoch; each is uploaded while training goes on. The marker records the
     position, (epoch, batch) with batch < steps, from which a resumed run goes on."""
 
     def __init__(self, store, checkpoint: tf.train.Checkpoint, position: Position, every_steps: int,
-                 meta: dict):
+                 meta: dict, state=None):
         super().__init__()
         self.store, self.checkpoint, self.position = store, checkpoint, position
         self.every_steps, self.meta = every_steps, meta
+        self.state = state or dict       # () -> what the marker says of this moment (loss scale)
 
     def on_train_batch_end(self, batch, logs=None):
         at = self.position
@@ -125,7 +127,7 @@ class Checkpointing(tf.keras.callbacks.Callback):
     def save(self, epoch: int, batch: int, metrics: dict | None = None) -> None:
         step = epoch * self.position.steps + batch
         self.store.save_async(self.checkpoint, step, {
-            **self.meta, "epoch": epoch, "batch": batch, "steps_per_epoch": self.position.steps,
+            **self.meta, **self.state(), "epoch": epoch, "batch": batch, "steps_per_epoch": self.position.steps,
             **({"metrics": metrics} if metrics is not None else {})}, done=self._committed)
 
     @staticmethod
@@ -133,7 +135,7 @@ class Checkpointing(tf.keras.callbacks.Callback):
         print(f"checkpoint {url} committed ({seconds:.1f} s)", flush=True)
 
 
-class CommitState(tf.keras.callbacks.Callback):
+class CommitState(keras.callbacks.Callback):
     """Elastic mode, every rank: commit the in-memory state (weights, optimizer, position) every
     `every_steps` steps and at each epoch end. A commit is also where a process learns that
     hosts were added or removed (Horovod raises there and re-forms the ring)."""
@@ -155,7 +157,7 @@ class CommitState(tf.keras.callbacks.Callback):
         self.state.commit()
 
 
-class UploadDirectory(tf.keras.callbacks.Callback):
+class UploadDirectory(keras.callbacks.Callback):
     """Rank 0 copies a local directory (TensorBoard logs) to storage after every epoch, so the
     logs of a run that dies later are still there. Files that did not change are not re-sent."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 
 import numpy as np
 import tensorflow as tf
@@ -13,20 +12,22 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.storage import Storage, join
-from trainer import heads as heads_lib
+from trainer import faults, heads as heads_lib, precision
+from trainer.batching import BatchPlan
 from trainer.checkpoints import CheckpointStore
 from trainer.config import TrainConfig
 from trainer.guards import StopOnNonFiniteLoss
 from trainer.inputs import RankInputs
+from trainer.keras import keras
 from trainer.profiling import ProfileSteps
 from trainer.progress import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
                               UploadDirectory)
 
 
 def rank_inputs(storage: Storage, config: TrainConfig, manifest: Manifest, heads: list, shape,
-                threads: int, steps: int, global_batch: int, rank: int, size: int) -> RankInputs:
-    return RankInputs(storage, config.inputs, manifest, shape, threads, steps, global_batch, rank,
-                      size, heads_lib.label_outputs(heads))
+                threads: int, batches: BatchPlan, rank: int, size: int) -> RankInputs:
+    return RankInputs(storage, config.inputs, manifest, shape, threads, batches.steps_per_epoch,
+                      batches.per_rank, rank, size, heads_lib.label_outputs(heads))
 
 
 @dataclasses.dataclass
@@ -38,12 +39,20 @@ class Run:
     heads: list
     shape: tuple
     threads: int
-    steps: int
-    global_batch: int
-    model: tf.keras.Model
+    batches: BatchPlan
+    model: keras.Model
     checkpoint: tf.train.Checkpoint
     store: CheckpointStore
+    fault_flag: tf.Variable | None = None          # trainer/faults.py, tests only
     history: list = dataclasses.field(default_factory=list)
+
+    @property
+    def steps(self) -> int:
+        return self.batches.steps_per_epoch
+
+    @property
+    def global_batch(self) -> int:
+        return self.batches.global_batch
 
     @property
     def tensorboard_url(self) -> str | None:
@@ -52,45 +61,54 @@ class Run:
 
     def inputs(self, rank: int, size: int) -> RankInputs:
         return rank_inputs(self.storage, self.config, self.manifest, self.heads, self.shape,
-                           self.threads, self.steps, self.global_batch, rank, size)
+                           self.threads, self.batches, rank, size)
 
     def callbacks(self, position: Position, inputs: RankInputs) -> list:
         outputs = self.config.outputs
-        callbacks = [hvd.callbacks.MetricAverageCallback(),
+        optimizer = self.model.optimizer
+        scale = (lambda: precision.loss_scale(optimizer)) if precision.loss_scale_variables(optimizer) else None
+        callbacks = [*self.fault_callbacks(position),
+                     hvd.callbacks.MetricAverageCallback(),
                      AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
                                          position, outputs.checkpoint_every),
-                     StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids),
+                     StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids, scale),
                      *heads_lib.callbacks(self.heads, hvd.rank())]
         if hvd.rank() != 0:
             return callbacks
-        callbacks += [ProgressLogger(self.config.epochs, position, self.global_batch, outputs.log_every,
+        images_per_step = self.batches.per_rank * hvd.size()
+        moment = lambda: {"loss_scale": precision.loss_scale(optimizer)}   # noqa: E731
+        callbacks += [ProgressLogger(self.config.epochs, position, images_per_step, outputs.log_every,
                                      self.history),
                       Checkpointing(self.store, self.checkpoint, position, outputs.checkpoint_every,
-                                    self.checkpoint_meta())]
+                                    self.checkpoint_meta(), moment)]
         if outputs.profile:
-            profile = self.config.local_dir("profile", f"{os.getpid()}")
+            profile = self.config.local_dir(hvd.rank(), "profile")
             uploader = UploadDirectory(self.storage, profile, join(outputs.checkpoint_dir, "profile"))
             callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
         if self.tensorboard_url:
-            logs = self.config.local_dir("tensorboard", f"{os.getpid()}")
-            callbacks += [tf.keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
+            logs = self.config.local_dir(hvd.rank(), "tensorboard")
+            callbacks += [keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
                           UploadDirectory(self.storage, logs, self.tensorboard_url)]
         return callbacks
+
+    def fault_callbacks(self, position: Position) -> list:
+        plan = faults.planned()
+        return [faults.InfGradientAt(self.fault_flag, position, hvd.rank(), plan)] if plan else []
 
     def checkpoint_meta(self) -> dict:
         """What a checkpoint's marker says about the model (--init-from rebuilds it from this)."""
         meta = {"dataset": self.config.inputs.dataset, "world_size": hvd.size(),
                 "model": self.config.model.name, "global_batch": self.global_batch,
+                "accumulate": self.batches.accumulate, "precision": self.config.devices.precision,
                 "image_shape": list(self.shape), "classes": self.manifest.classes}
         if not heads_lib.single(self.heads):
             meta["heads"] = {h.attribute: h.classes for h in self.heads}
         return meta
 
     def fit_options(self, inputs: RankInputs) -> dict:
-        if inputs.validation_count < self.global_batch:
+        if not inputs.validation_steps:
             return {}
-        return {"validation_data": inputs.validation(),
-                "validation_steps": inputs.validation_count // self.global_batch}
+        return {"validation_data": inputs.validation(), "validation_steps": inputs.validation_steps}
 
 
 def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dict:
@@ -123,10 +141,14 @@ def fit_elastic(run: Run, start: tuple[int, int]) -> dict:
     to the last commit, re-form the ring, re-partition the input and go on."""
     state = hvd.elastic.KerasState(run.model, epoch=start[0], batch=start[1])
 
+    scale = precision.loss_scale_variables(run.model.optimizer)
+
     @hvd.elastic.run
     def train_elastic(state):
         print(f"rank {hvd.rank()} of {hvd.size()}: training from epoch {state.epoch + 1} "
               f"batch {state.batch}", flush=True)
+        if scale:       # KerasState syncs the optimizer's variables, not the loss scale's
+            hvd_tf.broadcast_variables(scale, root_rank=0)
         return fit_and_score(run, (state.epoch, state.batch), lambda position: [
             CommitState(state, position, run.config.outputs.commit_every)])
 
