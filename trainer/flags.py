@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")    # Keras policy names
+# --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/precision.py).
+XLA_ENV = {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}
+
 DESCRIPTION = """Train an image classifier on a published dataset with synchronous data-parallel
 SGD. Launch one process per GPU (or CPU slot) with horovodrun, e.g.
 
@@ -50,6 +54,24 @@ def epoch_list(text):
     return tuple(sorted(values))
 
 
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    """How each rank computes: precision, XLA, gradient traffic, CPU threads."""
+    g = p.add_argument_group("devices and numerics (one GPU per rank is chosen by its local rank)")
+    g.add_argument("--precision", choices=PRECISIONS, default="float32",
+                   help="float32, mixed_float16 (float16 compute, float32 weights, dynamic loss "
+                   "scaling: V100 and later) or mixed_bfloat16 (A100/H100, TPUs; no loss scaling) "
+                   "(default %(default)s)")
+    g.add_argument("--xla", action="store_true", help="compile the ops of each step with XLA "
+                   "(auto-clustering; Horovod's collectives stay outside the compiled clusters)")
+    g.add_argument("--fp16-allreduce", action="store_true", help="send gradients as float16 in the "
+                   "allreduce (half the traffic; for nodes linked by a slow network)")
+    g.add_argument("--accumulate", type=positive(int), default=1, metavar="N",
+                   help="sum the gradients of N batches before each update (a global batch N times "
+                   "larger without the memory; the learning rate and steps count updates) (default 1)")
+    g.add_argument("--threads", type=positive(int), help="CPU threads per rank (default: this pod's "
+                   "CPU limit or affinity, divided by the ranks on the host)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,16 +83,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", help="final SavedModel (default: <checkpoint-dir>/model)")
     p.add_argument("--report", help="JSON report (default: <checkpoint-dir>/report.json)")
     p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), shallow_cnn (7x7x64 "
-                   "conv, 3 more convs, 2 dense layers), resnet20 (small ResNet); default cnn")
-    p.add_argument("--epochs", type=positive(int), default=10)
+                   "conv, 3 more convs, 2 dense layers), resnet20 (small ResNet), linear (softmax regression "
+                   "on the pixels: a baseline), or a keras.applications backbone for images of 32x32 "
+                   "and larger, built without weights (ImageNet weights: --init-from a .h5 file): "
+                   "resnet50, mobilenet_v2, efficientnet_b0, vgg16 (default %(default)s)")
+    p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
+                   "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
     p.add_argument("--lr", type=positive(float), default=0.025,
                    help="learning rate for a batch of --batch-size images; scaled linearly with the "
                    "global batch (x processes, or x --global-batch-size / --batch-size)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="SGD with momentum (default) or Adam (try --lr 0.001)")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=5e-4,
+                   help="L2 penalty on the weights of conv and dense layers (default %(default)s)")
     p.add_argument("--warmup-epochs", type=float, default=1.0,
                    help="linear warm-up to the scaled rate (Goyal et al. 2017; default 1)")
     p.add_argument("--decay", choices=("cosine", "step"), default="cosine",
@@ -90,8 +117,10 @@ def parser() -> argparse.ArgumentParser:
                    help="random brightness shift up to this much of the [0,1] range (default 0)")
     p.add_argument("--contrast", type=fraction, default=0.0,
                    help="random contrast factor in [1-x, 1+x] (default 0)")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--no-augment", action="store_true",
+                   help="no augmentation at all: no crops, flips, brightness or contrast changes")
+    p.add_argument("--seed", type=int, default=42, help="seed of the weights, the input order and "
+                   "the augmentation; the same seed gives the same run (default %(default)s)")
     p.add_argument("--heads", metavar="ATTRIBUTES",
                    help="datasets with several label attributes (e.g. Cartoon Set): train one head "
                    "per attribute on one network, e.g. 'eye_color,hair' or 'all' (default: one head "
@@ -101,14 +130,21 @@ def parser() -> argparse.ArgumentParser:
                    "eye_color=0.5' (default: 1 each)")
     p.add_argument("--init-from", metavar="URL",
                    help="start from an earlier run: its SavedModel dir (e.g. <checkpoint-dir>/model) "
-                   "or a checkpoint dir with COMMITTED checkpoints (s3:// or local). Layers are "
-                   "matched by name and shape; a head sized for other classes starts new")
+                   "or a checkpoint dir with COMMITTED checkpoints; or a Keras weights file (.h5, e.g. "
+                   "keras.applications' ImageNet weights, or a .keras model file); s3:// or local. "
+                   "Layers are matched by name and shape; a head sized for other classes starts new "
+                   "(default: none, random weights)")
     p.add_argument("--restore", metavar="PREFIXES",
                    help="with --init-from: restore only layers whose names start with one of these "
                    "comma-separated prefixes (default: every matching layer)")
     p.add_argument("--freeze", metavar="SPEC",
                    help="layers not to train: 'all-but-head' or comma-separated layer-name prefixes "
-                   "(e.g. block1,block2)")
+                   "(e.g. block1,block2; for a backbone, block prefixes such as conv4,conv5_block1_). "
+                   "Frozen batch-norm layers run in inference mode (default: none, train all)")
+    p.add_argument("--unfreeze-top", type=nonnegative, default=0, metavar="N",
+                   help="with --freeze and a backbone: train the top N blocks again (e.g. resnet50: "
+                   "conv5_block3, conv5_block2, ...; vgg16: block5, block4, ...), their batch-norm "
+                   "layers staying frozen; for fine-tuning at a lower --lr (default %(default)s)")
     p.add_argument("--check-input", choices=("before", "only"),
                    help="measure the tf.data pipeline alone and the model step alone and say whether "
                    "training is input-bound: 'before' training, or 'only' (then exit)")
@@ -119,7 +155,9 @@ def parser() -> argparse.ArgumentParser:
                    help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",
                    help="local directory shards are staged into (default %(default)s)")
-    p.add_argument("--keep-checkpoints", type=positive(int), default=3)
+    p.add_argument("--keep-checkpoints", type=positive(int), default=3,
+                   help="committed checkpoints kept in --checkpoint-dir; older ones are deleted "
+                   "(default %(default)s)")
     p.add_argument("--checkpoint-every", type=nonnegative, default=0, metavar="STEPS",
                    help="also commit a checkpoint every this many global steps, mid-epoch (default 0: "
                    "at epoch ends only); a resumed run goes on from the exact batch")
@@ -131,6 +169,8 @@ def parser() -> argparse.ArgumentParser:
                    "the resumed checkpoint's, else --batch-size x processes). Fixed for the whole "
                    "run: when an elastic run loses a process each remaining one takes a larger "
                    "share, so the learning rate schedule and steps per epoch do not change")
-    p.add_argument("--log-every", type=positive(float), default=10.0, help="seconds between progress lines")
+    p.add_argument("--log-every", type=positive(float), default=10.0,
+                   help="seconds between progress lines (default %(default)s)")
     p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
+    add_device_flags(p)
     return p

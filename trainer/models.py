@@ -1,18 +1,24 @@
-"""Models by name, built for the manifest's image shape and class count.
+"""Models by name, built for the manifest's image shape and class count: our own small models
+(below) and the ImageNet-class backbones of keras.applications (trainer/backbones.py).
 
 Every layer has an explicit name, stable across builds and class counts, so --init-from can
 restore weights layer by layer and --freeze can pick layers by name prefix. The classifier layer
-(the only one whose shape depends on the class count) is always named "head"."""
+(the only one whose shape depends on the class count) is always named "head", and computes in
+float32 whatever the precision policy: logits, softmax and the loss stay float32 under
+mixed_float16 / mixed_bfloat16 (the Keras mixed-precision guide's rule for the last layer)."""
 from __future__ import annotations
 
 import tensorflow as tf
 
-layers = tf.keras.layers
+from trainer import backbones
+from trainer.keras import keras
+
+layers = keras.layers
 HEAD = "head"
 
 
 def _reg(weight_decay):
-    return tf.keras.regularizers.l2(weight_decay) if weight_decay else None
+    return keras.regularizers.l2(weight_decay) if weight_decay else None
 
 
 def _conv_bn_relu(x, filters, kernel, name, reg, strides=1):
@@ -28,7 +34,19 @@ def _dense_head(x, widths, num_classes, reg, dropout):
         x = layers.BatchNormalization(name=f"fc{i}_bn")(x)
         x = layers.ReLU(name=f"fc{i}_relu")(x)
         x = layers.Dropout(dropout, name=f"fc{i}_dropout")(x)
-    return layers.Dense(num_classes, kernel_regularizer=reg, name=HEAD)(x)
+    return head_layer(num_classes, reg)(x)
+
+
+def head_layer(num_classes, reg, name=HEAD):
+    return layers.Dense(num_classes, kernel_regularizer=reg, name=name, dtype="float32")
+
+
+def linear(input_shape, num_classes, weight_decay=5e-4):
+    """Softmax regression on the pixels: the baseline every dataset should beat, and a model
+    without batch norm or dropout, whose result depends only on the data and the updates."""
+    inputs = layers.Input(input_shape, name="image")
+    x = layers.Flatten(name="flatten")(inputs)
+    return keras.Model(inputs, head_layer(num_classes, _reg(weight_decay))(x), name="linear")
 
 
 def cnn(input_shape, num_classes, weight_decay=5e-4):
@@ -43,7 +61,7 @@ def cnn(input_shape, num_classes, weight_decay=5e-4):
     x = _conv_bn_relu(x, 128, 3, "block3", reg)
     x = layers.Dropout(0.2, name="block3_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
-    return tf.keras.Model(inputs, _dense_head(x, [256], num_classes, reg, 0.4), name="cnn")
+    return keras.Model(inputs, _dense_head(x, [256], num_classes, reg, 0.4), name="cnn")
 
 
 def shallow_cnn(input_shape, num_classes, weight_decay=5e-4):
@@ -59,7 +77,7 @@ def shallow_cnn(input_shape, num_classes, weight_decay=5e-4):
     x = _conv_bn_relu(x, 256, 3, "block3a", reg)
     x = _conv_bn_relu(x, 256, 3, "block3b", reg)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    return tf.keras.Model(inputs, _dense_head(x, [256, 128], num_classes, reg, 0.5),
+    return keras.Model(inputs, _dense_head(x, [256, 128], num_classes, reg, 0.5),
                           name="shallow_cnn")
 
 
@@ -89,14 +107,14 @@ def resnet20(input_shape, num_classes, weight_decay=5e-4):
             strides = 2 if stage > 1 and block == 0 else 1
             x = _residual_block(x, filters, strides, f"stage{stage}_block{block + 1}", reg)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
-    return tf.keras.Model(inputs, layers.Dense(num_classes, kernel_regularizer=reg, name=HEAD)(x),
-                          name="resnet20")
+    return keras.Model(inputs, head_layer(num_classes, reg)(x), name="resnet20")
 
 
-MODELS = {"cnn": cnn, "shallow_cnn": shallow_cnn, "resnet20": resnet20}
+MODELS = {"cnn": cnn, "shallow_cnn": shallow_cnn, "resnet20": resnet20, "linear": linear}
+MODEL_NAMES = sorted([*MODELS, *backbones.BACKBONES])      # what --model accepts
 
 
-def random_generators(model: tf.keras.Model) -> dict[str, tf.random.Generator]:
+def random_generators(model: keras.Model) -> dict[str, tf.random.Generator]:
     """The dropout layers' random generators (with Keras's tf.random.Generator mode on), by layer
     name: checkpointed with the weights so a resumed run draws the masks an uninterrupted run
     would have drawn. Keras keeps them in a private attribute; none are found if that changes."""
@@ -108,7 +126,12 @@ def random_generators(model: tf.keras.Model) -> dict[str, tf.random.Generator]:
     return found
 
 
-def build_model(name, input_shape, num_classes, weight_decay=5e-4) -> tf.keras.Model:
+def build_model(name, input_shape, num_classes, weight_decay=5e-4, standardize=None) -> keras.Model:
+    """`standardize` (trainer.data.Standardize): what the input pipeline did to the images, for
+    the backbones' input adapter to undo; our small models take the standardised images as they are."""
+    if name in backbones.BACKBONES:
+        return backbones.build(name, tuple(input_shape), head_layer(num_classes, _reg(weight_decay)),
+                               weight_decay, standardize)
     if name not in MODELS:
-        raise KeyError(f"unknown model {name!r} (choose from: {', '.join(sorted(MODELS))})")
+        raise KeyError(f"unknown model {name!r} (choose from: {', '.join(MODEL_NAMES)})")
     return MODELS[name](tuple(input_shape), num_classes, weight_decay)
