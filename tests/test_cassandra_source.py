@@ -253,11 +253,11 @@ def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
     assert sum(counts.values()) + manifest.duplicates == 300, counts
     assert manifest.quarantine["count"] == 6, manifest.quarantine
     reasons = [json.loads(line)["reason"].split(":")[0]
-               for line in open(os.path.join(output, "quarantine.jsonl"))]
+               for line in open(os.path.join(output, manifest.quarantine["file"]))]
     assert sorted(reasons) == sorted(["empty image", "empty image", "not an image (unrecognised bytes)", "corrupt image",
                                       "unknown label", "missing label"]), reasons
     assert all(json.loads(line)["source"].startswith(small_table + "/")
-               for line in open(os.path.join(output, "quarantine.jsonl")))
+               for line in open(os.path.join(output, manifest.quarantine["file"])))
 
 
 @pytest.mark.parametrize("change, words", [

@@ -43,8 +43,8 @@ def unsupported(url: str) -> str | None:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme == "s3" or "/" in scheme:
         return None
-    hint = (" (GCS also speaks S3: --s3_endpoint_url https://storage.googleapis.com with HMAC "
-            "keys, then s3://bucket/...)" if scheme in ("gs", "gcs") else "")
+    hint = (" (GCS also speaks S3: S3 endpoint https://storage.googleapis.com with HMAC keys, "
+            "then s3://bucket/...)" if scheme in ("gs", "gcs") else "")
     return (f"{url}: {scheme}:// is not supported; use s3://bucket/prefix (AWS or an "
             f"S3-compatible store) or a local path{hint}")
 
