@@ -88,6 +88,7 @@ class TrainConfig:
     batch_size: int = 64
     global_batch_size: int | None = None
     check_input: str | None = None
+    precise_bn: int = 100            # batches per rank for the final batch-norm statistics; 0: off
     s3_endpoint_url: str | None = None
 
     @property
@@ -127,12 +128,14 @@ class TrainConfig:
                                  fp16_allreduce=args.fp16_allreduce, accumulate=args.accumulate,
                                  threads=args.threads),
             epochs=args.epochs, batch_size=args.batch_size, global_batch_size=args.global_batch_size,
-            check_input=args.check_input, s3_endpoint_url=args.s3_endpoint_url)
+            check_input=args.check_input, precise_bn=args.precise_bn,
+            s3_endpoint_url=args.s3_endpoint_url)
 
     def settings(self) -> dict:
         """The report's record of the settings, by flag name."""
         m, o, i = self.model, self.optimizer, self.inputs
         return {"batch_size": self.batch_size, "lr": o.lr, "optimizer": o.name, "momentum": o.momentum,
+                "precise_bn": self.precise_bn,
                 "weight_decay": m.weight_decay, "warmup_epochs": o.warmup_epochs, "decay": o.decay,
                 "decay_epochs": o.decay_epochs, "decay_factor": o.decay_factor,
                 "label_smoothing": o.label_smoothing, "class_weights": o.class_weights,

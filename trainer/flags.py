@@ -90,6 +90,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
                    "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
+    p.add_argument("--precise-bn", type=nonnegative, default=100, metavar="BATCHES",
+                   help="after the last epoch, set the batch-norm statistics to their average over this "
+                   "many training batches per process with the final weights (at most one epoch), "
+                   "instead of the lagging moving average; 0: keep the moving average (default %(default)s)")
     p.add_argument("--lr", type=positive(float), default=0.025,
                    help="learning rate for a batch of --batch-size images; scaled linearly with the "
                    "global batch (x processes, or x --global-batch-size / --batch-size)")

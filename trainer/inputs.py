@@ -52,6 +52,14 @@ class RankInputs:
                                  shard_records=shard_records, repeat=True, standardize=self.standardize,
                                  outputs=self.outputs)
 
+    def statistics(self):
+        """This rank's training images as evaluation sees them (no augmentation), repeated: what
+        precise batch-norm statistics are averaged over."""
+        paths, shard_records, _ = self.splits["train"]
+        return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
+                                 shard_records=shard_records, repeat=True, standardize=self.standardize,
+                                 outputs=self.outputs)
+
     def test(self):
         paths, shard_records, _ = self.splits["test"]
         return data.eval_dataset(paths, self.shape, batch_size=256, threads=self.threads,

@@ -12,7 +12,7 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.storage import Storage, join
-from trainer import faults, heads as heads_lib, precision
+from trainer import faults, heads as heads_lib, precise_bn, precision
 from trainer.batching import BatchPlan
 from trainer.checkpoints import CheckpointStore
 from trainer.config import TrainConfig
@@ -131,8 +131,19 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
         run.model.fit(inputs.training((epoch, 0)), epochs=run.config.epochs, initial_epoch=epoch,
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
+    precise_statistics(run, inputs)
     return heads_lib.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Sum, name=name).numpy())
+
+
+def precise_statistics(run: Run, inputs: RankInputs) -> None:
+    """Batch-norm statistics of the final weights before scoring and export (precise_bn.py)."""
+    count = min(run.config.precise_bn, run.steps)      # at most one pass over this rank's share
+    updated = precise_bn.recompute(run.model, inputs.statistics(), count, lambda v, name: hvd_tf.allreduce(
+        v, op=hvd_tf.Average, name=name))
+    if updated and hvd.rank() == 0:
+        print(f"batch-norm statistics of {updated} layers recomputed with the final weights over "
+              f"{count} batches per rank (--precise-bn)", flush=True)
 
 
 def fit_elastic(run: Run, start: tuple[int, int]) -> dict:
