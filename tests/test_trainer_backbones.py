@@ -150,11 +150,12 @@ def test_imagenet_style_h5_restores_by_name_and_shape_locally_and_from_s3(storag
     plain.save_weights(path)
     base_layers = {layer.name for layer in plain.layers if layer.weights} - {"predictions"}
 
+    model = build_model("resnet50", (64, 64, 1), 5)
     for url in (path, "s3://backbones/weights/resnet50_imagenet.h5"):
         if url.startswith("s3://"):
             storage.ensure_bucket(url)
             storage.upload(path, url)
-        model = build_model("resnet50", (64, 64, 1), 5)
+            randomised(model, seed=1)                          # what the second load must undo
         source, described = warmstart.load_source(storage, url, str(tmp_path / "init"))
         assert described == f"Keras weights file {url}"
         moved = warmstart.transfer(source, model)
@@ -170,6 +171,7 @@ def test_imagenet_style_h5_restores_by_name_and_shape_locally_and_from_s3(storag
         np.testing.assert_array_equal(mine, theirs)
 
 
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file")
 def test_keras_model_files_and_positional_weights(tmp_path):
     """A whole model saved as .keras restores by name too; the .weights.h5 layout (by position,
     no layer names) is refused with a line that says what to do."""
@@ -205,6 +207,19 @@ def test_efficientnet_keeps_its_imagenet_input_constants(tmp_path):
     np.testing.assert_allclose(variance, np.square(backbones.IMAGENET_STD), rtol=1e-6)
 
 
+def test_a_backbone_saved_model_reloads_and_transfers(tmp_path):
+    """What --init-from <run>/model does with a backbone run's export: the custom adapter layer
+    and the weight-decay losses survive SavedModel save and load."""
+    trained = randomised(build_model("vgg16", (32, 32, 1), 5, standardize=Standardize([0.4], [0.2])))
+    trained.save(str(tmp_path / "model"), include_optimizer=False, save_format="tf")
+    source, described = warmstart.load_source(Storage(), str(tmp_path / "model"), str(tmp_path / "init"))
+    assert described.startswith("SavedModel")
+    model = build_model("vgg16", (32, 32, 1), 5)
+    assert warmstart.transfer(source, model)["new"] == {}
+    np.testing.assert_array_equal(model.get_layer("head").get_weights()[0],
+                                  trained.get_layer("head").get_weights()[0])
+
+
 # -- freezing -------------------------------------------------------------------------------------
 
 def trainable(model) -> list[str]:
@@ -227,6 +242,13 @@ def test_freeze_all_but_head_then_unfreeze_the_top_blocks(name, top, trained):
     assert set(frozen) == {l.name for l in model.layers if l.weights} - set(chosen)
     described = warmstart.describe_frozen(model, frozen)            # the console's line
     assert described.endswith(", head") if len(frozen) > 12 else described == ", ".join(frozen)
+
+
+def test_weight_decay_leaves_out_frozen_layers():
+    model = build_model("vgg16", (32, 32, 3), 5, weight_decay=1e-3)
+    warmstart.freeze(model, "all-but-head", unfreeze_top=1)
+    decayed = [float(loss) > 0 for loss in model.losses]
+    assert len(decayed) == 14 and sum(decayed) == 4                  # block5's 3 convs and the head
 
 
 def test_blocks_are_counted_from_the_top_of_each_backbone():

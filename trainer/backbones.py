@@ -21,6 +21,7 @@ another dataset transfers without carrying that dataset's statistics along."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from typing import Callable
 
@@ -146,7 +147,13 @@ def decay_kernels(base: keras.Model, weight_decay: float) -> None:
     l2 = keras.regularizers.l2(weight_decay)
     for layer in base.layers:
         if getattr(layer, "kernel", None) is not None:
-            layer.add_loss(lambda layer=layer: l2(layer.kernel) if layer.trainable else 0.0)
+            # A partial, as Keras's own regularizers are added: a SavedModel cannot encode a
+            # lambda's default argument.
+            layer.add_loss(functools.partial(_kernel_decay, l2, layer))
+
+
+def _kernel_decay(l2, layer):
+    return l2(layer.kernel) if layer.trainable else 0.0
 
 
 def block_of(name: str, layer_name: str) -> str | None:
