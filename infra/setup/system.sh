@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the project needs on Debian 12: the MPI + compiler toolchain Horovod builds
-# against, the Fashion-MNIST data the demo trains on, Java for the local Cassandra, and kubectl
-# (its built-in kustomize renders k8s/ in the tests), and the Python the virtualenv is built with
-# ($PYTHON, chosen by infra/setup/python.sh) with its venv and header packages when the
-# distribution has them and they are missing. Quick when all are there already.
+# against, the Fashion-MNIST data the demo trains on, sshd and iproute2 for the two-host test
+# (infra/local/hosts.py: horovodrun ssh's into two network namespaces of this machine), Java for
+# the local Cassandra, and kubectl (its built-in kustomize renders k8s/ in the tests), and the
+# Python the virtualenv is built with ($PYTHON, chosen by infra/setup/python.sh) with its venv and
+# header packages when the distribution has them and they are missing. Quick when all are there
+# already.
 set -euo pipefail
-PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make patch dataset-fashion-mnist)
+PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make patch dataset-fashion-mnist openssh-server iproute2)
 PYTHON=${PYTHON:-python3.11}
 # Commands that may come from elsewhere (Node's own npm, another JDK): a package only if missing.
 declare -A FOR_COMMAND=([java]=openjdk-17-jre-headless [npm]=npm)
