@@ -119,6 +119,7 @@ def main(argv=None) -> int:
              "--gloo", sys.executable, "-m", "trainer", "--dataset", dataset,
              "--checkpoint-dir", checkpoints, "--epochs", str(args.epochs),
              "--batch-size", str(args.batch_size),
+             "--flip",               # clothing: a mirrored shirt is a shirt (off by default)
              "--cache-dir", os.path.join(os.path.abspath(args.workdir), "cache")], env)
         timings["train"] = time.monotonic() - t
 

@@ -1,5 +1,6 @@
 """Precise batch-norm statistics (trainer/precise_bn.py) on a model small enough to check by hand:
-the moving statistics become the plain average of the batches' own, whatever they were before."""
+the moving statistics become the plain average of the batches' own (as inference sees them: no
+dropout), whatever they were before."""
 import numpy as np
 import tensorflow as tf
 
@@ -9,7 +10,8 @@ from trainer.keras import keras
 
 def model_with_two_batch_norms():
     inputs = keras.Input((3,))
-    x = keras.layers.BatchNormalization(name="trained")(inputs)
+    x = keras.layers.Dropout(0.5, name="dropout")(inputs)     # off while statistics are gathered
+    x = keras.layers.BatchNormalization(name="trained")(x)
     x = keras.layers.BatchNormalization(name="frozen")(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     model.get_layer("frozen").trainable = False
@@ -34,7 +36,7 @@ def test_moving_statistics_become_the_average_of_the_batches():
                                rtol=1e-5)
     expected = np.mean([b.var(0) for b in batches[:3]], 0)       # Keras's batch variance (2-D input)
     np.testing.assert_allclose(layer.moving_variance.numpy(), expected, rtol=1e-4)
-    assert layer.momentum == 0.99 and len(reduced) == 2
+    assert layer.momentum == 0.99 and model.get_layer("dropout").rate == 0.5 and len(reduced) == 2
     for before, after in zip(frozen_before, model.get_layer("frozen").get_weights()):
         np.testing.assert_array_equal(before, after)
 

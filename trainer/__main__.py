@@ -16,15 +16,18 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dataset.manifest import DatasetNotFound
     from pipeline.dataset.storage import StorageError
     from pipeline.dataset.reader import ShardChecksumError
-    from trainer.errors import NonFiniteLoss, UsageError
+    from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
     from trainer.config import TrainConfig
     from trainer.train import train
 
     try:
         train(TrainConfig.from_args(args))
-    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError, NonFiniteLoss) as e:
+    except Diverged as e:       # exit 3, so a scheduler can tell "diverged" from "bad input"
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
-        return 2
+        return DIVERGED
+    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError) as e:
+        print(f"trainer: error: {e}", file=sys.stderr, flush=True)
+        return USAGE
     return 0
 
 

@@ -15,7 +15,7 @@ class InputConfig:
     cache_dir: str
     seed: int
     augment: bool = True
-    flip: bool = True
+    flip: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
 
@@ -89,6 +89,7 @@ class TrainConfig:
     global_batch_size: int | None = None
     check_input: str | None = None
     precise_bn: int = 100            # batches per rank for the final batch-norm statistics; 0: off
+    divergence_factor: float = 10.0  # an epoch's loss above this x the first epoch's: diverged
     s3_endpoint_url: str | None = None
 
     @property
@@ -109,7 +110,7 @@ class TrainConfig:
         restore = tuple(p.strip() for p in args.restore.split(",") if p.strip()) if args.restore else None
         return cls(
             inputs=InputConfig(dataset=args.dataset, cache_dir=args.cache_dir, seed=args.seed,
-                               augment=not args.no_augment, flip=not args.no_flip,
+                               augment=not args.no_augment, flip=args.flip,
                                brightness=args.brightness, contrast=args.contrast),
             model=ModelConfig(name=args.model, weight_decay=args.weight_decay, init_from=args.init_from,
                               restore=restore, freeze=args.freeze, unfreeze_top=args.unfreeze_top,
@@ -129,17 +130,18 @@ class TrainConfig:
                                  threads=args.threads),
             epochs=args.epochs, batch_size=args.batch_size, global_batch_size=args.global_batch_size,
             check_input=args.check_input, precise_bn=args.precise_bn,
+            divergence_factor=args.divergence_factor,
             s3_endpoint_url=args.s3_endpoint_url)
 
     def settings(self) -> dict:
         """The report's record of the settings, by flag name."""
         m, o, i = self.model, self.optimizer, self.inputs
         return {"batch_size": self.batch_size, "lr": o.lr, "optimizer": o.name, "momentum": o.momentum,
-                "precise_bn": self.precise_bn,
+                "precise_bn": self.precise_bn, "divergence_factor": self.divergence_factor,
                 "weight_decay": m.weight_decay, "warmup_epochs": o.warmup_epochs, "decay": o.decay,
                 "decay_epochs": o.decay_epochs, "decay_factor": o.decay_factor,
                 "label_smoothing": o.label_smoothing, "class_weights": o.class_weights,
-                "no_flip": not i.flip, "no_augment": not i.augment, "brightness": i.brightness,
+                "flip": i.flip, "no_augment": not i.augment, "brightness": i.brightness,
                 "contrast": i.contrast, "seed": i.seed, "init_from": m.init_from,
                 "restore": ",".join(m.restore) if m.restore else None, "freeze": m.freeze,
                 "unfreeze_top": m.unfreeze_top, "heads": m.heads, "head_weights": m.head_weights,

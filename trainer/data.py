@@ -184,8 +184,8 @@ def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = 
 
 def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
                  repeat: bool = False, standardize: Standardize | None = None,
-                 outputs: dict[str, str] | None = None) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records, outputs=outputs).map(standardize or Standardize(),
+                 outputs: dict[str, str] | None = None, deterministic: bool = False) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records, deterministic, outputs=outputs).map(standardize or Standardize(),
                                                   num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()

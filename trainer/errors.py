@@ -5,5 +5,13 @@ class UsageError(Exception):
     """The dataset or flags cannot be trained on as given; the message says why."""
 
 
-class NonFiniteLoss(Exception):
-    """The loss became NaN or Inf; the message is the diagnosis."""
+class Diverged(Exception):
+    """Training diverged (a loss became NaN or Inf, or grew past --divergence-factor); the
+    message is the diagnosis. Exit code DIVERGED, and no model is exported."""
+
+
+class NonFiniteLoss(Diverged):
+    """A batch's loss became NaN or Inf on one rank."""
+
+
+USAGE, DIVERGED = 2, 3       # exit codes of python -m trainer

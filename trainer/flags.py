@@ -90,13 +90,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
                    "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
+    p.add_argument("--divergence-factor", type=float, default=10.0, metavar="X",
+                   help="stop as diverged (exit 3, nothing exported) when an epoch's training loss "
+                   "exceeds X times the first epoch's; non-finite losses always stop (0: no bound; "
+                   "default %(default)s)")
     p.add_argument("--precise-bn", type=nonnegative, default=100, metavar="BATCHES",
                    help="after the last epoch, set the batch-norm statistics to their average over this "
                    "many training batches per process with the final weights (at most one epoch), "
                    "instead of the lagging moving average; 0: keep the moving average (default %(default)s)")
     p.add_argument("--lr", type=positive(float), default=0.025,
                    help="learning rate for a batch of --batch-size images; scaled linearly with the "
-                   "global batch (x processes, or x --global-batch-size / --batch-size)")
+                   "global batch (x processes, or x --global-batch-size / --batch-size; default "
+                   "%(default)s)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
                    help="SGD with momentum (default) or Adam (try --lr 0.001)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default %(default)s)")
@@ -114,9 +119,11 @@ def parser() -> argparse.ArgumentParser:
                    help="label smoothing of the cross-entropy, 0 to <1 (e.g. 0.1; default 0)")
     p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
                    help="balanced: weight each class by total / (classes x its count) from the "
-                   "manifest's training class counts (for imbalanced data)")
-    p.add_argument("--no-flip", action="store_true",
-                   help="no horizontal flips in augmentation (for data where a flip changes the class)")
+                   "manifest's training class counts (for imbalanced data; default: none)")
+    p.add_argument("--flip", action="store_true",
+                   help="random horizontal flips in augmentation, for natural photos where a mirror "
+                   "image is the same class (default: off; wrong for digits, text, many products)")
+    p.add_argument("--no-flip", action="store_true", help="the default now; kept for old command lines")
     p.add_argument("--brightness", type=fraction, default=0.0,
                    help="random brightness shift up to this much of the [0,1] range (default 0)")
     p.add_argument("--contrast", type=fraction, default=0.0,

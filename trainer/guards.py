@@ -1,12 +1,14 @@
-"""Stop at the first NaN/Inf loss with a diagnosis, instead of training on NaN for hours
-(float16 steps skipped by dynamic loss scaling are not a divergence)."""
+"""Stop a diverging run with a diagnosis instead of training on NaN for hours: a NaN/Inf batch
+loss (float16 steps skipped by dynamic loss scaling are not a divergence), and at each epoch end
+a non-finite training or validation loss, or a training loss grown past --divergence-factor
+times the first epoch's (a loss of 6e21 is finite but no better)."""
 from __future__ import annotations
 
 import math
 
 import tensorflow as tf
 
-from trainer.errors import NonFiniteLoss
+from trainer.errors import Diverged, NonFiniteLoss
 from trainer.keras import keras
 
 MAX_IDS_SHOWN = 16
@@ -18,12 +20,33 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     complete), so no rank trains on NaN. The input order is a function of (seed, epoch), so
     `batch_ids(epoch, batch)` can name the records of the bad batch after the fact."""
 
-    def __init__(self, position, rank: int, batch_ids=None, loss_scale=None):
+    def __init__(self, position, rank: int, batch_ids=None, loss_scale=None, growth: float = 10.0):
         super().__init__()
         self.position, self.rank, self.batch_ids = position, rank, batch_ids
         self.loss_scale = loss_scale        # mixed_float16: () -> the dynamic loss scale
+        self.growth = growth                # 0: no bound on the loss's growth
         self.last_good = None
         self.scale_before = None
+        self.first_epoch_loss = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Epoch losses are averaged over ranks (MetricAverageCallback runs before this one), so
+        every rank takes the same decision and all stop together: no rank waits in an allreduce."""
+        logs = logs or {}
+        for key in ("loss", "val_loss"):
+            if key in logs and not math.isfinite(float(logs[key])):
+                raise Diverged(f"{key} became {float(logs[key])} at the end of epoch {epoch + 1} "
+                               f"(learning rate {self._lr():.6g}); lower --lr or lengthen --warmup-epochs")
+        loss = logs.get("loss")
+        if loss is None:
+            return
+        if self.first_epoch_loss is None:
+            self.first_epoch_loss = float(loss)
+        elif self.growth and float(loss) > self.growth * self.first_epoch_loss:
+            raise Diverged(f"training loss {float(loss):.4g} at the end of epoch {epoch + 1} is more "
+                           f"than {self.growth:g}x the first epoch's {self.first_epoch_loss:.4g} "
+                           f"(learning rate {self._lr():.6g}); lower --lr, or raise "
+                           "--divergence-factor (0: no bound)")
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.loss_scale:

@@ -54,11 +54,12 @@ class RankInputs:
 
     def statistics(self):
         """This rank's training images as evaluation sees them (no augmentation), repeated: what
-        precise batch-norm statistics are averaged over."""
+        precise batch-norm statistics are averaged over. In a fixed order: the first batches
+        are used, and a resumed run must average the same ones as an uninterrupted run."""
         paths, shard_records, _ = self.splits["train"]
         return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
                                  shard_records=shard_records, repeat=True, standardize=self.standardize,
-                                 outputs=self.outputs)
+                                 outputs=self.outputs, deterministic=True)
 
     def test(self):
         paths, shard_records, _ = self.splits["test"]

@@ -71,7 +71,8 @@ class Run:
                      hvd.callbacks.MetricAverageCallback(),
                      AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
                                          position, outputs.checkpoint_every),
-                     StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids, scale),
+                     StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids, scale,
+                                         self.config.divergence_factor),
                      *heads_lib.callbacks(self.heads, hvd.rank())]
         if hvd.rank() != 0:
             return callbacks

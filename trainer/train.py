@@ -10,6 +10,7 @@ import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest, read_manifest
+from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.storage import Storage
 from trainer import data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
 from trainer.batching import BatchPlan, plan_batches
@@ -71,6 +72,8 @@ def train(config: TrainConfig) -> dict | None:
         f"{', elastic' if elastic else ''}", flush=True)
     if heads_lib.describe(heads):
         say(heads_lib.describe(heads), flush=True)
+    for line in record_sharding(manifest, size):
+        say(line, flush=True)
     checked = None
     if config.check_input:
         checked = check_input(config, rank_inputs(storage, config, manifest, heads, shape, threads, batches,
@@ -192,3 +195,15 @@ def image_shape(manifest: Manifest) -> tuple[int, int, int]:
         raise UsageError(f"images in {manifest.name} differ in size; "
                          "re-ingest with a fixed size")
     return tuple(manifest.image_shape)
+
+
+def record_sharding(manifest: Manifest, size: int) -> list[str]:
+    """Say so when a split has fewer shard files than processes: every process then reads all of
+    its files and keeps every size-th record (more reading per process than file sharding)."""
+    lines = []
+    for name, split in manifest.splits.items():
+        if split.shards and files_for_rank(split.shards, 0, size)[1]:
+            lines.append(f"{name}: {len(split.shards)} shard file(s) for {size} processes: each process "
+                         f"reads all of them and keeps one record in {size} ({split.num_records} records)")
+    return lines
+
