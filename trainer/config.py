@@ -8,13 +8,16 @@ import os
 import re
 
 
+AUGMENT = {"auto": None, "on": True, "off": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
     """What one rank's input pipeline needs."""
     dataset: str
     cache_dir: str
     seed: int
-    augment: bool = True
+    augment: bool | None = True      # None: auto, decided from the run's length (train.py)
     flip: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
@@ -110,7 +113,7 @@ class TrainConfig:
         restore = tuple(p.strip() for p in args.restore.split(",") if p.strip()) if args.restore else None
         return cls(
             inputs=InputConfig(dataset=args.dataset, cache_dir=args.cache_dir, seed=args.seed,
-                               augment=not args.no_augment, flip=args.flip,
+                               augment=AUGMENT[args.augment if not args.no_augment else "off"], flip=args.flip,
                                brightness=args.brightness, contrast=args.contrast),
             model=ModelConfig(name=args.model, weight_decay=args.weight_decay, init_from=args.init_from,
                               restore=restore, freeze=args.freeze, unfreeze_top=args.unfreeze_top,
@@ -141,7 +144,7 @@ class TrainConfig:
                 "weight_decay": m.weight_decay, "warmup_epochs": o.warmup_epochs, "decay": o.decay,
                 "decay_epochs": o.decay_epochs, "decay_factor": o.decay_factor,
                 "label_smoothing": o.label_smoothing, "class_weights": o.class_weights,
-                "flip": i.flip, "no_augment": not i.augment, "brightness": i.brightness,
+                "flip": i.flip, "augment": i.augment, "brightness": i.brightness,
                 "contrast": i.contrast, "seed": i.seed, "init_from": m.init_from,
                 "restore": ",".join(m.restore) if m.restore else None, "freeze": m.freeze,
                 "unfreeze_top": m.unfreeze_top, "heads": m.heads, "head_weights": m.head_weights,

@@ -1,6 +1,7 @@
 """The training story, top to bottom, for one Horovod rank (run under horovodrun)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -17,6 +18,7 @@ from trainer.batching import BatchPlan, plan_batches
 from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
+from trainer.flags import AUGMENT_FROM_UPDATES
 from trainer.finish import finish
 from trainer.keras import keras
 from trainer.models import MODEL_NAMES, build_model, random_generators
@@ -64,6 +66,7 @@ def train(config: TrainConfig) -> dict | None:
     batches = plan_batches(manifest.splits["train"].num_records, size, config.batch_size,
                            config.devices.accumulate, config.global_batch_size,
                            (latest or {}).get("global_batch"), elastic)
+    config = resolve_augmentation(config, batches, say)
     d = config.devices
     say(f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
         f"{batches.global_batch}{f' ({d.accumulate} accumulated batches)' if d.accumulate > 1 else ''}, "
@@ -206,4 +209,20 @@ def record_sharding(manifest: Manifest, size: int) -> list[str]:
             lines.append(f"{name}: {len(split.shards)} shard file(s) for {size} processes: each process "
                          f"reads all of them and keeps one record in {size} ({split.num_records} records)")
     return lines
+
+
+def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainConfig:
+    """--augment auto: crops pay off on long runs and cost accuracy on short ones (a few hundred
+    updates are too few to learn the shifted copies). The same decision on every rank: it depends
+    only on the epochs and the batch plan."""
+    i = config.inputs
+    if i.augment is not None:
+        return config
+    updates = batches.updates_per_epoch * config.epochs
+    asked = i.flip or i.brightness or i.contrast         # explicit augmentation flags win
+    augment = asked or updates >= AUGMENT_FROM_UPDATES
+    why = ("--flip, --brightness or --contrast given" if asked else
+           f"{updates} updates, {'at least' if augment else 'fewer than'} {AUGMENT_FROM_UPDATES}")
+    say(f"augmentation {'on' if augment else 'off'} (--augment auto: {why})", flush=True)
+    return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment))
 
