@@ -51,10 +51,14 @@ def fmnist(storage) -> dict:
 @pytest.fixture(scope="session")
 def dataset(fmnist) -> str:
     """A dataset published by the real Beam job from the clean images (no bad input)."""
-    url = "s3://fmnist/datasets/clean"
-    result = run_cli(["pipeline", "--source", fmnist["images"], "--labels_file", fmnist["labels"],
-                      "--classes", fmnist["classes"], "--output", url, "--num_readers", "2",
-                      "--splits", "train:0.8,validation:0.2"])
+    return ingest(fmnist, "s3://fmnist/datasets/clean", "train:0.8,validation:0.2")
+
+
+def ingest(raw: dict, url: str, splits: str) -> str:
+    """Publish the uploaded images `raw` (fashion_mnist.upload's URLs) at `url` with the real Beam job."""
+    result = run_cli(["pipeline", "--source", raw["images"], "--labels_file", raw["labels"],
+                      "--classes", raw["classes"], "--output", url, "--num_readers", "2",
+                      "--splits", splits])
     assert result.returncode == 0, result.stderr[-3000:]
     return url
 

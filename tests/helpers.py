@@ -52,6 +52,14 @@ def kill_rank_when(command: list[str], checkpoints: str, ready, rank: int = 1,
                    wait: float = 120) -> tuple[int, str]:
     """Start `command` (a horovodrun), kill -9 the process of `rank` as soon as `ready(lines)`,
     then wait up to `wait` s for the run to end. Returns (exit code, its output)."""
+    returncode, output, _ = kill_when(command, ready, lambda: rank_pid(checkpoints, rank), f"rank {rank}", wait)
+    return returncode, output
+
+
+def kill_when(command: list[str], ready, victim, name: str, wait: float = 120) -> tuple[int, str, float]:
+    """Start `command` (a horovodrun), kill -9 the process `victim()` finds (called `name` in
+    failures) as soon as `ready(lines)`, then wait up to `wait` s for the run to end. Returns
+    (exit code, its output, seconds from the kill to the end)."""
     import signal
     import subprocess
     import threading
@@ -68,13 +76,14 @@ def kill_rank_when(command: list[str], checkpoints: str, ready, rank: int = 1,
     while not ready(lines):
         assert run.poll() is None and time.monotonic() < deadline, "".join(lines)[-3000:]
         time.sleep(0.05)
-    victim = rank_pid(checkpoints, rank)
-    assert victim, f"rank {rank} not found"
-    os.kill(victim, signal.SIGKILL)
+    pid = victim()
+    assert pid, f"{name} not found"
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
     try:
         run.wait(timeout=wait)
     except subprocess.TimeoutExpired:
         os.killpg(run.pid, signal.SIGKILL)
-        raise AssertionError(f"horovodrun still running {wait:.0f} s after rank {rank} was killed")
+        raise AssertionError(f"horovodrun still running {wait:.0f} s after {name} was killed")
     reader.join(10)
-    return run.returncode, "".join(lines)
+    return run.returncode, "".join(lines), time.monotonic() - killed

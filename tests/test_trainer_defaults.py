@@ -8,7 +8,7 @@ import pytest
 
 from infra.local import fashion_mnist
 from pipeline.dataset.storage import join
-from tests.conftest import run_cli
+from tests.conftest import ingest, run_cli
 
 IMAGES = 5000
 # Measured here with the defaults (auto: 105 updates, so no crops): 0.862; 0.800 with crops.
@@ -18,12 +18,7 @@ BAR = 0.84
 @pytest.fixture(scope="module")
 def fmnist_5k(storage):
     raw = fashion_mnist.upload(storage, "s3://fmnist-5k/raw", limit=IMAGES, log=lambda *_: None)
-    url = "s3://fmnist-5k/datasets/default"
-    result = run_cli(["pipeline", "--source", raw["images"], "--labels_file", raw["labels"],
-                      "--classes", raw["classes"], "--output", url, "--num_readers", "2",
-                      "--splits", "train:0.9,validation:0.1"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return url
+    return ingest(raw, "s3://fmnist-5k/datasets/default", "train:0.9,validation:0.1")
 
 
 def test_fashion_mnist_with_default_flags_reaches_the_target_in_3_epochs(fmnist_5k, storage, tmp_path):

@@ -34,8 +34,8 @@ def positive(kind):
     return parse
 
 
-def nonnegative(text):
-    value = int(text)
+def nonnegative(text, kind=int):
+    value = kind(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
                    "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
-    p.add_argument("--divergence-factor", type=float, default=10.0, metavar="X",
+    p.add_argument("--divergence-factor", type=lambda text: nonnegative(text, float), default=10.0, metavar="X",
                    help="stop as diverged (exit 3, nothing exported) when an epoch's training loss "
                    "exceeds X times the first epoch's; non-finite losses always stop (0: no bound; "
                    "default %(default)s)")
