@@ -94,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
                    "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
-    p.add_argument("--divergence-factor", type=lambda text: nonnegative(text, float), default=10.0, metavar="X",
+    p.add_argument("--divergence-factor", type=lambda text: nonnegative(text, float), default=10.0,
+                   metavar="X",
                    help="stop as diverged (exit 3, nothing exported) when an epoch's training loss "
                    "exceeds X times the first epoch's; non-finite losses always stop (0: no bound; "
                    "default %(default)s)")
@@ -133,10 +134,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", type=fraction, default=0.0,
                    help="random contrast factor in [1-x, 1+x] (default 0)")
     p.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
-                   help="random crops from the padded image (and --flip, --brightness, --contrast): on, "
-                   f"off, or auto: on when one of those is given or the run has at least "
-                   f"{AUGMENT_FROM_UPDATES} updates, off for shorter runs, where crops cost accuracy (Fashion-MNIST, 105 updates: 80.0%% with "
-                   "crops, 86.2%% without; default auto)")
+                   help="random crops from the padded image (and --flip, --brightness, --contrast): "
+                   "on, off, or auto: on when one of those is given or the run has at least "
+                   f"{AUGMENT_FROM_UPDATES} updates, off for shorter runs, where crops cost accuracy "
+                   "(Fashion-MNIST, 105 updates: 80.0%% with crops, 86.2%% without; default auto)")
     p.add_argument("--no-augment", action="store_true", help="the same as --augment off")
     p.add_argument("--seed", type=int, default=42, help="seed of the weights, the input order and "
                    "the augmentation; the same seed gives the same run (default %(default)s)")

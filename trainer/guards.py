@@ -34,7 +34,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         every rank takes the same decision and all stop together: no rank waits in an allreduce."""
         logs = logs or {}
         for key in ("loss", "val_loss"):
-            if key in logs and not math.isfinite(float(logs[key])):
+            skipped = key == "loss" and self._skipping_overflows()    # float16: a skipped step's inf
+            if key in logs and not math.isfinite(float(logs[key])) and not skipped:
                 raise Diverged(f"{key} became {float(logs[key])} at the end of epoch {epoch + 1} "
                                f"(learning rate {self._lr():.6g}); lower --lr or lengthen --warmup-epochs")
         loss = logs.get("loss")

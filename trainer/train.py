@@ -18,8 +18,8 @@ from trainer.batching import BatchPlan, plan_batches
 from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
-from trainer.flags import AUGMENT_FROM_UPDATES
 from trainer.finish import finish
+from trainer.flags import AUGMENT_FROM_UPDATES
 from trainer.keras import keras
 from trainer.models import MODEL_NAMES, build_model, random_generators
 from trainer.run import Run, fit_and_score, fit_elastic, rank_inputs, weights_digest
@@ -225,4 +225,3 @@ def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainC
            f"{updates} updates, {'at least' if augment else 'fewer than'} {AUGMENT_FROM_UPDATES}")
     say(f"augmentation {'on' if augment else 'off'} (--augment auto: {why})", flush=True)
     return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment))
-
