@@ -49,11 +49,15 @@ def test_bad_split_ratios_name_the_problem(text, message):
 
 @pytest.mark.parametrize("records, size, readers, expected", [
     (0, 0, 8, 0),
-    (10, 10_000, 2, 6),              # tiny: no more shards than half the records, readers' multiple
-    (300, 100_000, 2, 20),           # readers x 10
-    (1_000_000, 300 * 2**20, 8, 1000),  # ~1000 shards per million images
-    (100_000, 80 * 2**30, 8, 640),   # 80 GiB at 128 MiB per shard
-    (57_000, 20 * 2**20, 3, 57),     # rounded up to a multiple of 3
+    (5, 2_000, 8, 1),                  # fewer records than readers: one shard
+    (10, 10_000, 8, 8),                # one shard per reader, however small
+    (1_000, 300_000, 8, 8),            # 1,000 small images: 8 shards of 125, not 80 of 12
+    (1_000, 1_000 * 2**20, 8, 8),      # 1,000 photos of 1 MiB: 8 shards of 125 MiB
+    (1_000_000, 300 * 2**20, 8, 104),  # small images: the 10,000-records cap, rounded to 8s
+    (1_000_000, 110 * 2**30, 8, 880),  # ImageNet-sized: 110 GiB at 128 MiB per shard
+    (10**9, 10**9 * 300, 8, 100_000),  # 10^9 small images: the record cap
+    (10**9, 10**9 * 110_000, 256, 819_712),  # 10^9 photos (~100 TiB), 256 readers: by bytes
+    (57_000, 20 * 2**20, 3, 6),        # rounded up to a multiple of 3
 ])
 def test_shard_count_rule(records, size, readers, expected):
     assert sharding.num_shards(records, size, readers) == expected
