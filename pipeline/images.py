@@ -6,8 +6,13 @@ import io
 
 import numpy as np
 
+from pipeline import modes
+
 MODE_FOR_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
-CHANNELS_BY_MODE = {"1": 1, "L": 1, "I;16": 1, "LA": 2, "P": 3, "RGB": 3, "RGBA": 4, "CMYK": 3}
+# Channels of the 8-bit image a mode becomes (pipeline/modes.py); P keeps 3 (transparency
+# composited onto white), 16-bit grey becomes 8-bit grey.
+CHANNELS_BY_MODE = {"1": 1, "L": 1, "I;16": 1, "I;16B": 1, "I;16L": 1, "I": 1, "LA": 2, "P": 3,
+                    "PA": 3, "RGB": 3, "RGBA": 4, "CMYK": 3}
 FORMATS = {"PNG": "png", "JPEG": "jpeg"}
 DEFAULT_MAX_PIXELS = 50_000_000
 
@@ -48,7 +53,7 @@ def prepare_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, channels: i
     with _open_checked(data, max_pixels) as img:
         fmt = FORMATS[img.format]
         mode = MODE_FOR_CHANNELS[channels] if channels else _stats_mode(img.mode)
-        normalised = img.convert(mode) if img.mode != mode else img
+        normalised = modes.convert(img, mode)
         if size and normalised.size != (size[1], size[0]):
             normalised = normalised.resize((size[1], size[0]), Image.BILINEAR)
         if (channels and img.mode != mode) or normalised.size != img.size:
