@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+from pipeline.dataset.storage import join
+
 USAGE = """python -m pipeline --source URL --output URL [options] [Beam pipeline options]
 
 Ingest labelled images from S3, a local directory or a Cassandra table into sharded TFRecords
@@ -21,6 +23,19 @@ def print_help() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, add_help=False)
     IngestOptions._add_argparse_args(parser)
     parser.print_help()
+
+
+# Warnings that say nothing about this run (Beam's GCP modules without the GCP extras).
+NOISE = ("apitools not found",)
+
+
+def quiet_logs() -> None:
+    """Our INFO lines; only warnings from the libraries, minus known noise."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not str(record.msg).startswith(NOISE))
+    for noisy in ("apache_beam", "botocore", "urllib3", "absl", "cassandra"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:
@@ -39,18 +54,15 @@ def unknown_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_logs()
     if "-h" in argv or "--help" in argv:
         print_help()
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for noisy in ("apache_beam", "botocore", "urllib3", "absl", "cassandra"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     import apache_beam as beam
 
     from pipeline.job import build
     from pipeline.plan import Plan, UsageError, check_runner, make_options, storage_for
-    from pipeline.publish import publish, read_request
     from pipeline.summary import summary_line
 
     try:
@@ -72,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with beam.Pipeline(options=options) as p:        # the workers write into staging only
             build(p, plan, storage)
-        # The commit, once, here in the launcher after every worker is done.
-        manifest = publish(storage, plan.staging, plan.output, read_request(storage, plan.staging),
-                           plan.overwrite, plan.keep_versions)
+        manifest = commit_run(storage, plan)
     except Exception as e:
         try:
             storage.delete_prefix(plan.staging)   # never part of a dataset: nothing to keep
@@ -84,6 +94,28 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(summary_line(manifest, plan.output, time.monotonic() - started))
     return 0
+
+
+def commit_run(storage, plan):
+    """The commit, once, here in the launcher after every worker is done, unless the staged
+    dataset cannot be trained on (then its quarantine list is kept beside the output)."""
+    from pipeline import publish_checks
+    from pipeline.publish import publish, read_request
+
+    request = read_request(storage, plan.staging)
+    problem = publish_checks.refusal(request)
+    if not problem and plan.strict_classes and publish_checks.empty_classes(request):
+        problem = (f"--strict_classes: no records for "
+                   f"{', '.join(publish_checks.empty_classes(request))}")
+    if problem:
+        kept = join(plan.output, f"refused-{plan.run_id}.quarantine.jsonl")
+        publish_checks.keep_quarantine(storage, kept, request)
+        raise publish_checks.Unpublishable(
+            f"nothing published: {problem}; {len(request['quarantine']):,} quarantine "
+            f"entries are in {kept}")
+    for line in publish_checks.warnings(request):
+        logging.warning(line)
+    return publish(storage, plan.staging, plan.output, request, plan.overwrite, plan.keep_versions)
 
 
 def last_line(error: Exception) -> str:

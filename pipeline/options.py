@@ -32,6 +32,9 @@ class IngestOptions(PipelineOptions):
         parser.add_argument("--classes", help="the class list: comma-separated names, or the URL/path "
                             "of a text file with one class per line (default: the sorted distinct "
                             "labels). Labels outside it are quarantined")
+        parser.add_argument("--strict_classes", "--strict-classes", action="store_true",
+                            help="refuse to publish when a class of --classes has no records "
+                            "(default: publish, with a warning and the manifest's empty_classes)")
         parser.add_argument("--output", help="dataset directory to publish: s3://bucket/prefix or a "
                             "local path")
         parser.add_argument("--name", help="dataset name used in shard file names "

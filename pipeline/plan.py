@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import versions
+from pipeline import preflight, versions
 from pipeline.dataset.manifest import MANIFEST_NAME
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, join, unsupported
 from pipeline.options import IngestOptions
@@ -115,7 +115,7 @@ class Plan:
         self.num_readers, self.num_shards = o.num_readers, o.num_shards
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
-        self.keep_versions = o.keep_versions
+        self.keep_versions, self.strict_classes = o.keep_versions, o.strict_classes
         self.fetch_threads = max(1, o.fetch_threads)
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
@@ -127,7 +127,8 @@ class Plan:
             raise UsageError(str(e)) from None
         if self.channels not in (0, 1, 3):
             raise UsageError(f"--channels {self.channels}: use 1 (grey), 3 (RGB) or 0 (keep)")
-        self.staging = join(self.output, f".staging-{uuid.uuid4().hex[:12]}")
+        self.run_id = uuid.uuid4().hex[:12]
+        self.staging = join(self.output, f".staging-{self.run_id}")
         self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
         try:
             self.classes = self._classes(o.classes, storage)
@@ -138,7 +139,7 @@ class Plan:
                 self.layout, self.labels = detect_layout(storage, self.source, o.layout,
                                                          self._in_span(o.labels_file))
                 self._check_inputs(storage)
-        except (StorageError, LayoutError) as e:
+        except (StorageError, LayoutError, preflight.PreflightError) as e:
             raise UsageError(str(e)) from None
 
     def _cassandra(self, options: PipelineOptions) -> CassandraConfig:
@@ -192,12 +193,15 @@ class Plan:
             raise UsageError(f"--source {self.source}: no objects there")
         if self.labels and not storage.exists(self.labels):
             raise UsageError(f"labels file {self.labels} does not exist (pass --labels_file)")
+        if self.labels:
+            preflight.check_labels_file(storage, self.labels)
         self._check_output(storage)
 
     def _check_output(self, storage: Storage):
         if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
+        preflight.check_output_writable(storage, self.output, self.run_id)
         self.stale_staging = self._stale_staging(storage) + versions.unfinished(storage, self.output)
 
     def _stale_staging(self, storage: Storage) -> list[str]:

@@ -195,7 +195,9 @@ def build_manifest(name, space, shard_infos, quarantine, source) -> Manifest:
         quarantine={"count": len(quarantine), "by_reason": dict(sorted(by_reason.items())),
                     "file": QUARANTINE_NAME},
         source=source, label_attributes=space["attributes"],
-        duplicates=by_reason.get("duplicate", 0))
+        duplicates=by_reason.get("duplicate", 0),
+        empty_classes=[c for k, c in enumerate(classes)
+                       if not any(s.class_counts[k] for s in splits.values())])
 
 
 def pixel_statistics(infos: list[dict]) -> tuple[list[float] | None, list[float] | None]:

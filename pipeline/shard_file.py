@@ -20,6 +20,7 @@ class ShardBuilder:
         self.class_counts = [0] * len(space["classes"])
         self.attribute_counts = {a: [0] * len(c) for a, c in space["attributes"].items()}
         self.shapes: set[tuple[int, int, int]] = set()
+        self.channel_counts: dict[int, int] = {}
         self.stats: dict[int, list] = {}          # channels -> [pixels, sums, squared sums]
         self.duplicate_ids: list[dict] = []
 
@@ -38,6 +39,7 @@ class ShardBuilder:
         for attribute, value in candidate["attributes"].items():
             self.attribute_counts[attribute][value] += 1
         self.shapes.add((info.height, info.width, info.channels))
+        self.channel_counts[info.channels] = self.channel_counts.get(info.channels, 0) + 1
         acc = self.stats.setdefault(info.channels, [0, [0.0] * info.channels, [0.0] * info.channels])
         acc[0] += prepared.pixels
         acc[1] = [a + b for a, b in zip(acc[1], prepared.pixel_sum)]
@@ -48,7 +50,8 @@ class ShardBuilder:
         return write_shard_file(storage, url, self.examples, **info,
                                 class_counts=self.class_counts,
                                 attribute_counts=self.attribute_counts,
-                                shapes=sorted(list(s) for s in self.shapes), pixel_stats=stats)
+                                shapes=sorted(list(s) for s in self.shapes), pixel_stats=stats,
+                                channel_counts={str(c): n for c, n in sorted(self.channel_counts.items())})
 
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:

@@ -77,6 +77,7 @@ class Manifest:
     label_attributes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     duplicates: int = 0      # records dropped because an identical image was kept under another id
     version: str | None = None     # the version folder (v-<id>); None: a flat dataset
+    empty_classes: list[str] = dataclasses.field(default_factory=list)   # classes with no records
 
     def to_json(self) -> str:
         doc = {
@@ -99,6 +100,8 @@ class Manifest:
         }
         if self.version:
             doc["version"] = self.version
+        if self.empty_classes:          # only when there are (older manifests stay as they were)
+            doc["empty_classes"] = self.empty_classes
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
     @classmethod
@@ -115,7 +118,8 @@ class Manifest:
         return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
                    splits=splits, quarantine=doc["quarantine"], source=doc["source"],
                    label_attributes=doc.get("label_attributes", {}),
-                   duplicates=doc.get("duplicates", 0), version=doc.get("version"))
+                   duplicates=doc.get("duplicates", 0), version=doc.get("version"),
+                   empty_classes=doc.get("empty_classes", []))
 
     def shard_urls(self, dataset_url: str, split: str) -> list[str]:
         if split not in self.splits:

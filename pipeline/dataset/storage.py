@@ -141,7 +141,7 @@ class Storage:
 
     def _call(self, what: str, url: str, fn, *args, **kwargs):
         """Run one boto3 call; turn its failure into a StorageError naming the URL."""
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         try:
             return fn(*args, **kwargs)
@@ -158,8 +158,13 @@ class Storage:
                                    "or this access (--s3_access_key_id / --s3_secret_access_key "
                                    "or AWS_* variables, and the bucket's policy)") from None
             raise StorageError(f"{what} {url}: {code or e}") from None
+        except NoCredentialsError:
+            raise StorageError(f"{what} {url}: no S3 credentials found (pass "
+                               "--s3_access_key_id and --s3_secret_access_key, or set "
+                               "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
         except BotoCoreError as e:
-            where = self.endpoint_url or "the default AWS endpoint"
+            where = (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                     or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
             raise StorageError(f"{what} {url}: cannot reach S3 at {where}: {e}") from None
 
     # -- reading -----------------------------------------------------------------------------
@@ -185,6 +190,21 @@ class Storage:
         bucket, key = split_s3(url)
         response = self._call("read", url, self.s3.get_object, Bucket=bucket, Key=key)
         return self._call("read", url, response["Body"].read), response["ETag"]
+
+    def read_head(self, url: str, size: int) -> bytes:
+        """The first `size` bytes (a ranged GET): enough to check a huge file's format."""
+        if not is_s3(check_url(url)):
+            with open(url, "rb") as f:
+                return f.read(size)
+        bucket, key = split_s3(url)
+        try:
+            response = self._call("read", url, self.s3.get_object, Bucket=bucket, Key=key,
+                                  Range=f"bytes=0-{size - 1}")
+        except StorageError as e:
+            if "InvalidRange" in str(e):          # an empty object has no byte 0
+                return b""
+            raise
+        return self._call("read", url, response["Body"].read)
 
     def read_text(self, url: str) -> str:
         return self.read_bytes(url).decode("utf-8")

@@ -1,0 +1,76 @@
+"""What the launcher checks in a staged publish request before it commits anything: a dataset
+nobody can train on is refused, one the trainer would have to guess about is published with one
+warning line per problem, each naming the flag that fixes it."""
+from __future__ import annotations
+
+import collections
+import json
+
+from pipeline.dataset.manifest import SPLITS
+from pipeline.dataset.storage import Storage
+
+
+class Unpublishable(Exception):
+    """The staged dataset has no records, or a split with none; the message says why."""
+
+
+def refusal(request: dict) -> str | None:
+    """Why the request must not be published (zero records, or a split whose records were
+    all quarantined), or None."""
+    records = split_records(request)
+    if sum(records.values()) == 0:
+        return "no records: every image was quarantined or none matched --classes"
+    empty = [split for split, n in records.items() if n == 0]
+    if empty:
+        return f"the {' and '.join(empty)} split has no records (every image of it was quarantined)"
+    return None
+
+
+def split_records(request: dict) -> dict[str, int]:
+    records: dict[str, int] = collections.Counter()
+    for info in request["shards"]:
+        records[info["split"]] += info["records"]
+    return {split: records[split] for split in SPLITS if split in records}
+
+
+def empty_classes(request: dict) -> list[str]:
+    """Classes of the label space that no published record has."""
+    classes = request["space"]["classes"]
+    counts = [sum(i["class_counts"][c] for i in request["shards"]) for c in range(len(classes))]
+    return [name for name, count in zip(classes, counts) if count == 0]
+
+
+def warnings(request: dict) -> list[str]:
+    """One line per problem a trainer would meet later (pass --channels / --resize to fix)."""
+    lines = []
+    empty = empty_classes(request)
+    if empty:
+        lines.append(f"{len(empty)} class(es) have no records: {', '.join(empty[:10])}"
+                     f"{' ...' if len(empty) > 10 else ''} (the trainer still gives them an "
+                     "output; --strict_classes refuses such a dataset)")
+    channels = channel_counts(request)
+    if len(channels) > 1:
+        counts = ", ".join(f"{n:,} with {c} channel(s)" for c, n in sorted(channels.items()))
+        lines.append(f"images disagree in channels ({counts}): the splits get no pixel "
+                     "statistics; pass --channels 1 or 3 to convert them all")
+    sizes = {tuple(s[:2]) for i in request["shards"] for s in i["shapes"]}
+    if len(sizes) > 1:
+        small = min(sizes, key=lambda hw: hw[0] * hw[1])
+        lines.append(f"images differ in size ({len(sizes)} sizes, the smallest "
+                     f"{small[0]}x{small[1]}): the manifest has no image_shape and the trainer "
+                     "refuses the dataset; pass --resize HxW for one size")
+    return lines
+
+
+def channel_counts(request: dict) -> dict[int, int]:
+    counts: dict[int, int] = collections.Counter()
+    for info in request["shards"]:
+        for channels, n in info.get("channel_counts", {}).items():
+            counts[int(channels)] += n
+    return dict(counts)
+
+
+def keep_quarantine(storage: Storage, url: str, request: dict) -> None:
+    """A refused run's quarantine list, for inspection (nothing else of the run is kept)."""
+    storage.write_text(url, "".join(json.dumps(q, sort_keys=True) + "\n"
+                                    for q in request["quarantine"]))
