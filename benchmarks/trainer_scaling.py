@@ -9,10 +9,12 @@ machine's speed drifts), and the median and the spread (min-max) are printed.
             each / float32 (a CPU has no fast float16 or bfloat16: these show the cost of the
             machinery on a CPU, not the GPU speed-up; see benchmarks/gpu_check.py for that)
 Every variant trains the trainer's model on one in-memory batch (no input cost), so the ratios
-isolate Horovod's allreduce, its launch and the numeric settings. HOROVOD_CYCLE_TIME is the
-environment's, if it sets one.
+isolate Horovod's allreduce, its launch and the numeric settings. They run with the trainer's
+HOROVOD_CYCLE_TIME (trainer/devices.py) unless the environment sets one; --cycle-times adds
+-np 1 and -np 2 runs at each of those values, the measurement behind the trainer's default.
 
-    python -m benchmarks.trainer_scaling [--model cnn] [--batch 64] [--steps 60] [--repeat 5]"""
+    python -m benchmarks.trainer_scaling [--model cnn] [--batch 64] [--steps 60] [--repeat 5]
+                                         [--cycle-times 1,5,20]"""
 from __future__ import annotations
 
 import argparse
@@ -88,6 +90,8 @@ def main():
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--repeat", type=int, default=5, help="runs of each variant, alternating (default 5)")
     p.add_argument("--settings", default=",".join(SETTINGS), help="numeric settings to compare at -np 2")
+    p.add_argument("--cycle-times", default="", help="HOROVOD_CYCLE_TIME values (ms) to compare "
+                   "at -np 1 and -np 2, e.g. 1,5,20 (default: none)")
     p.add_argument("--worker", choices=("plain", "horovod"), help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     p.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
@@ -96,27 +100,31 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    from trainer.devices import cpu_budget
+    from trainer.devices import DEFAULT_CYCLE_TIME_MS, cpu_budget
 
     cores = cpu_budget()
     me = [sys.executable, "-m", "benchmarks.trainer_scaling", "--model", args.model,
           "--batch", str(args.batch), "--steps", str(args.steps)]
     hvd = lambda n: ["horovodrun", "-np", str(n), "-H", f"localhost:{n}", "--gloo"]  # noqa: E731
-    env = {k: os.environ[k] for k in ("HOROVOD_CYCLE_TIME",) if k in os.environ}
-    variants = {"plain, 1 thread": me + ["--worker", "plain"],
-                f"plain, {cores} threads": me + ["--worker", "plain", "--threads", str(cores)],
-                "np1": hvd(1) + me + ["--worker", "horovod"]}
-    variants.update({f"np2 {name}": hvd(2) + me + ["--worker", "horovod", *flags]
+    env = {"HOROVOD_CYCLE_TIME": os.environ.get("HOROVOD_CYCLE_TIME", DEFAULT_CYCLE_TIME_MS)}
+    variants = {"plain, 1 thread": (me + ["--worker", "plain"], env),
+                f"plain, {cores} threads": (me + ["--worker", "plain", "--threads", str(cores)], env),
+                "np1": (hvd(1) + me + ["--worker", "horovod"], env)}
+    variants.update({f"np2 {name}": (hvd(2) + me + ["--worker", "horovod", *flags], env)
                      for name, flags in SETTINGS.items() if name in args.settings.split(",")})
+    for cycle in filter(None, args.cycle_times.split(",")):
+        for n in (1, 2):
+            variants[f"np{n} cycle {cycle} ms"] = (hvd(n) + me + ["--worker", "horovod"],
+                                                   {"HOROVOD_CYCLE_TIME": cycle})
     ms = {name: [] for name in variants}
     ips = {name: [] for name in variants}
     for _ in range(args.repeat):
-        for name, command in variants.items():
-            results = run(command, env)
+        for name, (command, variant_env) in variants.items():
+            results = run(command, variant_env)
             ms[name].append(statistics.mean(r[1] for r in results))
             ips[name].append(sum(r[0] for r in results))
     print(f"model {args.model}, batch {args.batch} per process, {args.steps} steps, {args.repeat} runs each, "
-          f"{cores} cores, {' '.join(f'{k}={v}' for k, v in env.items()) or 'Horovod defaults'}")
+          f"{cores} cores, HOROVOD_CYCLE_TIME={env['HOROVOD_CYCLE_TIME']} unless a variant says otherwise")
     for name in variants:
         print(f"  {name:>22}: {shown(ms[name], 'ms/step')}, {shown(ips[name], 'images/s')}")
     med = {name: statistics.median(v) for name, v in ips.items()}

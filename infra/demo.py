@@ -36,6 +36,9 @@ def parse_args(argv):
     p.add_argument("--from", dest="origin", choices=("s3", "cassandra"), default="s3",
                    help="where the raw images sit: PNG objects + labels.csv in the local S3 "
                    "server, or rows of a table in a local Cassandra (default: %(default)s)")
+    p.add_argument("--s3-data-dir", default=os.path.join("runs", "s3-data"),
+                   help="where the local S3 server keeps its buckets, so a second demo reuses the "
+                   "uploaded images; \"\" keeps them in memory only (default: %(default)s)")
     p.add_argument("--workdir", default=os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")),
                    help="local logs and caches (default: runs/demo-<time>)")
     return p.parse_args(argv)
@@ -61,9 +64,14 @@ def run(cmd: list[str], env: dict, log_path: str | None = None) -> None:
 
 def stage_in_s3(storage: Storage, args) -> list[str]:
     """Fashion-MNIST as PNG objects + labels.csv in the local S3 server; the job's source flags."""
-    step("upload Fashion-MNIST as one PNG object per image + labels.csv")
-    urls = fashion_mnist.upload(storage, f"{BUCKET}/fashion-mnist", limit=args.limit,
-                                log=lambda line: print(line, flush=True))
+    root = f"{BUCKET}/fashion-mnist{f'-{args.limit}' if args.limit else ''}"   # one folder per size
+    urls = fashion_mnist.uploaded(storage, root, args.limit)
+    if urls:
+        step(f"Fashion-MNIST already uploaded to {root} (kept in {args.s3_data_dir}): reused")
+    else:
+        step("upload Fashion-MNIST as one PNG object per image + labels.csv")
+        urls = fashion_mnist.upload(storage, root, limit=args.limit,
+                                    log=lambda line: print(line, flush=True))
     return ["--source", urls["images"], "--labels_file", urls["labels"], "--classes", urls["classes"]]
 
 
@@ -90,7 +98,8 @@ def main(argv=None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     started = time.monotonic()
     timings = {}
-    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log")) as s3, \
+    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log"),
+                 data_dir=args.s3_data_dir or None) as s3, \
             contextlib.ExitStack() as stack:
         env = {**os.environ, **s3.env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
         os.environ.update(s3.env())

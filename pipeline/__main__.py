@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import time
+import traceback
 
+from pipeline import progress
 from pipeline.dataset.storage import join
+from pipeline.logs import RunLog, quiet_logs
+
+log = logging.getLogger("pipeline")
 
 USAGE = """python -m pipeline --source URL --output URL [options] [Beam pipeline options]
 
@@ -23,19 +29,6 @@ def print_help() -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, add_help=False)
     IngestOptions._add_argparse_args(parser)
     parser.print_help()
-
-
-# Warnings that say nothing about this run (Beam's GCP modules without the GCP extras).
-NOISE = ("apitools not found",)
-
-
-def quiet_logs() -> None:
-    """Our INFO lines; only warnings from the libraries, minus known noise."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(lambda record: not str(record.msg).startswith(NOISE))
-    for noisy in ("apache_beam", "botocore", "urllib3", "absl", "cassandra"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def unknown_flags(argv: list[str]) -> list[str]:
@@ -59,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print_help()
         return 0
 
-    import apache_beam as beam
-
-    from pipeline.job import build
     from pipeline.plan import Plan, UsageError, check_runner, make_options, storage_for
-    from pipeline.summary import summary_line
 
     try:
         bad = unknown_flags(argv)
@@ -76,23 +65,39 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
+    with RunLog(plan.log_file, plan.log_level) as run_log:
+        return run(options, storage, plan, run_log)
+
+
+def run(options, storage, plan, run_log: RunLog) -> int:
+    """The job, its commit and its summary; one line on the terminal if anything fails."""
+    import apache_beam as beam
+
+    from pipeline.job import build
+    from pipeline.summary import summary_line
+
     for url in plan.stale_staging:
-        logging.warning("%s was left by a crashed or concurrent run; it is not part of any "
-                        "dataset (delete it once no other run writes there)", url)
+        log.warning("%s was left by a crashed or concurrent run; it is not part of any "
+                    "dataset (delete it once no other run writes there)", url)
     started = time.monotonic()
-    logging.info("ingesting %s -> %s (staging %s)", plan.source, plan.output, plan.staging)
+    log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,
+             plan.staging)
     try:
-        with beam.Pipeline(options=options) as p:        # the workers write into staging only
-            build(p, plan, storage)
+        with progress.Watcher(storage, plan.staging, log.info, plan.progress_seconds):
+            with beam.Pipeline(options=options) as p:    # the workers write into staging only
+                build(p, plan, storage)
         manifest = commit_run(storage, plan)
     except Exception as e:
+        run_log.file.write(traceback.format_exc())
         try:
             storage.delete_prefix(plan.staging)   # never part of a dataset: nothing to keep
         except Exception:  # the store itself may be what failed; the error below says so
             pass
-        print(f"pipeline: failed: {last_line(e)}", file=sys.stderr)
+        print(f"pipeline: failed{failed_step(e)}: {last_line(e)} (details: {plan.log_file})",
+              file=run_log.terminal, flush=True)
         return 1
-    print(summary_line(manifest, plan.output, time.monotonic() - started))
+    print(summary_line(manifest, plan.output, time.monotonic() - started) + f"; log: {plan.log_file}",
+          flush=True)
     return 0
 
 
@@ -114,8 +119,14 @@ def commit_run(storage, plan):
             f"nothing published: {problem}; {len(request['quarantine']):,} quarantine "
             f"entries are in {kept}")
     for line in publish_checks.warnings(request):
-        logging.warning(line)
+        log.warning(line)
     return publish(storage, plan.staging, plan.output, request, plan.overwrite, plan.keep_versions)
+
+
+def failed_step(error: Exception) -> str:
+    """" in <step>" for an error a worker raised (Beam names the transform it ran), else ""."""
+    steps = re.findall(r"\[while running '([^']+)'\]", str(error))
+    return f" in {steps[-1]}" if steps else ""
 
 
 def last_line(error: Exception) -> str:

@@ -75,4 +75,13 @@ class IngestOptions(PipelineOptions):
                             help="local --source/--output paths are on a file system every "
                             "worker mounts at the same path (without it a cluster runner refuses "
                             "local paths)")
+        parser.add_argument("--log_file", "--log-file", help="this run's full log: Beam's and the "
+                            "workers' lines and any traceback (default: runs/logs/ingest-<run id>.log)")
+        parser.add_argument("--log_level", "--log-level", choices=("DEBUG", "INFO", "WARNING"),
+                            help="show every library's lines (Beam's own, the workers') at this "
+                            "level on the terminal too (default: only the job's start, progress, "
+                            "warnings and summary)")
+        parser.add_argument("-v", "--verbose", action="store_true", help="--log_level INFO")
+        parser.add_argument("--progress_seconds", type=float, default=10.0,
+                            help="seconds between progress lines (default: %(default)s)")
         cassandra_config.add_flags(parser)

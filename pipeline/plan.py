@@ -128,6 +128,9 @@ class Plan:
         if self.channels not in (0, 1, 3):
             raise UsageError(f"--channels {self.channels}: use 1 (grey), 3 (RGB) or 0 (keep)")
         self.run_id = uuid.uuid4().hex[:12]
+        self.log_file = o.log_file or os.path.join("runs", "logs", f"ingest-{self.run_id}.log")
+        self.log_level = o.log_level or ("INFO" if o.verbose else None)
+        self.progress_seconds = max(0.5, o.progress_seconds)
         self.staging = join(self.output, f".staging-{self.run_id}")
         self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
         try:

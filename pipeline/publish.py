@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 
 import apache_beam as beam
@@ -149,7 +148,7 @@ def pause_for_test(phase: str) -> None:
     on once the file PIPELINE_TEST_RESUME_FILE exists (if set)."""
     if os.environ.get("PIPELINE_TEST_PAUSE_AT") != phase:
         return
-    print(f"pipeline: test hook: paused at {phase}", file=sys.stderr, flush=True)
+    log.info("test hook: paused at %s", phase)
     resume = os.environ.get("PIPELINE_TEST_RESUME_FILE")
     while not (resume and os.path.exists(resume)):
         time.sleep(0.1)

@@ -8,22 +8,18 @@ DirectRunner the two designs measured about the same speed: README, "Benchmarks"
 from __future__ import annotations
 
 import hashlib
-import logging
-import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from pipeline import images, sharding
+from pipeline import images, progress, sharding
 from pipeline.dataset import quarantine
 from pipeline.dataset.storage import Storage, StorageError, join
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
 
 HASHES = "hashes"
-log = logging.getLogger("pipeline")
 
 
 def size_of(candidate) -> tuple[str, tuple[int, int]]:
@@ -52,7 +48,7 @@ class WriteShard(beam.DoFn):
 
     def setup(self):
         self.pool = ThreadPoolExecutor(self.fetch_threads)
-        self.seen, self.started, self.last_log = 0, time.monotonic(), time.monotonic()
+        self.progress = progress.Counter(self.storage, self.staging_url)   # the launcher's line
 
     def teardown(self):
         self.pool.shutdown(wait=False)
@@ -64,6 +60,7 @@ class WriteShard(beam.DoFn):
         for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
             if problem:
                 self.bad.inc()
+                self.progress.add(quarantined=1)
                 yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
                     candidate["id"], candidate["source"], problem))
                 continue
@@ -72,14 +69,16 @@ class WriteShard(beam.DoFn):
         for entry in shard.duplicate_ids:
             yield beam.pvalue.TaggedOutput(QUARANTINE, entry)
         self.written.inc(shard.count)
-        yield shard.write(self.storage, join(self.staging_url, file_name),
-                          split=split, index=index, shards=shards, file=file_name)
+        info = shard.write(self.storage, join(self.staging_url, file_name),
+                           split=split, index=index, shards=shards, file=file_name)
+        self.progress.add(quarantined=len(shard.duplicate_ids), shards=1)
+        yield info
 
     def _prepared(self, candidates):
         """Yield (candidate, PreparedImage, sha256 of the source bytes, problem) in id order."""
         for start in range(0, len(candidates), 256):   # bounded memory: 256 images in flight
             yield from self.pool.map(self._prepare, candidates[start:start + 256])
-            self._progress(min(256, len(candidates) - start))
+            self.progress.add(read=min(256, len(candidates) - start))
 
     def _prepare(self, candidate):
         try:
@@ -96,14 +95,6 @@ class WriteShard(beam.DoFn):
             raise     # the store failing after boto's retries: fail the job, never drop images
         except Exception as e:  # bytes PIL chokes on in a way it does not report as bad
             return candidate, None, None, f"unreadable object: {e}"
-
-    def _progress(self, n: int):
-        self.seen += n
-        now = time.monotonic()
-        if now - self.last_log >= 10:
-            self.last_log = now
-            rate = self.seen / (now - self.started)
-            log.warning("worker %d: %d images read (%.0f images/s)", os.getpid(), self.seen, rate)
 
 
 def unique_ids(candidates, shard: "ShardBuilder") -> list[dict]:

@@ -51,6 +51,12 @@ def test_two_ranks_train_identically_checkpoint_to_s3_and_resume(dataset, storag
     report = json.loads(storage.read_text(f"{checkpoints}/report.json"))
     losses = [epoch["loss"] for epoch in report["history"]]
     assert len(losses) == 2 and losses[1] < losses[0]
+    samples = report["samples"]                # per step (sampled): the curves' loss and LR
+    at = [s["epoch"] for s in samples]
+    assert at == sorted(at) and at[-1] == 2 and any(0 < e < 1 for e in at), at
+    peak = max(s["lr"] for s in samples)
+    assert samples[0]["lr"] < peak and samples[-1]["lr"] < peak        # warm-up, then decay
+    assert "training_curves" in report["plots"]
     assert report["world_size"] == 2 and report["test"]["examples"] == 150
     steps = report["steps_per_epoch"]
     assert storage.exists(f"{checkpoints}/ckpt-{2 * steps:08d}/COMMITTED")

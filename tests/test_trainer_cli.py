@@ -3,6 +3,7 @@ a diverging run stopped with its own exit code and nothing exported, record-leve
 announced. Real S3 server, the session's dataset published by the real Beam job."""
 import argparse
 import re
+import sys
 
 import pytest
 
@@ -64,3 +65,27 @@ def test_record_level_sharding_is_announced_with_the_counts(dataset, storage):
     train = f"train: {files} shard file(s) for {files + 1} processes: each process reads all of them"
     [line] = [line for line in lines if line.startswith(train)]
     assert line.endswith(f"keeps one record in {files + 1} ({manifest.splits['train'].num_records} records)")
+
+
+def test_an_error_only_rank_0_finds_is_one_line_with_no_traceback_from_the_other_rank(dataset, tmp_path):
+    """Rank 0 alone lists the checkpoints: a bucket that does not exist is its error alone, and
+    rank 1 (waiting for the outcome) stops quietly instead of tracing in a dead collective."""
+    result = run_cli(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m",
+                      *trainer(dataset, "s3://no-such-bucket/run", tmp_path, "--epochs", "1")])
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    errors = [line for line in output.splitlines() if "trainer: error:" in line]
+    assert len(errors) == 1 and "no-such-bucket" in errors[0], output[-3000:]
+    from_ranks = [line for line in output.splitlines() if re.match(r"\[\d+\]<std(err|out)>:", line)]
+    assert from_ranks and not [line for line in from_ranks if "Traceback" in line or "shut down" in line], \
+        output[-3000:]           # (horovodrun itself then raises "processes exited with non-zero status")
+
+
+def test_an_error_every_rank_finds_is_printed_once(dataset, tmp_path):
+    result = run_cli(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m",
+                      *trainer(dataset, "s3://fmnist/runs/bad-flags", tmp_path, "--epochs", "2",
+                               "--decay-epochs", "5", "--decay", "step")])
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "trainer: error:" in line]
+    assert result.returncode != 0 and len(errors) == 1, output[-3000:]
+    assert "must lie before --epochs 2" in errors[0], errors

@@ -93,3 +93,30 @@ def test_standardize_uses_manifest_statistics_or_plain_scaling():
     np.testing.assert_allclose(plain.numpy().ravel(), [0.0, 1.0])
     centred, _ = Standardize([0.5], [0.25])(image, 0)
     np.testing.assert_allclose(centred.numpy().ravel(), [-2.0, 2.0])
+
+
+def test_the_cycle_time_default_leaves_the_users_and_the_autotuners_choice():
+    from trainer.devices import DEFAULT_CYCLE_TIME_MS, default_cycle_time
+
+    unset = {}
+    assert default_cycle_time(unset) == DEFAULT_CYCLE_TIME_MS and unset == {"HOROVOD_CYCLE_TIME": "20"}
+    chosen = {"HOROVOD_CYCLE_TIME": "5"}
+    assert default_cycle_time(chosen) is None and chosen == {"HOROVOD_CYCLE_TIME": "5"}
+    tuned = {"HOROVOD_AUTOTUNE": "1"}
+    assert default_cycle_time(tuned) is None and "HOROVOD_CYCLE_TIME" not in tuned
+
+
+def test_an_error_is_agreed_on_every_rank_and_named_by_rank_when_not_all_found_it():
+    """The collective is replaced by the list it would return (the real one: test_trainer_cli)."""
+    from trainer import agree
+
+    def failing():
+        raise UsageError("bucket x does not exist")
+
+    with pytest.raises(agree.ReportedByRankZero):     # rank 1 stops, silently
+        agree.on_every_rank(lambda: 1, 1, lambda mine: [None, "bucket x does not exist"])
+    with pytest.raises(UsageError, match=r"^rank 1: bucket x does not exist$"):
+        agree.on_every_rank(lambda: 1, 0, lambda mine: [mine, "bucket x does not exist"])
+    with pytest.raises(UsageError, match=r"^bucket x does not exist$"):     # all ranks: no prefix
+        agree.on_every_rank(failing, 0, lambda mine: [mine, mine])
+    assert agree.on_rank_zero(lambda: {"step": 3}, 0, lambda value, root_rank: value) == {"step": 3}

@@ -16,12 +16,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dataset.manifest import DatasetNotFound
     from pipeline.dataset.storage import StorageError
     from pipeline.dataset.reader import ShardChecksumError
+    from trainer.agree import ReportedByRankZero
     from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
     from trainer.config import TrainConfig
     from trainer.train import train
 
     try:
         train(TrainConfig.from_args(args))
+    except ReportedByRankZero as e:      # rank 0 prints the one line for every rank
+        return e.code
     except Diverged as e:       # exit 3, so a scheduler can tell "diverged" from "bad input"
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return DIVERGED

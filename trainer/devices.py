@@ -79,3 +79,20 @@ def use_threads(threads: int) -> None:
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+
+
+# Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms to negotiate and fuse the
+# tensors that are ready. Its 1 ms default made hvd.init() double the step time on this
+# machine's CPUs in about 4 runs of 10 (benchmarks/trainer_scaling.py, README "Benchmarks");
+# the value below never did. Set only when neither the user (HOROVOD_CYCLE_TIME, horovodrun
+# --cycle-time-ms) nor Horovod's autotuner (horovodrun --autotune, which tunes it) decides.
+DEFAULT_CYCLE_TIME_MS = "20"
+
+
+def default_cycle_time(environ=os.environ) -> str | None:
+    """Set HOROVOD_CYCLE_TIME before hvd.init() unless it is chosen elsewhere; returns what
+    was set (None: left alone)."""
+    if "HOROVOD_CYCLE_TIME" in environ or environ.get("HOROVOD_AUTOTUNE") == "1":
+        return None
+    environ["HOROVOD_CYCLE_TIME"] = DEFAULT_CYCLE_TIME_MS
+    return DEFAULT_CYCLE_TIME_MS

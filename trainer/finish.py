@@ -20,7 +20,7 @@ def finish(storage, config, model, scored: dict, heads: list, shape, standardize
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
     report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
-              "plots": write_plots(storage, report["history"], scored, heads, result, report_url,
+              "plots": write_plots(storage, report, scored, heads, result, report_url,
                                    config.local_dir(0, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
     storage.write_text(report_url, json.dumps(report, indent=2))
@@ -39,13 +39,14 @@ def print_result(result: dict, scored: dict, heads: list) -> None:
         print(evaluate.format_confusion(scored[h.name][0], h.classes))
 
 
-def write_plots(storage, history, scored, heads, result, report_url, local_dir) -> dict:
+def write_plots(storage, report, scored, heads, result, report_url, local_dir) -> dict:
     """PNG files beside the report: training curves, and per head its confusion matrix (and
     ROC/PR for two classes); named confusion_matrix.png for one head on `label`,
     confusion_matrix_<attribute>.png for several."""
     made = {}
-    if history:
-        made["training_curves"] = plots.training_curves(history, os.path.join(local_dir, "training_curves.png"))
+    if report["history"]:
+        made["training_curves"] = plots.training_curves(report["history"], report.get("samples") or [],
+                                                        os.path.join(local_dir, "training_curves.png"))
     for h in heads:
         suffix = h.prefix and f"_{h.attribute}"
         name = f"confusion_matrix{suffix}"

@@ -32,14 +32,22 @@ class Position(keras.callbacks.Callback):
         self.batch += 1
 
 
+SAMPLES_PER_EPOCH = 25
+
+
 class ProgressLogger(keras.callbacks.Callback):
     """Every few seconds: epoch, step, loss, accuracy, learning rate, images/s (all ranks)."""
 
-    def __init__(self, epochs: int, position: Position, images_per_step: int, every: float, history: list):
+    def __init__(self, epochs: int, position: Position, images_per_step: int, every: float, history: list,
+                 samples: list | None = None):
         super().__init__()
         self.epochs, self.position, self.images_per_step, self.every = epochs, position, images_per_step, every
         self.steps = position.steps
         self.history = history
+        # About SAMPLES_PER_EPOCH (epoch, loss, lr) points per epoch for the report's curves:
+        # the warm-up and the decay's shape show, and the report stays small on long runs.
+        self.samples = samples if samples is not None else []
+        self.sample_every = max(1, self.steps // SAMPLES_PER_EPOCH)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_start = epoch, time.monotonic()
@@ -47,6 +55,10 @@ class ProgressLogger(keras.callbacks.Callback):
         self.last_step = self.first_step
 
     def on_train_batch_end(self, batch, logs=None):
+        done = self.position.batch
+        if done % self.sample_every == 0 or done == self.steps:
+            self.samples.append({"epoch": round(self.epoch + done / self.steps, 4),
+                                 "loss": float(logs["loss"]), "lr": self._lr()})
         now = time.monotonic()
         if now - self.last_print >= self.every:
             done = self.position.batch

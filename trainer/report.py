@@ -15,19 +15,30 @@ def _pyplot():
     return plt
 
 
-def training_curves(history: list[dict], path: str) -> str:
+def training_curves(history: list[dict], samples: list[dict], path: str) -> str:
+    """Loss and accuracy per epoch (train and validation), the training loss and the learning
+    rate as sampled during the epochs (`samples`: x = epochs done, 1.5 = half-way through the
+    second), on an axis of whole epochs."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    if samples:
+        axes[0].plot([s["epoch"] for s in samples], [s["loss"] for s in samples], "-", alpha=0.4,
+                     linewidth=1, label="train_loss (per step)")
     for ax, metric in zip(axes, ("loss", "accuracy")):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             values = [h.get(prefix + metric) for h in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
-        ax.set_xlabel("epoch"), ax.set_title(metric), ax.legend(), ax.grid(alpha=0.3)
-    axes[2].plot(epochs, [h.get("lr") for h in history], "-o")
-    axes[2].set_xlabel("epoch"), axes[2].set_title("learning rate (end of epoch)")
-    axes[2].grid(alpha=0.3)
+        ax.set_title(metric), ax.legend()
+    lr = samples or history
+    axes[2].plot([s["epoch"] for s in lr], [s.get("lr") for s in lr], "-" if samples else "-o")
+    axes[2].set_title("learning rate" + (" (per step)" if samples else " (end of epoch)"))
+    for ax in axes:
+        ax.set_xlabel("epoch"), ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, plt, path)
 
 

@@ -44,7 +44,8 @@ class Run:
     checkpoint: tf.train.Checkpoint
     store: CheckpointStore
     fault_flag: tf.Variable | None = None          # trainer/faults.py, tests only
-    history: list = dataclasses.field(default_factory=list)
+    history: list = dataclasses.field(default_factory=list)        # one entry per epoch
+    samples: list = dataclasses.field(default_factory=list)        # (epoch, loss, lr), per step
 
     @property
     def steps(self) -> int:
@@ -79,7 +80,7 @@ class Run:
         images_per_step = self.batches.per_rank * hvd.size()
         moment = lambda: {"loss_scale": precision.loss_scale(optimizer)}   # noqa: E731
         callbacks += [ProgressLogger(self.config.epochs, position, images_per_step, outputs.log_every,
-                                     self.history),
+                                     self.history, self.samples),
                       Checkpointing(self.store, self.checkpoint, position, outputs.checkpoint_every,
                                     self.checkpoint_meta(), moment)]
         if outputs.profile:

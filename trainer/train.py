@@ -13,7 +13,7 @@ import horovod.tensorflow.keras as hvd
 from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.storage import Storage
-from trainer import data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
+from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
 from trainer.batching import BatchPlan, plan_batches
 from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
@@ -31,13 +31,11 @@ __all__ = ["train", "UsageError"]
 def train(config: TrainConfig) -> dict | None:
     started = time.monotonic()
     storage = Storage(endpoint_url=config.s3_endpoint_url)
-    check_flags(config)                                   # fail before any process waits on others
-    manifest = read_manifest(storage, config.inputs.dataset)
-    heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
     if config.outputs.profile:
         os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
     keras.utils.set_random_seed(config.inputs.seed)  # first: the input order and the weights come from it
     keras.backend.experimental.enable_tf_random_generator()   # dropout's RNG state can be saved
+    devices.default_cycle_time()                          # read by hvd.init()
     hvd.init()
     # Horovod: one GPU per rank, picked by the local rank, before the first TensorFlow op.
     device = devices.place(hvd.local_rank(), hvd.local_size())
@@ -47,25 +45,22 @@ def train(config: TrainConfig) -> dict | None:
     precision.set_xla(config.devices.xla)
     rank, size = hvd.rank(), hvd.size()
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
-    shape = image_shape(manifest)
+    on_every_rank, on_rank_zero = agreement(elastic, rank)
+    manifest, heads, shape = on_every_rank(lambda: checked_inputs(config, storage))
     say = print if rank == 0 else (lambda *a, **k: None)
     if hvd.local_rank() == 0:
         print(f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
               f"{'one GPU each (memory growth on)' if device != 'CPU' else 'CPU only'}, "
               f"{threads} CPU thread(s) each", flush=True)
 
-    # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone.
-    # Elastic: no collective before the elastic loop (a process that joins later would wait in
-    # it forever); each reads the listing itself and rank 0's state is broadcast at the start.
+    # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone
+    # (elastic: each rank reads the listing; rank 0's state is broadcast at the start).
     store = CheckpointStore(storage, config.outputs.checkpoint_dir, config.local_dir(rank, "checkpoints"),
                             config.outputs.keep_checkpoints)
-    if elastic:
-        latest = latest_position(store)
-    else:
-        latest = hvd_tf.broadcast_object(latest_position(store) if rank == 0 else None, root_rank=0)
-    batches = plan_batches(manifest.splits["train"].num_records, size, config.batch_size,
-                           config.devices.accumulate, config.global_batch_size,
-                           (latest or {}).get("global_batch"), elastic)
+    latest = on_rank_zero(lambda: latest_position(store))
+    batches = on_every_rank(lambda: plan_batches(
+        manifest.splits["train"].num_records, size, config.batch_size, config.devices.accumulate,
+        config.global_batch_size, (latest or {}).get("global_batch"), elastic))
     config = resolve_augmentation(config, batches, say)
     d = config.devices
     say(f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
@@ -91,7 +86,7 @@ def train(config: TrainConfig) -> dict | None:
                              heads, config.model.weight_decay)
     warm = None
     if config.model.init_from and latest is None:
-        warm = warm_start(storage, config, model, rank)
+        warm = on_every_rank(lambda: warm_start(storage, config, model, rank))
         say(f"initialised from {warm['source']}: restored {len(warm['restored'])} layers, "
             f"new: {', '.join(warm['new']) or 'none'}", flush=True)
     frozen = (warmstart.freeze(model, config.model.freeze, config.model.unfreeze_top)
@@ -133,10 +128,29 @@ def train(config: TrainConfig) -> dict | None:
               "elastic": elastic, "epochs": config.epochs, "resumed_from": latest, "steps_per_epoch": steps,
               "global_batch": batches.global_batch, "updates_per_epoch": batches.updates_per_epoch,
               "device": device, "loss_scale": precision.loss_scale(optimizer), "history": run.history,
+              "samples": run.samples,
               "init_from": warm, "frozen": frozen, "settings": config.settings(),
               "tensorboard": run.tensorboard_url, "input_check": checked}
     return finish(storage, config, model, scored, heads, shape, data.Standardize.from_manifest(manifest),
                   started, report)
+
+
+def agreement(elastic: bool, rank: int):
+    """How a check before training runs: on every rank, or on rank 0 for everyone, its failure
+    reaching every rank (trainer/agree.py). Elastic: no collective before the elastic loop (a
+    process that joins later would wait in it forever), so each rank checks for itself."""
+    if elastic:
+        return (lambda check: check()), (lambda check: check())
+    return (lambda check: agree.on_every_rank(check, rank, hvd_tf.allgather_object),
+            lambda check: agree.on_rank_zero(check, rank, hvd_tf.broadcast_object))
+
+
+def checked_inputs(config: TrainConfig, storage: Storage):
+    """The flags checked, then the dataset's manifest, heads and image shape."""
+    check_flags(config)
+    manifest = read_manifest(storage, config.inputs.dataset)
+    heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
+    return manifest, heads, image_shape(manifest)
 
 
 def compile_args(heads, manifest, o, fault_flag) -> dict:

@@ -61,6 +61,27 @@ def _upload_part(args) -> int:
     return stop - start
 
 
+def uploaded(storage: Storage, root: str, limit: int | None = None) -> dict | None:
+    """The URLs of an upload of the same images already complete at `root`, else None.
+    labels.csv is written after every image and classes.txt last, so both present with the
+    expected rows means every image is there."""
+    urls = urls_at(root)
+    try:
+        if not storage.exists(urls["classes"]):
+            return None
+        rows = storage.read_text(urls["labels"]).count("\n") - 1
+    except FileNotFoundError:
+        return None
+    expected = sum(len(load(split)[1]) if limit is None else min(limit, len(load(split)[1]))
+                   for split in FILES)
+    return urls if rows == expected else None
+
+
+def urls_at(root: str) -> dict:
+    return {"images": join(root, "images"), "labels": join(root, "labels.csv"),
+            "classes": join(root, "classes.txt")}
+
+
 def upload(storage: Storage, root: str, limit: int | None = None, processes: int = 4,
            log=print) -> dict:
     """Write <root>/images/<split>/<n>.png, <root>/labels.csv and <root>/classes.txt.
@@ -89,8 +110,7 @@ def upload(storage: Storage, root: str, limit: int | None = None, processes: int
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["key", "label", "split"])
     writer.writerows(rows)
-    urls = {"images": join(root, "images"), "labels": join(root, "labels.csv"),
-            "classes": join(root, "classes.txt")}
+    urls = urls_at(root)
     storage.write_text(urls["labels"], text.getvalue())
     storage.write_text(urls["classes"], "\n".join(CLASSES) + "\n")
     return urls

@@ -1,8 +1,10 @@
 """A local S3-compatible server (moto's server: real S3 over HTTP) on 127.0.0.1.
 
-    python -m infra.local.s3server [--port 9000] [--check-credentials]   # foreground, Ctrl-C stops it
+    python -m infra.local.s3server [--port 9000] [--data-dir D] [--check-credentials]
+                                                       # foreground, Ctrl-C stops it
 
-By default it accepts any credentials. With check_credentials it checks them as AWS does
+By default it keeps everything in memory; with a data directory the buckets outlive a restart
+(infra/local/s3persist.py). By default it accepts any credentials. With check_credentials it checks them as AWS does
 (signature and access key, through moto's IAM): it creates one IAM user with an access key that
 may do everything, then switches authentication on (moto's /moto-api/reset-auth, the
 server-mode form of INITIAL_NO_AUTH_ACTION_COUNT), and `env()` hands out that key.
@@ -35,6 +37,9 @@ def dies_with_parent(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,8 +49,10 @@ def free_port() -> int:
 class LocalS3:
     """Start/stop a moto S3 server in its own process; `env()` points boto3 at it."""
 
-    def __init__(self, port: int = 0, log_path: str | None = None, check_credentials: bool = False):
+    def __init__(self, port: int = 0, log_path: str | None = None, check_credentials: bool = False,
+                 data_dir: str | None = None):
         self.port = port or free_port()
+        self.data_dir = data_dir
         self.log_path = log_path or os.devnull
         self.process: subprocess.Popen | None = None
         self.check_credentials = check_credentials
@@ -60,9 +67,11 @@ class LocalS3:
 
     def start(self, timeout: float = 30.0) -> "LocalS3":
         log = open(self.log_path, "ab")
+        server = (["infra.local.s3persist", "--data-dir", os.path.abspath(self.data_dir)]
+                  if self.data_dir else ["moto.server"])
         self.process = subprocess.Popen(
-            dies_with_parent([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]),
-            stdout=log, stderr=subprocess.STDOUT)
+            dies_with_parent([sys.executable, "-m", *server, "-H", "127.0.0.1", "-p", str(self.port)]),
+            stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -117,11 +126,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.local.s3server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--data-dir", help="keep the buckets in this directory across restarts "
+                        "(default: in memory only)")
     parser.add_argument("--check-credentials", action="store_true",
                         help="refuse requests not signed with the key printed below")
     args = parser.parse_args(argv)
-    with LocalS3(args.port, check_credentials=args.check_credentials) as server:
-        print(f"S3 server on {server.endpoint_url}; export:")
+    with LocalS3(args.port, check_credentials=args.check_credentials, data_dir=args.data_dir) as server:
+        kept = f"buckets kept in {args.data_dir}" if args.data_dir else "in memory only"
+        print(f"S3 server on {server.endpoint_url} ({kept}); export:")
         for k, v in server.env().items():
             print(f"  export {k}={v}")
         try:

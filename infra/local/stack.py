@@ -1,13 +1,15 @@
 """The local stack (S3 server, and Cassandra when infra/local/cassandra.py is present) by hand:
 
-    python -m infra.stack up [--s3-port 9000] [--no-cassandra]   # start in the background
+    python -m infra.stack up [--s3-port 9000] [--s3-data-dir D] [--no-cassandra]   # in the background
     eval "$(python -m infra.stack env)"                           # point this shell at it
     python -m infra.stack status
     python -m infra.stack down
 
 `up` starts one background process (`serve`) that owns the servers and writes their endpoints
 to <state-dir>/stack.json; `down` stops it (and with it the servers). The S3 server keeps its
-data in memory: `down` forgets everything. Logs: <state-dir>/*.log.
+buckets in <state-dir>/s3-data (or --s3-data-dir), so what was uploaded or ingested before a
+`down` is there after the next `up`; --s3-data-dir "" keeps them in memory only. Logs:
+<state-dir>/*.log.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def serve(args) -> int:
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    s3 = LocalS3(args.s3_port, log_path=os.path.join(args.state_dir, "s3.log")).start()
+    s3 = LocalS3(args.s3_port, log_path=os.path.join(args.state_dir, "s3.log"),
+                 data_dir=s3_data_dir(args)).start()
     cassandra = None
     state = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "env": s3.env(), "s3": s3.endpoint_url, "cassandra": None}
@@ -87,6 +90,13 @@ def serve(args) -> int:
     return 0
 
 
+def s3_data_dir(args) -> str | None:
+    """Where the S3 server keeps its buckets: --s3-data-dir, else <state-dir>/s3-data; "" = memory."""
+    if args.s3_data_dir is None:
+        return os.path.join(args.state_dir, "s3-data")
+    return args.s3_data_dir or None
+
+
 def write_atomically(path: str, text: str) -> None:
     with open(path + ".tmp", "w") as f:
         f.write(text)
@@ -101,7 +111,8 @@ def up(args) -> int:
         return 0
     os.makedirs(args.state_dir, exist_ok=True)
     command = [sys.executable, "-m", "infra.local.stack", "--state-dir", args.state_dir, "serve",
-               "--s3-port", str(args.s3_port)] + (["--no-cassandra"] if args.no_cassandra else [])
+               "--s3-port", str(args.s3_port), "--s3-data-dir", s3_data_dir(args) or ""] + \
+        (["--no-cassandra"] if args.no_cassandra else [])
     with open(os.path.join(args.state_dir, "stack.log"), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)        # outlives this command
@@ -109,7 +120,8 @@ def up(args) -> int:
     while time.monotonic() < deadline:
         state = read_state(args.state_dir)
         if state and state["pid"] == process.pid:
-            print(f"stack: up (pid {process.pid}); S3 at {state['s3']}; Cassandra "
+            kept = s3_data_dir(args) or "memory only"
+            print(f"stack: up (pid {process.pid}); S3 at {state['s3']} (buckets in {kept}); Cassandra "
                   f"{state['cassandra'] or 'not started (infra/local/cassandra.py absent or --no-cassandra)'}")
             if state["cassandra"]:
                 from infra.local.cassandra import PROTOCOL_VERSION
@@ -177,6 +189,8 @@ def main(argv=None) -> int:
     for name, help_text in (("up", "start in the background"), ("serve", "run in the foreground (what up starts)")):
         c = commands.add_parser(name, help=help_text)
         c.add_argument("--s3-port", type=int, default=9000)
+        c.add_argument("--s3-data-dir", help="where the S3 server keeps its buckets across "
+                       "restarts; \"\" for memory only (default: <state-dir>/s3-data)")
         c.add_argument("--no-cassandra", action="store_true", help="S3 only")
     commands.add_parser("down", help="stop it")
     commands.add_parser("status", help="is it up and answering? (exit 0 yes, 3 not running)")
