@@ -113,11 +113,10 @@ def commit_run(storage, plan):
         problem = (f"--strict_classes: no records for "
                    f"{', '.join(publish_checks.empty_classes(request))}")
     if problem:
-        kept = join(plan.output, f"refused-{plan.run_id}.quarantine.jsonl")
-        publish_checks.keep_quarantine(storage, kept, request)
+        kept = join(plan.output, f"refused-{plan.run_id}")
+        entries = publish_checks.keep_quarantine(storage, plan.staging, kept, request)
         raise publish_checks.Unpublishable(
-            f"nothing published: {problem}; {len(request['quarantine']):,} quarantine "
-            f"entries are in {kept}")
+            f"nothing published: {problem}; {entries:,} quarantine entries are in {kept}/")
     for line in publish_checks.warnings(request):
         log.warning(line)
     return publish(storage, plan.staging, plan.output, request, plan.overwrite, plan.keep_versions)

@@ -3,10 +3,11 @@ manifest, as a short chain of labelled composite transforms (each testable on a 
 
     ReadSource ─ LabelSpace ─ CheckRows ─ WriteShards ─ DropDuplicates ─ Publish (staged request)
         │                        │            │               │              ▲
-        └────────── quarantine ──┴────────────┴───────────────┴──────────────┘
+        └────────── quarantine ──┴────────────┴───────────────┴─ WriteQuarantine (files)
 
 WriteShards groups ids and URLs by shard; each shard's writer reads its own images, so image
-bytes from S3 or disk never go through a shuffle."""
+bytes from S3 or disk never go through a shuffle. Quarantine entries are written to files by the
+workers too; what reaches Publish is one small info per shard and per quarantine file."""
 from __future__ import annotations
 
 import apache_beam as beam
@@ -16,6 +17,7 @@ from pipeline.dedupe import DropDuplicates
 from pipeline.dataset.storage import Storage
 from pipeline.plan import Plan
 from pipeline.publish import Publish
+from pipeline.quarantine_files import WriteQuarantine
 from pipeline.shard import WriteShard, WriteShards
 from pipeline.sources.cassandra.read import ReadRows
 from pipeline.sources.files import ReadFileRows
@@ -32,7 +34,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
         writer, space, plan.num_shards, plan.num_readers, plan.target_shard_bytes)
     infos, duplicates = (infos, hashes) | "DropDuplicates" >> DropDuplicates(
         storage, plan.staging, plan.max_pixels, space)
-    quarantine = (rejected, unlabelled, unreadable, duplicates) | "AllQuarantined" >> beam.Flatten()
+    quarantine = ((rejected, unlabelled, unreadable, duplicates) | "AllQuarantined" >> beam.Flatten()
+                  | "WriteQuarantine" >> WriteQuarantine(storage, plan.staging))
     source = {"layout": plan.layout, "images": plan.source, "labels": plan.labels, "span": plan.span}
     # The workers stage the dataset; the launcher commits it afterwards (pipeline/publish.py).
     _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.name, source, space)

@@ -2,10 +2,11 @@
 relies on is ever changed in place.
 
 1. `Publish` (the job's last transform, once every shard is written) fills the shard indices no
-   record hashed to and writes the publish request (`publish.json`: every shard's info and the
-   quarantine list) into the run's staging folder. Workers never touch the published dataset.
+   record hashed to and writes the publish request (`publish.json`: the info of every shard and
+   of every quarantine file) into the run's staging folder. Workers never touch the published
+   dataset.
 2. `publish()` runs in the launcher after the pipeline has finished (as TFDS finalizes from
-   what the workers returned): it moves the staged shards into a new version folder
+   what the workers returned): it moves the staged shards and quarantine files into a new version folder
    `<output>/v-<id>/`, id = sha256 of that version's manifest (the same input gives the same
    version and a byte-identical manifest), writes the version's own manifest, then commits by
    writing `<output>/manifest.json` with a conditional PUT (create-only, or
@@ -18,7 +19,6 @@ no error.
 """
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
@@ -27,10 +27,9 @@ import time
 
 import apache_beam as beam
 
-from pipeline import sharding, versions
-from pipeline.dataset.manifest import (MANIFEST_NAME, QUARANTINE_NAME, SPLITS, VERSION_PREFIX,
-                                       Manifest, Shard, Split, write_manifest)
-from pipeline.dataset.quarantine import reason_kind
+from pipeline import quarantine_files, sharding, versions
+from pipeline.dataset.manifest import (MANIFEST_NAME, SPLITS, VERSION_PREFIX, Manifest, Shard,
+                                       Split, write_manifest)
 from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.shard_file import ShardBuilder
 
@@ -43,7 +42,7 @@ class PublishConflict(Exception):
 
 
 class Publish(beam.PTransform):
-    """(shard infos, quarantine entries) -> the staging folder's URL, once every shard is
+    """(shard infos, quarantine file infos) -> the staging folder's URL, once every file is
     written: the publish request is staged for the launcher to commit."""
 
     def __init__(self, storage: Storage, staging_url: str, name: str, source: dict, space):
@@ -66,7 +65,7 @@ def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict
     the same bytes)."""
     request = {"name": name, "space": space, "source": source,
                "shards": fill_empty_shards(storage, staging_url, name, space, infos),
-               "quarantine": sorted(bad, key=lambda q: (q["id"], q["reason"]))}
+               "quarantine": sorted(bad, key=lambda q: q["file"])}
     storage.write_text(join(staging_url, REQUEST_NAME), json.dumps(request, sort_keys=True))
     return staging_url
 
@@ -121,8 +120,12 @@ def place(storage: Storage, staging_url: str, version_url: str, request: dict,
             raise FileNotFoundError(f"staged shard {staged} is missing")
         if n == 0:
             pause_for_test("placing")
-    storage.write_text(join(version_url, QUARANTINE_NAME),
-                       "".join(json.dumps(q, sort_keys=True) + "\n" for q in request["quarantine"]))
+    for info in request["quarantine"]:
+        staged, final = join(staging_url, info["file"]), join(version_url, info["file"])
+        if storage.exists(staged):
+            storage.move(staged, final)
+        elif not storage.exists(final):
+            raise FileNotFoundError(f"staged quarantine file {staged} is missing")
     write_manifest(storage, version_url, version)
 
 
@@ -186,15 +189,14 @@ def build_manifest(name, space, shard_infos, quarantine, source) -> Manifest:
                                   for c in range(len(names))]
                               for a, names in space["attributes"].items()})
     shapes = {tuple(s) for i in shard_infos for s in i["shapes"]}
-    by_reason = collections.Counter(reason_kind(q["reason"]) for q in quarantine)
+    bad = quarantine_files.summary(quarantine)
     return Manifest(
         name=name, classes=classes,
         image_shape=list(shapes.pop()) if len(shapes) == 1 else None,
         splits=splits,
-        quarantine={"count": len(quarantine), "by_reason": dict(sorted(by_reason.items())),
-                    "file": QUARANTINE_NAME},
+        quarantine=bad,
         source=source, label_attributes=space["attributes"],
-        duplicates=by_reason.get("duplicate", 0),
+        duplicates=bad["by_reason"].get("duplicate", 0),
         empty_classes=[c for k, c in enumerate(classes)
                        if not any(s.class_counts[k] for s in splits.values())])
 

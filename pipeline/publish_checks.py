@@ -4,10 +4,9 @@ warning line per problem, each naming the flag that fixes it."""
 from __future__ import annotations
 
 import collections
-import json
 
 from pipeline.dataset.manifest import SPLITS
-from pipeline.dataset.storage import Storage
+from pipeline.dataset.storage import Storage, join
 
 
 class Unpublishable(Exception):
@@ -70,7 +69,9 @@ def channel_counts(request: dict) -> dict[int, int]:
     return dict(counts)
 
 
-def keep_quarantine(storage: Storage, url: str, request: dict) -> None:
-    """A refused run's quarantine list, for inspection (nothing else of the run is kept)."""
-    storage.write_text(url, "".join(json.dumps(q, sort_keys=True) + "\n"
-                                    for q in request["quarantine"]))
+def keep_quarantine(storage: Storage, staging_url: str, folder_url: str, request: dict) -> int:
+    """A refused run's quarantine files, moved to `folder_url` for inspection (nothing else of
+    the run is kept); returns the number of entries."""
+    for info in request["quarantine"]:
+        storage.move(join(staging_url, info["file"]), join(folder_url, info["file"]))
+    return sum(info["entries"] for info in request["quarantine"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
-import json
 import os
 import random
 import threading
@@ -241,6 +240,7 @@ def small_table(cassandra) -> str:
 def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
     from pipeline.dataset.manifest import read_manifest
     from pipeline.dataset.storage import Storage
+    from pipeline.dataset.quarantine import read_entries
 
     output = str(tmp_path / "dataset")
     result = run_cli(["pipeline", "--source", small_table, "--output", output,
@@ -252,12 +252,11 @@ def test_cli_ingests_a_table_and_quarantines_bad_rows(small_table, tmp_path):
     counts = {name: split.num_records for name, split in manifest.splits.items()}
     assert sum(counts.values()) + manifest.duplicates == 300, counts
     assert manifest.quarantine["count"] == 6, manifest.quarantine
-    reasons = [json.loads(line)["reason"].split(":")[0]
-               for line in open(os.path.join(output, manifest.quarantine["file"]))]
+    entries = list(read_entries(Storage(), output, manifest.quarantine))
+    reasons = [entry["reason"].split(":")[0] for entry in entries]
     assert sorted(reasons) == sorted(["empty image", "empty image", "not an image (unrecognised bytes)", "corrupt image",
                                       "unknown label", "missing label"]), reasons
-    assert all(json.loads(line)["source"].startswith(small_table + "/")
-               for line in open(os.path.join(output, manifest.quarantine["file"])))
+    assert all(entry["source"].startswith(small_table + "/") for entry in entries)
 
 
 @pytest.mark.parametrize("change, words", [

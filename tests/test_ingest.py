@@ -4,7 +4,8 @@ import json
 import tensorflow as tf
 
 from pipeline.dataset import records
-from pipeline.dataset.manifest import QUARANTINE_NAME, read_manifest
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.quarantine import read_entries
 from pipeline.dataset.storage import file_digest, join
 from tests.conftest import IMAGES_PER_SPLIT, run_cli
 from tests.helpers import png
@@ -75,9 +76,8 @@ def test_every_good_image_lands_in_exactly_one_split_and_bad_ones_are_quarantine
     for split, info in manifest.splits.items():
         assert sum(info.class_counts) == info.num_records == len(found[split])
 
-    assert manifest.quarantine["file"] == f"{manifest.version}/{QUARANTINE_NAME}"
-    quarantined = [json.loads(line) for line in
-                   storage.read_text(join(output, manifest.quarantine["file"])).splitlines()]
+    assert manifest.quarantine["files"] == [f"{manifest.version}/quarantine-00000-of-00001.jsonl"]
+    quarantined = list(read_entries(storage, output, manifest.quarantine))
     assert {q["id"] for q in quarantined} == set(BAD_OBJECTS)
     for q in quarantined:
         assert q["reason"].startswith(BAD_OBJECTS[q["id"]][1]), q

@@ -83,8 +83,9 @@ def test_classes_that_match_no_image_publish_nothing(tmp_path):
     last = one_clear_line(result, "nothing published", "no records")
     assert not (output / "manifest.json").exists()
     kept = [p for p in os.listdir(output) if p.startswith("refused-")]
-    assert len(kept) == 1 and kept[0] in last
-    entries = [json.loads(line) for line in (output / kept[0]).read_text().splitlines()]
+    assert len(kept) == 1 and f"{kept[0]}/" in last
+    entries = [json.loads(line) for name in os.listdir(output / kept[0])
+               for line in (output / kept[0] / name).read_text().splitlines()]
     assert len(entries) == 6 and all("unknown label" in e["reason"] for e in entries)
 
 

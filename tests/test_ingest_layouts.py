@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from pipeline.dataset.manifest import QUARANTINE_NAME, read_manifest
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.quarantine import read_entries
 from pipeline.dataset.storage import join
 from tests.conftest import ROOT, run_cli
 from tests.helpers import jpeg, png, png_header_only
@@ -38,9 +39,8 @@ def ingest(source, output, *extra):
 
 def quarantined(storage, output) -> dict[str, str]:
     manifest = read_manifest(storage, output)
-    assert manifest.quarantine["file"] == f"{manifest.version}/{QUARANTINE_NAME}"
-    lines = storage.read_text(join(output, manifest.quarantine["file"])).splitlines()
-    return {q["id"]: q["reason"] for q in map(json.loads, lines)}
+    assert manifest.quarantine["files"] == [f"{manifest.version}/quarantine-00000-of-00001.jsonl"]
+    return {q["id"]: q["reason"] for q in read_entries(storage, output, manifest.quarantine)}
 
 
 BAD_FILES = {  # folder layout: key -> (bytes, reason the quarantine must give)

@@ -12,7 +12,7 @@ keeps each version in its own folder, named by the content (`v-<sha256 of its ma
     <dataset>/manifest.json            the commit point: names files as v-<id>/<file>
     <dataset>/v-<id>/manifest.json     the same version on its own (files relative to v-<id>/)
     <dataset>/v-<id>/PUBLISHED.json    when it was committed (orders versions for retiring)
-    <dataset>/v-<id>/<shard files>, quarantine.jsonl
+    <dataset>/v-<id>/<shard files>, quarantine-<i>-of-<n>.jsonl (older: quarantine.jsonl)
 
 Older datasets keep their files beside the manifest ("flat"); readers handle both alike, since
 they only ever join the dataset URL with a shard's relative name.
@@ -23,6 +23,7 @@ import dataclasses
 import json
 
 from pipeline.dataset import records
+from pipeline.dataset.quarantine import files as quarantine_files
 from pipeline.dataset.storage import Storage, join
 
 MANIFEST_NAME = "manifest.json"
@@ -69,7 +70,7 @@ class Manifest:
     classes: list[str]
     image_shape: list[int] | None     # [height, width, channels] when all images agree
     splits: dict[str, Split]
-    quarantine: dict                   # {"count": n, "by_reason": {...}, "file": ...}
+    quarantine: dict                   # {"count": n, "by_reason": {...}, "files": [...]}
     source: dict
     format_version: int = records.FORMAT_VERSION
     # Multi-label data (one label per attribute): attribute -> its classes. `classes` are those of
@@ -131,17 +132,19 @@ class Manifest:
     def files(self) -> list[str]:
         """Every file it names, relative to the dataset directory (shards, then the quarantine)."""
         shards = [s.file for split in self.splits.values() for s in split.shards]
-        return shards + ([self.quarantine["file"]] if self.quarantine.get("file") else [])
+        return shards + quarantine_files(self.quarantine)
 
     def under(self, folder: str) -> "Manifest":
         """The same manifest seen from the parent of `folder`: every file is `folder/<file>`."""
         splits = {name: dataclasses.replace(s, shards=[dataclasses.replace(x, file=f"{folder}/{x.file}")
                                                        for x in s.shards])
                   for name, s in self.splits.items()}
-        quarantine = dict(self.quarantine)
-        if quarantine.get("file"):
-            quarantine["file"] = f"{folder}/{quarantine['file']}"
-        return dataclasses.replace(self, splits=splits, quarantine=quarantine)
+        moved = dict(self.quarantine)
+        if moved.get("file"):
+            moved["file"] = f"{folder}/{moved['file']}"
+        if moved.get("files") is not None:
+            moved["files"] = [f"{folder}/{name}" for name in moved["files"]]
+        return dataclasses.replace(self, splits=splits, quarantine=moved)
 
 
 def read_manifest(storage: Storage, dataset_url: str) -> Manifest:

@@ -191,17 +191,28 @@ class Storage:
         response = self._call("read", url, self.s3.get_object, Bucket=bucket, Key=key)
         return self._call("read", url, response["Body"].read), response["ETag"]
 
+    def size(self, url: str) -> int:
+        if not is_s3(check_url(url)):
+            return os.path.getsize(url)
+        bucket, key = split_s3(url)
+        return self._call("stat", url, self.s3.head_object, Bucket=bucket, Key=key)["ContentLength"]
+
     def read_head(self, url: str, size: int) -> bytes:
         """The first `size` bytes (a ranged GET): enough to check a huge file's format."""
+        return self.read_range(url, 0, size)
+
+    def read_range(self, url: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) (fewer at the end of the file; a ranged GET on S3)."""
         if not is_s3(check_url(url)):
             with open(url, "rb") as f:
-                return f.read(size)
+                f.seek(start)
+                return f.read(max(0, end - start))
         bucket, key = split_s3(url)
         try:
             response = self._call("read", url, self.s3.get_object, Bucket=bucket, Key=key,
-                                  Range=f"bytes=0-{size - 1}")
+                                  Range=f"bytes={start}-{end - 1}")
         except StorageError as e:
-            if "InvalidRange" in str(e):          # an empty object has no byte 0
+            if "InvalidRange" in str(e):          # past the end (an empty object has no byte 0)
                 return b""
             raise
         return self._call("read", url, response["Body"].read)

@@ -1,6 +1,11 @@
 """The `labels` layout: images anywhere under the prefix plus a labels file, CSV
 (`key,label[,split]`, extra columns ignored) or JSONL (`{"key": ..., "label": ..., "split": ...}`);
-the key is the object path relative to the prefix."""
+the key is the object path relative to the prefix.
+
+The file is read in parts of RANGE_BYTES by many workers (ranged reads), as Beam's text sources
+split files: a part's rows are the lines that begin in it, so a labels file of 10^9 rows (~50 GB)
+is never in one worker's memory. (A CSV field quoted across a line break is therefore not
+supported in files larger than one part.)"""
 from __future__ import annotations
 
 import csv
@@ -21,9 +26,19 @@ class LabelsFileError(ValueError):
     pass
 
 
-def parse_labels(text: str, where: str) -> Iterator[tuple[str, dict]]:
-    """Yield (key, {"label": ..., "split": ...}) per row of a labels file (CSV or JSONL)."""
-    rows = _jsonl_rows(text, where) if where.endswith((".jsonl", ".json")) else _csv_rows(text, where)
+RANGE_BYTES = 64 * 2**20          # one worker's part of the labels file
+HEADER_BYTES = 2**20              # where the CSV header line must end
+
+
+def is_jsonl(url: str) -> bool:
+    return url.endswith((".jsonl", ".json"))
+
+
+def parse_labels(text: str, where: str, header: list[str] | None = None,
+                 offset: int = 0) -> Iterator[tuple[str, dict]]:
+    """Yield (key, {"label": ..., "split": ...}) per row of a labels file (CSV or JSONL), or
+    of a part of one that starts at byte `offset` (a CSV part after the first gets the header)."""
+    rows = _jsonl_rows(text, where, offset) if is_jsonl(where) else _csv_rows(text, where, header)
     for row in rows:
         key = str(row.get("key") or "").strip()
         if key:
@@ -31,8 +46,8 @@ def parse_labels(text: str, where: str) -> Iterator[tuple[str, dict]]:
                         "split": str(row.get("split") or "").strip()}
 
 
-def _csv_rows(text: str, where: str) -> Iterator[dict]:
-    reader = csv.DictReader(io.StringIO(text))
+def _csv_rows(text: str, where: str, header: list[str] | None = None) -> Iterator[dict]:
+    reader = csv.DictReader(io.StringIO(text), fieldnames=header)
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise LabelsFileError(f"labels file {where} has no column(s) {', '.join(missing)} "
@@ -40,25 +55,75 @@ def _csv_rows(text: str, where: str) -> Iterator[dict]:
     yield from reader
 
 
-def _jsonl_rows(text: str, where: str) -> Iterator[dict]:
+def _jsonl_rows(text: str, where: str, offset: int = 0) -> Iterator[dict]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        at = f"line {number}" if offset == 0 else f"line {number} after byte {offset}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LabelsFileError(f"labels file {where} line {number} is not JSON: {e}") from None
+            raise LabelsFileError(f"labels file {where} {at} is not JSON: {e}") from None
         if not isinstance(row, dict) or "key" not in row:
-            raise LabelsFileError(f"labels file {where} line {number} has no \"key\"")
+            raise LabelsFileError(f"labels file {where} {at} has no \"key\"")
         yield row
 
 
-class ReadLabels(beam.DoFn):
+def csv_header(storage: Storage, url: str) -> list[str]:
+    head = storage.read_head(url, HEADER_BYTES).decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(head.split("\n", 1)[0])), [])
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        raise LabelsFileError(f"labels file {url} has no column(s) {', '.join(missing)} "
+                              f"in its header (found: {header})")
+    return header
+
+
+def lines_in(storage: Storage, url: str, start: int, end: int) -> bytes:
+    """The lines that begin in bytes [start, end) of the file, the last one read to its end."""
+    data = storage.read_range(url, start - 1 if start else 0, end)
+    if start:                        # the line running into this part belongs to the previous
+        cut = data.find(b"\n")
+        data = data[cut + 1:] if cut >= 0 else b""
+    at = end
+    while data and not data.endswith(b"\n"):
+        more = storage.read_range(url, at, at + HEADER_BYTES)
+        cut = more.find(b"\n")
+        data += more if cut < 0 else more[:cut + 1]
+        if cut >= 0 or not more:
+            break
+        at += len(more)
+    return data
+
+
+class SplitLabelsFile(beam.DoFn):
+    """labels URL -> its parts (url, start, end, CSV header or None), for many readers."""
+
+    def __init__(self, storage: Storage, range_bytes: int = RANGE_BYTES):
+        self.storage, self.range_bytes = storage, range_bytes
+
+    def process(self, url: str):
+        size = self.storage.size(url)
+        header = None if is_jsonl(url) else csv_header(self.storage, url)
+        for start in range(0, size, self.range_bytes):
+            yield url, start, min(start + self.range_bytes, size), header
+
+
+class ReadLabelsPart(beam.DoFn):
+    """(url, start, end, header) -> (key, {"label", "split"}) for the rows that begin there."""
+
     def __init__(self, storage: Storage):
         self.storage = storage
 
-    def process(self, url: str):
-        yield from parse_labels(self.storage.read_text(url), url)
+    def process(self, part):
+        url, start, end, header = part
+        data = lines_in(self.storage, url, start, end)
+        try:
+            text = data.decode("utf-8-sig" if start == 0 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise LabelsFileError(f"labels file {url} is not UTF-8 text at byte "
+                                  f"{start + e.start} or so") from None
+        yield from parse_labels(text, url, None if start == 0 else header, start)
 
 
 class JoinLabels(beam.DoFn):
@@ -85,13 +150,15 @@ class JoinLabels(beam.DoFn):
 class LabelRows(beam.PTransform):
     """files (key, (url, size)) + the labels file at `labels_url` -> (rows, quarantine)."""
 
-    def __init__(self, storage: Storage, labels_url: str):
+    def __init__(self, storage: Storage, labels_url: str, range_bytes: int = RANGE_BYTES):
         super().__init__()
-        self.storage, self.labels_url = storage, labels_url
+        self.storage, self.labels_url, self.range_bytes = storage, labels_url, range_bytes
 
     def expand(self, files):
         labels = (files.pipeline | "LabelsFile" >> beam.Create([self.labels_url])
-                                 | "ReadLabels" >> beam.ParDo(ReadLabels(self.storage)))
+                                 | "SplitLabelsFile" >> beam.ParDo(SplitLabelsFile(self.storage, self.range_bytes))
+                                 | "SpreadParts" >> beam.Reshuffle()
+                                 | "ReadLabels" >> beam.ParDo(ReadLabelsPart(self.storage)))
         rows = ({"images": files, "labels": labels}
                 | "JoinByKey" >> beam.CoGroupByKey()
                 | "LabelRows" >> beam.ParDo(JoinLabels()).with_outputs(QUARANTINE, main="rows"))
