@@ -65,8 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"pipeline: error: {e}", file=sys.stderr)
         return 2
-    with RunLog(plan.log_file, plan.log_level) as run_log:
+    try:
+        run_log = RunLog(plan.log_file, plan.log_level).start()
+    except OSError as e:
+        print(f"pipeline: error: --log_file {plan.log_file}: cannot write there ({e.strerror})",
+              file=sys.stderr)
+        return 2
+    try:
         return run(options, storage, plan, run_log)
+    finally:
+        run_log.stop()
 
 
 def run(options, storage, plan, run_log: RunLog) -> int:

@@ -51,13 +51,20 @@ def quiet_logs() -> None:
 
 
 class RunLog:
-    """with RunLog(path, level): ... -- the terminal and the log file of one run."""
+    """with RunLog(path, level): ... (or start() / stop()): the terminal and the log file of one run."""
 
     def __init__(self, path: str, level: str | None = None):
         self.path, self.level = path, level
         self.saved_stderr = None
 
     def __enter__(self) -> "RunLog":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "RunLog":
+        """Open the log file (OSError if it cannot be written) and route the lines."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.file = open(self.path, "a", buffering=1)
         root = logging.getLogger()
@@ -67,22 +74,27 @@ class RunLog:
         to_file = logging.StreamHandler(self.file)
         to_file.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(to_file)
-        if self.level is None:                  # workers and C libraries write to fd 2: the file
-            sys.stderr.flush()
-            self.saved_stderr = os.dup(2)
-            os.dup2(self.file.fileno(), 2)
-            self.terminal = os.fdopen(os.dup(self.saved_stderr), "w", buffering=1)
-        else:
-            self.terminal = sys.stderr
+        self.terminal = self._redirect_stderr() if self.level is None else sys.stderr
+        root.addHandler(self._console())
+        return self
+
+    def _redirect_stderr(self):
+        """Point fd 2 (which workers and C libraries write to) at the file; return a stream on
+        the original stderr for the terminal's lines."""
+        sys.stderr.flush()
+        self.saved_stderr = os.dup(2)
+        os.dup2(self.file.fileno(), 2)
+        return os.fdopen(os.dup(self.saved_stderr), "w", buffering=1)
+
+    def _console(self) -> logging.Handler:
         console = logging.StreamHandler(self.terminal)
         console.setFormatter(TerminalFormat("%(message)s"))
         console.addFilter(ours_or_warning if self.level is None else not_noise)
         if self.level is not None:
             console.setLevel(self.level)
-        root.addHandler(console)
-        return self
+        return console
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         if self.saved_stderr is not None:
             sys.stderr.flush()
             os.dup2(self.saved_stderr, 2)
