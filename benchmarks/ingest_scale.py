@@ -6,12 +6,13 @@ to the large one; bounded steps stay about flat. Prints both peaks and their rat
 
     python benchmarks/ingest_scale.py [--rows 1000000] [--images 20000] [--bad 100000]
 
-The source (local disk): --images distinct tiny PNGs (8x8, the only rows with an image), a
-labels CSV of --rows lines: --bad of them name a class outside --classes (quarantined as
-`unknown label`), the rest beyond the images name objects that do not exist (quarantined as
-`no image`). So nearly every row ends in the quarantine, and the labels file and the
-quarantine are what grow. The DirectRunner fuses steps into stages that share a worker
-process, so memory is reported per process, not per step.
+The source (local disk): --images distinct tiny PNGs (8x8) for the first rows, a labels CSV of
+--rows lines, the last --bad of them with a class outside --classes; every row beyond the
+images names an object that does not exist, so it is quarantined (as `no image`, which the
+join finds first). Nearly every row ends in the quarantine: the labels file and the quarantine
+are what grow. The DirectRunner fuses steps into stages that share a worker process, and its
+launcher holds the data between stages (its shuffle), so memory is reported per process, not
+per step.
 """
 from __future__ import annotations
 
