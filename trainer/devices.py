@@ -73,12 +73,18 @@ def threads_per_rank(local_size: int, override: int | None = None, root: str = C
     return override or max(1, cpu_budget(root) // max(1, local_size))
 
 
-def use_threads(threads: int) -> None:
-    """Keep TensorFlow's op pools to this rank's share (before the first op)."""
+def use_threads(threads: int) -> bool:
+    """Keep TensorFlow's op pools to this rank's share (before the first op). Returns False when
+    TensorFlow already ran in this process (the trainer called as a library after other
+    TensorFlow work): its pools are fixed by then and are left as they are."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
+    except RuntimeError:          # "cannot be modified after initialization"
+        return False
+    return True
 
 
 # Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms to negotiate and fuse the
