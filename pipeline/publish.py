@@ -31,6 +31,7 @@ import apache_beam as beam
 from pipeline import quarantine_files, sharding, versions
 from pipeline.dataset.manifest import (MANIFEST_NAME, SPLITS, VERSION_PREFIX, Manifest, Shard,
                                        Split, write_manifest)
+from pipeline.dataset import sizes
 from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.shard_file import ShardBuilder
 
@@ -189,21 +190,28 @@ def build_manifest(name, space, shard_infos, quarantine, source) -> Manifest:
             shards=[Shard(file=i["file"], records=i["records"], bytes=i["bytes"],
                           sha256=i["sha256"]) for i in infos],
             class_counts=[sum(i["class_counts"][c] for i in infos) for c in range(len(classes))],
-            pixel_mean=mean, pixel_std=std,
+            pixel_mean=mean, pixel_std=std, image_sizes=sizes.of_shards(infos),
             attribute_counts={a: [sum(i["attribute_counts"][a][c] for i in infos)
                                   for c in range(len(names))]
                               for a, names in space["attributes"].items()})
-    shapes = {tuple(s) for i in shard_infos for s in i["shapes"]}
     bad = quarantine_files.summary(quarantine)
     return Manifest(
         name=name, classes=classes,
-        image_shape=list(shapes.pop()) if len(shapes) == 1 else None,
+        image_shape=one_shape(shard_infos),
         splits=splits,
         quarantine=bad,
         source=source, label_attributes=space["attributes"],
         duplicates=bad["by_reason"].get("duplicate", 0),
         empty_classes=[c for k, c in enumerate(classes)
                        if not any(s.class_counts[k] for s in splits.values())])
+
+
+def one_shape(shard_infos: list[dict]) -> list[int] | None:
+    """[height, width, channels] when every image of the dataset has it, else None."""
+    sides = [sizes.add(shard_infos, key) for key in ("heights", "widths", "channel_counts")]
+    if all(len(values) == 1 for values in sides):
+        return [int(next(iter(values))) for values in sides]
+    return None
 
 
 def pixel_statistics(infos: list[dict]) -> tuple[list[float] | None, list[float] | None]:

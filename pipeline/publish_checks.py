@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+from pipeline.dataset import sizes
 from pipeline.dataset.manifest import SPLITS
 from pipeline.dataset.storage import Storage, join
 
@@ -52,12 +53,12 @@ def warnings(request: dict) -> list[str]:
         counts = ", ".join(f"{n:,} with {c} channel(s)" for c, n in sorted(channels.items()))
         lines.append(f"images disagree in channels ({counts}): the splits get no pixel "
                      "statistics; pass --channels 1 or 3 to convert them all")
-    sizes = {tuple(s[:2]) for i in request["shards"] for s in i["shapes"]}
-    if len(sizes) > 1:
-        small = min(sizes, key=lambda hw: hw[0] * hw[1])
-        lines.append(f"images differ in size ({len(sizes)} sizes, the smallest "
-                     f"{small[0]}x{small[1]}): the manifest has no image_shape and the trainer "
-                     "refuses the dataset; pass --resize HxW for one size")
+    summary = sizes.of_shards(request["shards"])
+    if summary and not summary.fixed:
+        (h0, h, h1), (w0, w, w1) = summary.height, summary.width
+        lines.append(f"images differ in size (height {h0}-{h1}, median {h}; width {w0}-{w1}, median "
+                     f"{w}): kept as they are; the trainer crops them to --image-size (pass --resize "
+                     "HxW at ingestion for one stored size)")
     return lines
 
 

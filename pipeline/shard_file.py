@@ -2,6 +2,7 @@
 (complete or not at all) with its size and sha256."""
 from __future__ import annotations
 
+import collections
 import os
 import tempfile
 import threading
@@ -19,8 +20,11 @@ class ShardBuilder:
         self.examples: list[bytes] = []
         self.class_counts = [0] * len(space["classes"])
         self.attribute_counts = {a: [0] * len(c) for a, c in space["attributes"].items()}
-        self.shapes: set[tuple[int, int, int]] = set()
-        self.channel_counts: dict[int, int] = {}
+        # Counted by value (pipeline/dataset/sizes.py): bounded by the largest side, not the images.
+        self.heights: collections.Counter = collections.Counter()
+        self.widths: collections.Counter = collections.Counter()
+        self.formats: collections.Counter = collections.Counter()
+        self.channel_counts: collections.Counter = collections.Counter()
         self.stats: dict[int, list] = {}          # channels -> [pixels, sums, squared sums]
         self.duplicate_ids: list[dict] = []
 
@@ -38,8 +42,10 @@ class ShardBuilder:
         self.class_counts[candidate["label"]] += 1
         for attribute, value in candidate["attributes"].items():
             self.attribute_counts[attribute][value] += 1
-        self.shapes.add((info.height, info.width, info.channels))
-        self.channel_counts[info.channels] = self.channel_counts.get(info.channels, 0) + 1
+        self.heights[info.height] += 1
+        self.widths[info.width] += 1
+        self.formats[info.format] += 1
+        self.channel_counts[info.channels] += 1
         acc = self.stats.setdefault(info.channels, [0, [0.0] * info.channels, [0.0] * info.channels])
         acc[0] += prepared.pixels
         acc[1] = [a + b for a, b in zip(acc[1], prepared.pixel_sum)]
@@ -50,8 +56,14 @@ class ShardBuilder:
         return write_shard_file(storage, url, self.examples, **info,
                                 class_counts=self.class_counts,
                                 attribute_counts=self.attribute_counts,
-                                shapes=sorted(list(s) for s in self.shapes), pixel_stats=stats,
-                                channel_counts={str(c): n for c, n in sorted(self.channel_counts.items())})
+                                pixel_stats=stats, heights=by_value(self.heights),
+                                widths=by_value(self.widths), formats=dict(sorted(self.formats.items())),
+                                channel_counts=by_value(self.channel_counts))
+
+
+def by_value(counts: collections.Counter) -> dict[str, int]:
+    """{"value": n} in ascending order of the value (JSON keys are strings)."""
+    return {str(v): counts[v] for v in sorted(counts)}
 
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:

@@ -63,6 +63,14 @@ def ingest(raw: dict, url: str, splits: str) -> str:
     return url
 
 
+def ingest_folders(source: str, url: str, splits: str) -> str:
+    """Publish the folders layout at `source` (<class>/<image>) at `url` with the real Beam job."""
+    result = run_cli(["pipeline", "--source", source, "--output", url, "--num_readers", "2",
+                      "--splits", splits])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return url
+
+
 @pytest.fixture(scope="session")
 def cassandra(tmp_path_factory):
     """A real Cassandra 2.1 (JVM, CQL over the wire) on a free port; started only by tests that

@@ -110,7 +110,7 @@ def test_images_that_disagree_in_channels_get_one_warning_with_counts(tmp_path):
     warning = [line for line in result.stderr.splitlines() if "disagree in channels" in line]
     assert len(warning) == 1
     assert "8 with 1 channel(s), 1 with 4 channel(s)" in warning[0] and "--channels" in warning[0]
-    assert any("differ in size" in line and "1x1" in line and "--resize" in line
+    assert any("differ in size (height 1-8, median 8; width 1-8, median 8)" in line and "--image-size" in line
                for line in result.stderr.splitlines())
 
 

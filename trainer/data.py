@@ -4,7 +4,10 @@ files (manifest) -> this rank's files, staged locally and sha256-checked (pipeli
 -> interleaved reads
 -> parse + decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed,
 epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
--> to float, standardise -> prefetch (last)."""
+-> to float, standardise -> prefetch (last).
+
+Photos of many sizes (trainer/sizing.py) are cached and shuffled still encoded; the augment step
+decodes each one inside its random-resized crop."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +16,7 @@ import tensorflow as tf
 
 from pipeline.dataset import records
 from pipeline.dataset.manifest import Manifest
+from trainer.sizing import ResizeCrop
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
@@ -29,20 +33,37 @@ def serialized(paths: list[str], shard_records: tuple[int, int] | None = None,
 
 
 def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
-            deterministic: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
-    """(uint8 image, label) per record, decoded in parallel. With `outputs` ({model output name:
-    attribute}, several heads) the label is a dict of the records' attribute labels by output."""
+            deterministic: bool = False, outputs: dict[str, str] | None = None,
+            sizing: ResizeCrop | None = None) -> tf.data.Dataset:
+    """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
+    `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
+    several heads) the label is a dict of the records' attribute labels by output."""
     height, width, channels = shape
+
+    def decode(encoded):
+        if sizing:
+            return sizing.evaluate(encoded)
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.image.resize_with_crop_or_pad(image, height, width)
+        image.set_shape((height, width, channels))
+        return image
+
+    return encoded_records(paths, shard_records, deterministic, outputs).map(
+        lambda stored, label: (decode(stored[0]), label), num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic)
+
+
+def encoded_records(paths: list[str], shard_records: tuple[int, int] | None = None,
+                    deterministic: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+    """((encoded image, format, height, width), label) per record, not yet decoded."""
     spec = records.parse_spec(list((outputs or {}).values()))
 
     def parse(serialized_record):
         f = tf.io.parse_single_example(serialized_record, spec)
-        image = tf.io.decode_image(f[records.IMAGE], channels=channels, expand_animations=False)
-        image = tf.image.resize_with_crop_or_pad(image, height, width)
-        image.set_shape((height, width, channels))
+        stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH])
         if outputs:
-            return image, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
-        return image, f[records.LABEL]
+            return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
+        return stored, f[records.LABEL]
 
     return serialized(paths, shard_records, deterministic).map(
         parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -66,6 +87,7 @@ class EpochPlan:
     batch_size: int
     seed: int
     buffer: int          # shuffle buffer: all of the rank's records when they fit in memory
+    cached: bool = True  # they fit, and are kept in memory after the first epoch
 
     def stream(self, items: tf.data.Dataset, start_epoch: int = 0,
                start_batch: int = 0) -> tf.data.Dataset:
@@ -109,22 +131,41 @@ class Augmentation:
 
         def key(op: int):                                 # one seed per random op, no extra kernels
             return tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
-        crop_key, flip_key, brightness_key, contrast_key = key(0), key(1), key(2), key(3)
         height, width, channels = self.shape
         pad = max(2, height // 8)
         image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
-        image = tf.image.stateless_random_crop(image, (height, width, channels), crop_key)
+        image = tf.image.stateless_random_crop(image, (height, width, channels), key(0))
+        return self.flip_and_shift(image, key), label
+
+    def flip_and_shift(self, image, key):
+        """--flip, then --brightness/--contrast (on [0, 1] floats) with the keys of ops 1-3."""
         if self.flip:
-            image = tf.image.stateless_random_flip_left_right(image, flip_key)
+            image = tf.image.stateless_random_flip_left_right(image, key(1))
         if self.photometric:
-            image = tf.cast(image, tf.float32) / 255.0
+            image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
             if self.brightness:
-                image = tf.image.stateless_random_brightness(image, self.brightness, brightness_key)
+                image = tf.image.stateless_random_brightness(image, self.brightness, key(2))
             if self.contrast:
                 image = tf.image.stateless_random_contrast(image, 1 - self.contrast, 1 + self.contrast,
-                                                           contrast_key)
+                                                           key(3))
             image = tf.clip_by_value(image, 0.0, 1.0)
-        return image, label
+        return image
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoAugmentation(Augmentation):
+    """Photos (trainer/sizing.py): a random-resized crop instead of the padded crop, then the same
+    flip, brightness and contrast, with the same per-image keys. Records arrive undecoded."""
+    sizing: ResizeCrop | None = None
+
+    def __call__(self, epoch, index, record):
+        (encoded, image_format, height, width), label = record
+        element = epoch * 2**32 + index
+
+        def key(op: int):
+            return tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
+        image = self.sizing.random_crop(encoded, image_format, height, width, key(0)) / 255.0
+        return self.flip_and_shift(image, key), label
 
 
 class Standardize:
@@ -155,22 +196,33 @@ class Standardize:
         return {"mean": self.mean, "std": self.std}
 
 
-def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: int) -> EpochPlan:
-    """A full shuffle when this rank's decoded images fit in memory (they are then cached)."""
-    fits = num_records * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES
-    return EpochPlan(steps, batch_size, seed, max(1, num_records if fits else min(num_records, 10_000)))
+def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: int,
+               record_bytes: float | None = None) -> EpochPlan:
+    """A full shuffle when this rank's images fit in memory (they are then cached): decoded
+    images of `shape`, or, for photos, their encoded bytes (`record_bytes` each)."""
+    item = record_bytes if record_bytes is not None else shape[0] * shape[1] * shape[2]
+    fits = num_records * item <= CACHE_LIMIT_BYTES
+    return EpochPlan(steps, batch_size, seed, max(1, num_records if fits else min(num_records, 10_000)),
+                     cached=fits)
 
 
 def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = (0, 0),
                      augmentation: Augmentation | None, threads: int, shard_records=None,
                      standardize: Standardize | None = None,
-                     outputs: dict[str, str] | None = None) -> tf.data.Dataset:
-    """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch."""
+                     outputs: dict[str, str] | None = None,
+                     sizing: ResizeCrop | None = None) -> tf.data.Dataset:
+    """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch.
+    Photos (`sizing`) are cached and shuffled undecoded, and decoded inside their crop each time."""
     standardize = standardize or Standardize()
-    images = decoded(paths, shape, shard_records, deterministic=True, outputs=outputs)
-    if plan.buffer * shape[0] * shape[1] * shape[2] <= CACHE_LIMIT_BYTES:
-        images = images.cache()
-    ds = plan.stream(images, *start)
+    if sizing:
+        items = encoded_records(paths, shard_records, deterministic=True, outputs=outputs)
+        augmentation = augmentation or (lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0,
+                                                                      record[1]))
+    else:
+        items = decoded(paths, shape, shard_records, deterministic=True, outputs=outputs)
+    if plan.cached:
+        items = items.cache()
+    ds = plan.stream(items, *start)
     ds = ds.map(augmentation or (lambda epoch, index, record: record), num_parallel_calls=AUTOTUNE)
 
     def to_float(image, label):    # on whole batches: one op instead of one per image
@@ -184,9 +236,10 @@ def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = 
 
 def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
                  repeat: bool = False, standardize: Standardize | None = None,
-                 outputs: dict[str, str] | None = None, deterministic: bool = False) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records, deterministic, outputs=outputs).map(standardize or Standardize(),
-                                                  num_parallel_calls=AUTOTUNE)
+                 outputs: dict[str, str] | None = None, deterministic: bool = False,
+                 sizing: ResizeCrop | None = None) -> tf.data.Dataset:
+    ds = decoded(paths, shape, shard_records, deterministic, outputs=outputs, sizing=sizing).map(
+        standardize or Standardize(), num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()
     return with_threads(ds.batch(batch_size).prefetch(AUTOTUNE), threads)

@@ -16,11 +16,14 @@ from pipeline.dataset.storage import Storage, join
 from trainer.heads import by_head
 
 
-def serving_function(model, shape, heads: list, standardize):
-    """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix."""
+def serving_function(model, shape, heads: list, standardize, sizing=None):
+    """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix.
+    `sizing` (photos): the evaluation's center crop, so served predictions equal evaluated ones."""
     height, width, channels = shape
 
     def decode(encoded):
+        if sizing:
+            return sizing.evaluate(encoded)
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
         image = tf.image.resize_with_crop_or_pad(image, height, width)
         image.set_shape((height, width, channels))
@@ -29,7 +32,8 @@ def serving_function(model, shape, heads: list, standardize):
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(image_bytes):
         images = tf.map_fn(decode, image_bytes,
-                           fn_output_signature=tf.TensorSpec((height, width, channels), tf.uint8))
+                           fn_output_signature=tf.TensorSpec((height, width, channels),
+                                                             tf.float32 if sizing else tf.uint8))
         logits = by_head(heads, model(standardize.center(standardize.scale(images)), training=False))
         return {f"{h.prefix}{key}": value for h in heads
                 for key, value in predictions(logits[h.name], h.classes).items()}
@@ -45,12 +49,12 @@ def predictions(logits, classes: list[str]) -> dict:
 
 
 def export_model(storage: Storage, model, url: str, local_root: str, shape, heads: list,
-                 standardize) -> None:
+                 standardize, sizing=None) -> None:
     """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
     local = os.path.join(local_root, "model")
     shutil.rmtree(local, ignore_errors=True)
     model.save(local, include_optimizer=False, save_format="tf",
-               signatures={"serving_default": serving_function(model, shape, heads, standardize)})
+               signatures={"serving_default": serving_function(model, shape, heads, standardize, sizing)})
     for root, _, files in os.walk(local):
         for name in files:
             path = os.path.join(root, name)

@@ -11,12 +11,13 @@ from trainer.export import export_model
 
 
 def finish(storage, config, model, scored: dict, heads: list, shape, standardize, started: float,
-           report: dict) -> dict:
+           report: dict, sizing=None) -> dict:
     """`scored`: {head name: (confusion matrix, score histogram)} summed over ranks; `report`:
-    the fields every report has (train.py)."""
+    the fields every report has (train.py); `sizing`: how photos were cropped (sizing.py)."""
     result = heads_lib.test_metrics(scored, heads)
     model_url, report_url = config.outputs.model_url(), config.outputs.report_url()
-    export_model(storage, model, model_url, config.local_dir(0, "export"), shape, heads, standardize)
+    export_model(storage, model, model_url, config.local_dir(0, "export"), shape, heads, standardize,
+                 sizing)
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
     report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")    # Keras policy names
 # --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/precision.py).
@@ -56,6 +57,17 @@ def epoch_list(text):
     if not values or any(v <= 0 for v in values):
         raise argparse.ArgumentTypeError(f"want comma-separated epochs > 0, got {text!r}")
     return tuple(sorted(values))
+
+
+def image_size(text):
+    """'224' or '224x160' (height x width) -> (height, width)."""
+    found = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*", text)
+    if not found:
+        raise argparse.ArgumentTypeError(f"want S or HxW, e.g. 224 or 224x160, got {text!r}")
+    height, width = int(found.group(1)), int(found.group(2) or found.group(1))
+    if min(height, width) < 8:
+        raise argparse.ArgumentTypeError(f"at least 8x8, got {text}")
+    return height, width
 
 
 def add_device_flags(p: argparse.ArgumentParser) -> None:
@@ -139,6 +151,11 @@ def parser() -> argparse.ArgumentParser:
                    f"{AUGMENT_FROM_UPDATES} updates, off for shorter runs, where crops cost accuracy "
                    "(Fashion-MNIST, 105 updates: 80.0%% with crops, 86.2%% without; default auto)")
     p.add_argument("--no-augment", action="store_true", help="the same as --augment off")
+    p.add_argument("--image-size", type=image_size, metavar="S|HxW",
+                   help="the model's input size for photos of any size: random-resized crops for "
+                   "training (the JPEG decoded inside the crop only), the central 87.5%% for "
+                   "evaluation and serving (default: a dataset of one image size is used as it is; "
+                   "photos of many sizes get their median shorter side, at most 224)")
     p.add_argument("--seed", type=int, default=42, help="seed of the weights, the input order and "
                    "the augmentation; the same seed gives the same run (default %(default)s)")
     p.add_argument("--heads", metavar="ATTRIBUTES",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
 from pipeline.dataset.storage import Storage
-from trainer import data
+from trainer import data, sizing as sizing_lib
 from trainer.config import InputConfig
 from trainer.errors import UsageError
 
@@ -21,17 +21,21 @@ class RankInputs:
         self.outputs = outputs          # several heads: {model output: attribute}
         self.batch_size = batch_size    # this rank's
         self.standardize = data.Standardize.from_manifest(manifest)
+        self.sizing = sizing_lib.choose(manifest, config.image_size)      # None: one fixed size
         self.splits = {split: rank_share(storage, config.dataset, manifest, split, rank, size,
                                          config.cache_dir) for split in SPLITS}
         count = self.splits["train"].records
         if count == 0:
             raise UsageError(f"rank {rank} of {size} has no training records (the training split has "
                              f"{len(manifest.splits['train'].shards)} shards); use fewer processes")
+        train = manifest.splits["train"]
+        encoded = train.num_bytes / max(1, train.num_records)      # photos are cached undecoded
         self.plan = data.epoch_plan(count, shape, steps=steps, batch_size=self.batch_size,
-                                    seed=config.seed + rank)
-        self.augmentation = data.Augmentation(
-            tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
-            contrast=config.contrast) if config.augment else None
+                                    seed=config.seed + rank, record_bytes=encoded if self.sizing else None)
+        photos = {"sizing": self.sizing} if self.sizing else {}
+        kind = data.PhotoAugmentation if self.sizing else data.Augmentation
+        self.augmentation = kind(tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
+                                 contrast=config.contrast, **photos) if config.augment else None
         self.validation_count = manifest.splits["validation"].num_records if "validation" in manifest.splits else 0
 
     @property
@@ -44,13 +48,13 @@ class RankInputs:
         return data.training_dataset(paths, self.shape, self.plan, start=start,
                                      augmentation=self.augmentation, threads=self.threads,
                                      shard_records=shard_records, standardize=self.standardize,
-                                     outputs=self.outputs)
+                                     outputs=self.outputs, sizing=self.sizing)
 
     def validation(self):
         paths, shard_records, _ = self.splits["validation"]
         return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
                                  shard_records=shard_records, repeat=True, standardize=self.standardize,
-                                 outputs=self.outputs)
+                                 outputs=self.outputs, sizing=self.sizing)
 
     def statistics(self):
         """This rank's training images as evaluation sees them (no augmentation), repeated: what
@@ -59,13 +63,13 @@ class RankInputs:
         paths, shard_records, _ = self.splits["train"]
         return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
                                  shard_records=shard_records, repeat=True, standardize=self.standardize,
-                                 outputs=self.outputs, deterministic=True)
+                                 outputs=self.outputs, deterministic=True, sizing=self.sizing)
 
     def test(self):
         paths, shard_records, _ = self.splits["test"]
         return data.eval_dataset(paths, self.shape, batch_size=256, threads=self.threads,
                                  shard_records=shard_records, standardize=self.standardize,
-                                 outputs=self.outputs)
+                                 outputs=self.outputs, sizing=self.sizing)
 
     def batch_ids(self, epoch: int, batch: int) -> list[str]:
         paths, shard_records, _ = self.splits["train"]

@@ -14,6 +14,7 @@ from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.storage import Storage
 from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
+from trainer import sizing as sizing_lib
 from trainer.batching import BatchPlan, plan_batches
 from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
@@ -46,7 +47,7 @@ def train(config: TrainConfig) -> dict | None:
     rank, size = hvd.rank(), hvd.size()
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
     on_every_rank, on_rank_zero = agreement(elastic, rank)
-    manifest, heads, shape = on_every_rank(lambda: checked_inputs(config, storage))
+    manifest, heads, shape, sizing = on_every_rank(lambda: checked_inputs(config, storage))
     say = print if rank == 0 else (lambda *a, **k: None)
     if hvd.local_rank() == 0:
         print(f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
@@ -68,6 +69,8 @@ def train(config: TrainConfig) -> dict | None:
         f"{device}, {d.precision}{', XLA' if d.xla else ''}{', fp16 allreduce' if d.fp16_allreduce else ''}, "
         f"image {shape}, {len(manifest.classes)} classes, {batches.steps_per_epoch} steps per epoch"
         f"{', elastic' if elastic else ''}", flush=True)
+    if sizing:
+        say(sizing.describe(), flush=True)
     if heads_lib.describe(heads):
         say(heads_lib.describe(heads), flush=True)
     for line in record_sharding(manifest, size):
@@ -132,7 +135,7 @@ def train(config: TrainConfig) -> dict | None:
               "init_from": warm, "frozen": frozen, "settings": config.settings(),
               "tensorboard": run.tensorboard_url, "input_check": checked}
     return finish(storage, config, model, scored, heads, shape, data.Standardize.from_manifest(manifest),
-                  started, report)
+                  started, report, sizing)
 
 
 def agreement(elastic: bool, rank: int):
@@ -146,11 +149,13 @@ def agreement(elastic: bool, rank: int):
 
 
 def checked_inputs(config: TrainConfig, storage: Storage):
-    """The flags checked, then the dataset's manifest, heads and image shape."""
+    """The flags checked, then the dataset's manifest, heads, the model's input shape and how
+    photos are cropped to it (None: the dataset's one image size, as it is)."""
     check_flags(config)
     manifest = read_manifest(storage, config.inputs.dataset)
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
-    return manifest, heads, image_shape(manifest)
+    sizing = sizing_lib.choose(manifest, config.inputs.image_size)
+    return manifest, heads, sizing.shape if sizing else tuple(manifest.image_shape), sizing
 
 
 def compile_args(heads, manifest, o, fault_flag) -> dict:
@@ -205,13 +210,6 @@ def warm_start(storage, config: TrainConfig, model, rank) -> dict:
                                               config.local_dir(rank, "warmstart"), rank)
     return {"source": described, "url": config.model.init_from,
             **warmstart.transfer(source, model, list(config.model.restore) if config.model.restore else None)}
-
-
-def image_shape(manifest: Manifest) -> tuple[int, int, int]:
-    if not manifest.image_shape:
-        raise UsageError(f"images in {manifest.name} differ in size; "
-                         "re-ingest with a fixed size")
-    return tuple(manifest.image_shape)
 
 
 def record_sharding(manifest: Manifest, size: int) -> list[str]:

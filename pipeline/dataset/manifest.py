@@ -2,7 +2,7 @@
 
 It is written last by the ingestion job and read first by the trainer. It lists every shard
 file of every split with its record count, size and sha256, the class list, the image shape
-and what was quarantined. Like TFDS's dataset_info.json, but it is also the commit point:
+(when all images share one) or each split's size distribution, and what was quarantined. Like TFDS's dataset_info.json, but it is also the commit point:
 shards without a manifest are not a dataset. No timestamps inside, so the same input gives a
 byte-identical manifest.
 
@@ -24,6 +24,7 @@ import json
 
 from pipeline.dataset import records
 from pipeline.dataset.quarantine import files as quarantine_files
+from pipeline.dataset.sizes import ImageSizes
 from pipeline.dataset.storage import Storage, join
 
 MANIFEST_NAME = "manifest.json"
@@ -54,6 +55,7 @@ class Split:
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
     attribute_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    image_sizes: ImageSizes | None = None      # None in manifests older than variable sizes
 
     @property
     def num_records(self) -> int:
@@ -91,7 +93,8 @@ class Manifest:
                 name: {"num_records": s.num_records, "num_bytes": s.num_bytes,
                        "class_counts": s.class_counts, "pixel_mean": s.pixel_mean,
                        "pixel_std": s.pixel_std, "attribute_counts": s.attribute_counts,
-                       "shards": [dataclasses.asdict(x) for x in s.shards]}
+                       "shards": [dataclasses.asdict(x) for x in s.shards],
+                       **({"image_sizes": s.image_sizes.to_json()} if s.image_sizes else {})}
                 for name, s in self.splits.items()
             },
             "quarantine": self.quarantine,
@@ -114,13 +117,22 @@ class Manifest:
         splits = {name: Split(shards=[Shard(**x) for x in s["shards"]],
                               class_counts=s["class_counts"], pixel_mean=s.get("pixel_mean"),
                               pixel_std=s.get("pixel_std"),
-                              attribute_counts=s.get("attribute_counts", {}))
+                              attribute_counts=s.get("attribute_counts", {}),
+                              image_sizes=ImageSizes.from_json(s.get("image_sizes")))
                   for name, s in doc["splits"].items()}
         return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
                    splits=splits, quarantine=doc["quarantine"], source=doc["source"],
                    label_attributes=doc.get("label_attributes", {}),
                    duplicates=doc.get("duplicates", 0), version=doc.get("version"),
                    empty_classes=doc.get("empty_classes", []))
+
+    @property
+    def channels(self) -> int | None:
+        """The channel count every image has, or None (mixed, or a manifest without sizes)."""
+        if self.image_shape:
+            return self.image_shape[2]
+        counts = {c for s in self.splits.values() if s.image_sizes for c in s.image_sizes.channels}
+        return int(counts.pop()) if len(counts) == 1 else None
 
     def shard_urls(self, dataset_url: str, split: str) -> list[str]:
         if split not in self.splits:

@@ -1,0 +1,136 @@
+"""Real photos of many sizes (issue 12): skimage's sample photos, foolbox's CIFAR-10 PNGs and
+Fashion-MNIST items pasted at random sizes as JPEGs (infra/local/photos.py), ingested by the real
+Beam job through the S3 server: JPEG bytes kept as they were, each split's sizes summarised in
+the manifest; the trainer crops them to --image-size under a real horovodrun -np 2, and its
+serving signature, fed the original bytes, predicts what the evaluation computed."""
+import io
+import json
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from infra.local import photos
+from pipeline.dataset import records, sizes, tfrecord
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.storage import join
+from tests.conftest import ingest_folders, run_cli
+
+RAW = "s3://photos/raw"
+DATASET = "s3://photos/datasets/mixed"
+
+
+@pytest.fixture(scope="module")
+def written(storage) -> dict[str, bytes]:
+    """{key: original bytes}: the samples, the CIFAR-10 PNGs and 60 pasted Fashion-MNIST JPEGs."""
+    return photos.write(storage, RAW, photos.samples() + photos.pasted_fashion(60, seed=1))
+
+
+@pytest.fixture(scope="module")
+def dataset(written) -> str:
+    return ingest_folders(RAW, DATASET, "train:0.7,validation:0.1,test:0.2")
+
+
+def stored_records(storage, url: str, manifest, split: str) -> list[records.ImageRecord]:
+    found = []
+    for shard in manifest.splits[split].shards:
+        data = storage.read_bytes(join(url, shard.file))
+        found += [records.decode_example(r) for r in tfrecord.read_records(io.BytesIO(data))]
+    return found
+
+
+def test_ingest_keeps_every_original_and_summarises_sizes_per_split(storage, written, dataset):
+    manifest = read_manifest(storage, dataset)
+    assert manifest.image_shape is None and manifest.channels is None    # grey, RGB and RGBA
+    seen = 0
+    for split in manifest.splits:
+        stored = stored_records(storage, dataset, manifest, split)
+        for record in stored:
+            assert record.image == written[record.id], record.id          # byte-identical
+        with_pil = [Image.open(io.BytesIO(written[r.id])) for r in stored]
+        expected = sizes.ImageSizes.from_counts(
+            count(im.height for im in with_pil), count(im.width for im in with_pil),
+            count({"JPEG": "jpeg", "PNG": "png"}[im.format] for im in with_pil),
+            count(r.channels for r in stored))
+        assert manifest.splits[split].image_sizes == expected, split
+        seen += len(stored)
+    assert seen == len(written)
+    train = manifest.splits["train"].image_sizes
+    assert train.height[0] == 32 and train.height[2] >= 512 and not train.fixed
+    assert train.formats["jpeg"] > 0 and train.formats["png"] > 0
+
+
+def count(values) -> dict:
+    found: dict = {}
+    for v in values:
+        found[str(v)] = found.get(str(v), 0) + 1
+    return found
+
+
+def horovodrun(dataset: str, run, model: str, *extra: str) -> list[str]:
+    return ["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", "python", "-m", "trainer",
+            "--dataset", dataset, "--checkpoint-dir", str(run), "--cache-dir", f"{run}-cache",
+            "--model", model, "--epochs", "1", "--batch-size", "4", "--image-size", "64",
+            "--augment", "on", "--flip", "--no-tensorboard", "--precise-bn", "2", *extra]
+
+
+def digests(output: str) -> dict:
+    return dict(re.findall(r"rank (\d) weights sha256 (\w+)", output))
+
+
+@pytest.fixture(scope="module")
+def cnn_run(dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("photos") / "cnn"
+    result = run_cli(horovodrun(dataset, run, "cnn"))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    return run, output
+
+
+def test_two_ranks_train_on_random_resized_crops(cnn_run):
+    run, output = cnn_run
+    assert "images resized to 64x64: random-resized crops for training" in output
+    assert "image (64, 64, 3)" in output                  # mixed grey and colour: decoded as RGB
+    ranks = digests(output)
+    assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"], output[-2000:]
+    report = json.loads((run / "report.json").read_text())
+    assert report["settings"]["image_size"] == [64, 64] and report["test"]["examples"] > 0
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
+def test_two_ranks_train_a_backbone_on_photos(dataset, tmp_path, name):
+    """resnet50 and vgg16 cost more than the suite can afford here (docs/trainer-backbones.md)."""
+    result = run_cli(horovodrun(dataset, tmp_path / "run", name))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    ranks = digests(output)
+    assert set(ranks) == {"0", "1"} and ranks["0"] == ranks["1"], output[-2000:]
+
+
+def test_serving_the_original_bytes_predicts_what_evaluation_computed(storage, written, dataset, cnn_run,
+                                                                     tmp_path):
+    """The SavedModel's signature decodes and center-crops the bytes itself; evaluation reads
+    the test shards through the trainer's tf.data pipeline: the probabilities agree."""
+    from pipeline.dataset.reader import stage
+    from trainer import data
+    from trainer.keras import keras
+    from trainer.sizing import ResizeCrop
+
+    run, _ = cnn_run
+    manifest = read_manifest(storage, dataset)
+    report = json.loads((run / "report.json").read_text())
+    paths = stage(storage, dataset, manifest, "test", list(range(len(manifest.splits["test"].shards))),
+                  str(tmp_path))
+    ids = [i.decode() for i in data.record_ids(paths).as_numpy_iterator()]   # the evaluation's order
+    served = tf.saved_model.load(str(run / "model")).signatures["serving_default"](
+        image_bytes=tf.constant([written[i] for i in ids]))["probabilities"].numpy()
+
+    evaluation = data.eval_dataset(paths, (64, 64, 3), batch_size=8, threads=1, deterministic=True,
+                                   standardize=data.Standardize(**report["standardization"]),
+                                   sizing=ResizeCrop(64, 64, 3))
+    model = keras.models.load_model(str(run / "model"), compile=False)
+    evaluated = tf.nn.softmax(model.predict(evaluation, verbose=0)).numpy()
+    assert served.shape == evaluated.shape == (manifest.splits["test"].num_records, len(manifest.classes))
+    np.testing.assert_allclose(served, evaluated, atol=1e-5)
