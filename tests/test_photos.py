@@ -134,3 +134,69 @@ def test_serving_the_original_bytes_predicts_what_evaluation_computed(storage, w
     evaluated = tf.nn.softmax(model.predict(evaluation, verbose=0)).numpy()
     assert served.shape == evaluated.shape == (manifest.splits["test"].num_records, len(manifest.classes))
     np.testing.assert_allclose(served, evaluated, atol=1e-5)
+
+
+# -- the crops, in process ------------------------------------------------------------------------
+
+def jpeg(height: int, width: int, channels: int = 3, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random((height // 8 + 1, width // 8 + 1, channels)) * 255).astype(np.uint8)
+    smooth = Image.fromarray(pixels.squeeze(), mode="L" if channels == 1 else "RGB").resize((width, height))
+    out = io.BytesIO()
+    smooth.save(out, format="JPEG", quality=95)
+    return out.getvalue()
+
+
+def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
+    from trainer.sizing import ResizeCrop
+
+    data = jpeg(300, 420)
+    key = tf.constant([7, 11], tf.int64)
+    sizing = ResizeCrop(48, 48, 3)
+    fused = sizing.random_crop(tf.constant(data), tf.constant(b"jpeg"), 300, 420, key)
+    full = sizing.random_crop(tf.constant(data), tf.constant(b"png"), 300, 420, key)    # decode, slice
+    assert fused.shape == (48, 48, 3)
+    np.testing.assert_allclose(fused.numpy(), full.numpy(), atol=3.0)     # libjpeg's block edges
+
+
+def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
+    from trainer.data import PhotoAugmentation
+    from trainer.sizing import ResizeCrop
+
+    augment = PhotoAugmentation((48, 48, 3), seed=5, flip=True, sizing=ResizeCrop(48, 48, 3))
+    record = ((tf.constant(jpeg(200, 260)), tf.constant(b"jpeg"), tf.constant(200, tf.int64),
+               tf.constant(260, tf.int64)), tf.constant(1, tf.int64))
+    first, label = augment(tf.constant(0, tf.int64), tf.constant(3, tf.int64), record)
+    again, _ = augment(tf.constant(0, tf.int64), tf.constant(3, tf.int64), record)
+    other, _ = augment(tf.constant(1, tf.int64), tf.constant(3, tf.int64), record)
+    assert np.array_equal(first.numpy(), again.numpy()) and not np.array_equal(first.numpy(), other.numpy())
+    assert 0.0 <= first.numpy().min() and first.numpy().max() <= 1.0 and int(label) == 1
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (3, 500), (500, 3), (64, 64), (480, 640)])
+def test_the_center_crop_takes_the_middle_of_any_image(height, width):
+    from trainer.sizing import ResizeCrop
+
+    column = np.broadcast_to(np.arange(width, dtype=np.float32)[None, :, None], (height, width, 1))
+    crop = ResizeCrop(16, 16, 1).center_crop(tf.constant(column)).numpy()
+    assert crop.shape == (16, 16, 1)
+    assert abs(crop.mean() - (width - 1) / 2) <= max(1.0, width / 16)      # centred
+    assert crop.max() - crop.min() <= 0.875 * min(height, width) + 1        # 87.5 % of the shorter side
+
+
+def test_which_path_the_manifest_chooses(storage, dataset):
+    import dataclasses
+
+    from trainer.errors import UsageError
+    from trainer.sizing import ResizeCrop, choose
+
+    manifest = read_manifest(storage, dataset)
+    assert choose(manifest, (40, 56)) == ResizeCrop(40, 56, 3)
+    side = min(manifest.splits["train"].image_sizes.height[1], manifest.splits["train"].image_sizes.width[1])
+    assert choose(manifest, None) == ResizeCrop(min(224, side), min(224, side), 3)
+    fixed = dataclasses.replace(manifest, image_shape=[28, 28, 1])
+    assert choose(fixed, None) is None and choose(fixed, (32, 32)) == ResizeCrop(32, 32, 1)
+    older = dataclasses.replace(manifest, splits={name: dataclasses.replace(s, image_sizes=None)
+                                                  for name, s in manifest.splits.items()})
+    with pytest.raises(UsageError, match="--image-size"):
+        choose(older, None)

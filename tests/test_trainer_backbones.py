@@ -1,13 +1,11 @@
 """The keras.applications backbones (trainer/backbones.py): they build for RGB and grey images
 with our "head", refuse too small an image, feed the backbone what ImageNet weights expect,
 take weights from a Keras weights file by layer name and shape (local and from the S3 server),
-freeze and unfreeze by block with batch norm kept in inference mode, and train for real under
-horovodrun -np 2 with identical weights on both ranks."""
+freeze and unfreeze by block with batch norm kept in inference mode. Their training under
+horovodrun -np 2 (identical weights on both ranks) is in tests/test_photos.py, on real photos."""
 import hashlib
-import json
 import os
 import re
-import time
 
 import numpy as np
 import pytest
@@ -310,33 +308,3 @@ def test_frozen_batch_norm_runs_in_inference_mode(top):
         assert not np.array_equal(weights["Conv_1"][0], model.get_layer("Conv_1").get_weights()[0])
     _, before, after, _ = models[False]
     assert not all(np.array_equal(before[n], after[n]) for n in before)
-
-
-# -- horovodrun ------------------------------------------------------------------------------------
-
-def horovodrun(dataset, checkpoints, cache, model, *extra):
-    return ["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", "python", "-m", "trainer",
-            "--dataset", dataset, "--checkpoint-dir", checkpoints, "--cache-dir", cache,
-            "--model", model, "--epochs", "1", "--batch-size", "4", "--no-tensorboard", *extra]
-
-
-def rank_digests(output: str) -> dict[int, str]:
-    return {int(rank): digest for rank, digest in re.findall(r"rank (\d) weights sha256 (\w+)", output)}
-
-
-@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
-def test_horovodrun_trains_a_backbone_with_the_same_weights_on_both_ranks(name, tmp_path):
-    """2 ranks, 32x32 RGB, 2 steps of 4 images each; resnet50 and vgg16 cost more than the suite
-    can afford here (docs/trainer-backbones.md has all four measured)."""
-    dataset = str(tmp_path / "data")
-    os.makedirs(dataset)
-    write_dataset(dataset, size=32, train=16, test=8)
-    started = time.monotonic()
-    result = run_cli(horovodrun(dataset, str(tmp_path / "run"), str(tmp_path / "cache"), name))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    digests = rank_digests(output)
-    assert set(digests) == {0, 1} and digests[0] == digests[1], output[-2000:]
-    report = json.loads(open(tmp_path / "run" / "report.json").read())
-    assert report["model"] == name and report["steps_per_epoch"] == 2
-    print(f"{name}: horovodrun -np 2, 2 steps at 32 px: {time.monotonic() - started:.0f} s")

@@ -43,10 +43,12 @@ class ResizeCrop:
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
 
-    def describe(self) -> str:
-        return (f"images resized to {self.height}x{self.width}: random-resized crops for training "
-                f"(area {self.area[0]:g}-{self.area[1]:g}, aspect {self.aspect[0]:.2f}-{self.aspect[1]:.2f}), "
-                f"the central {CENTER_FRACTION:.1%} for evaluation and serving")
+    def describe(self, augment: bool) -> str:
+        training = (f"random-resized crops for training (area {self.area[0]:g}-{self.area[1]:g}, aspect "
+                    f"{self.aspect[0]:.2f}-{self.aspect[1]:.2f})" if augment else
+                    "the central crop for training too (augmentation off)")
+        return (f"images resized to {self.height}x{self.width}: {training}, the central "
+                f"{CENTER_FRACTION:.1%} for evaluation and serving")
 
     def evaluate(self, encoded: tf.Tensor) -> tf.Tensor:
         """Encoded bytes (any size, PNG/JPEG/GIF/BMP) -> float32 [height, width, channels], 0-255."""

@@ -70,7 +70,7 @@ def train(config: TrainConfig) -> dict | None:
         f"image {shape}, {len(manifest.classes)} classes, {batches.steps_per_epoch} steps per epoch"
         f"{', elastic' if elastic else ''}", flush=True)
     if sizing:
-        say(sizing.describe(), flush=True)
+        say(sizing.describe(bool(config.inputs.augment)), flush=True)
     if heads_lib.describe(heads):
         say(heads_lib.describe(heads), flush=True)
     for line in record_sharding(manifest, size):
