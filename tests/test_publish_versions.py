@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.dataset import reader
 from pipeline.dataset.manifest import MANIFEST_NAME, PUBLISHED_NAME, Manifest, read_manifest
+from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import WriteConflict, join
 from pipeline.versions import FLAT_MANIFEST
 from tests.conftest import ROOT, run_cli
@@ -144,8 +145,10 @@ def test_flat_datasets_are_still_read_then_kept_and_retired_like_a_version(stora
     read = read_manifest(storage, flat_url)
     assert read.version is None and "/" not in read.splits["train"].shards[0].file
     assert read.shard_urls(flat_url, "train")[0] == join(flat_url, read.splits["train"].shards[0].file)
-    share = reader.rank_share(storage, flat_url, read, "train", 0, 1, str(tmp_path / "cache"))
-    assert share.records == read.splits["train"].num_records and all(os.path.exists(p) for p in share.paths)
+    cache = ShardCache(storage, flat_url, str(tmp_path / "cache"), 2**30)
+    share = reader.rank_share(read, "train", 0, 1, cache)
+    paths = [p for p in share.local_paths() if os.path.exists(p)]       # each checked while read
+    assert share.records == read.splits["train"].num_records and len(paths) == len(share.shards)
 
     ingest(source, flat_url, "--overwrite")
     assert read_manifest(storage, flat_url).version                        # now versioned

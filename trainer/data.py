@@ -16,25 +16,35 @@ import tensorflow as tf
 
 from pipeline.dataset import records
 from pipeline.dataset.manifest import Manifest
+from pipeline.dataset.reader import RankShare
 from trainer.sizing import ResizeCrop
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
+READ_BUFFER = 8 * 2**20           # bytes read ahead in each shard file
 
 
-def serialized(paths: list[str], shard_records: tuple[int, int] | None = None,
-               deterministic: bool = False) -> tf.data.Dataset:
-    """Serialized records of the given files, read with interleave; deterministic=True gives the
-    same order on every run (what exact resume and the NaN diagnosis rely on)."""
-    files = tf.data.Dataset.from_tensor_slices(paths)
-    ds = files.interleave(tf.data.TFRecordDataset, cycle_length=max(1, min(len(paths), 8)),
-                          num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
+               deterministic: bool = False, epoch=-1, seed: int = 0) -> tf.data.Dataset:
+    """Serialized records of the given files; deterministic=True gives the same order on every
+    run (what exact resume and the NaN diagnosis rely on). `files`: local paths, read with
+    interleave; or a rank's share, whose files are fetched as they are reached (ShardCache) and
+    read one after another: in manifest order, or for epoch >= 0 (a tensor is fine) in an order
+    drawn from (seed, epoch)."""
+    if isinstance(files, RankShare):
+        paths = tf.data.Dataset.from_generator(lambda e: files.local_paths(int(e), seed), args=(epoch,),
+                                               output_signature=tf.TensorSpec((), tf.string))
+        ds = paths.flat_map(lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 8)), num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic)
     return ds.shard(*shard_records) if shard_records else ds
 
 
-def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = None,
+def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
             deterministic: bool = False, outputs: dict[str, str] | None = None,
-            sizing: ResizeCrop | None = None) -> tf.data.Dataset:
+            sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0) -> tf.data.Dataset:
     """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
     `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
     several heads) the label is a dict of the records' attribute labels by output."""
@@ -48,13 +58,14 @@ def decoded(paths: list[str], shape, shard_records: tuple[int, int] | None = Non
         image.set_shape((height, width, channels))
         return image
 
-    return encoded_records(paths, shard_records, deterministic, outputs).map(
+    return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
         lambda stored, label: (decode(stored[0]), label), num_parallel_calls=AUTOTUNE,
         deterministic=deterministic)
 
 
-def encoded_records(paths: list[str], shard_records: tuple[int, int] | None = None,
-                    deterministic: bool = False, outputs: dict[str, str] | None = None) -> tf.data.Dataset:
+def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
+                    deterministic: bool = False, outputs: dict[str, str] | None = None, epoch=-1,
+                    seed: int = 0) -> tf.data.Dataset:
     """((encoded image, format, height, width), label) per record, not yet decoded."""
     spec = records.parse_spec(list((outputs or {}).values()))
 
@@ -65,14 +76,15 @@ def encoded_records(paths: list[str], shard_records: tuple[int, int] | None = No
             return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
         return stored, f[records.LABEL]
 
-    return serialized(paths, shard_records, deterministic).map(
+    return serialized(files, shard_records, deterministic, epoch, seed).map(
         parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
-def record_ids(paths: list[str], shard_records: tuple[int, int] | None = None) -> tf.data.Dataset:
+def record_ids(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None, epoch=-1,
+               seed: int = 0) -> tf.data.Dataset:
     """The record ids, in the order of decoded(..., deterministic=True), without decoding images."""
     spec = {records.ID: tf.io.FixedLenFeature([], tf.string)}
-    return serialized(paths, shard_records, deterministic=True).map(
+    return serialized(files, shard_records, True, epoch, seed).map(
         lambda r: tf.io.parse_single_example(r, spec)[records.ID], num_parallel_calls=AUTOTUNE)
 
 
@@ -89,23 +101,25 @@ class EpochPlan:
     buffer: int          # shuffle buffer: all of the rank's records when they fit in memory
     cached: bool = True  # they fit, and are kept in memory after the first epoch
 
-    def stream(self, items: tf.data.Dataset, start_epoch: int = 0,
-               start_batch: int = 0) -> tf.data.Dataset:
-        """(epoch, index in epoch, item) from (start_epoch, start_batch) on, endless."""
+    def stream(self, items, start_epoch: int = 0, start_batch: int = 0) -> tf.data.Dataset:
+        """(epoch, index in epoch, item) from (start_epoch, start_batch) on, endless. `items`: a
+        dataset, or a function of the epoch giving one (files read in a new order each epoch)."""
         per_epoch = self.steps * self.batch_size
         seed = tf.constant(self.seed, tf.int64)
 
         def one_epoch(epoch):
-            order = items.shuffle(self.buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+            source = items(epoch) if callable(items) else items
+            order = source.shuffle(self.buffer, seed=seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
             return order.repeat().take(per_epoch).enumerate().map(lambda i, item: (epoch, i, item))
 
         epochs = tf.data.Dataset.range(start_epoch, 2**62)
         return epochs.flat_map(one_epoch).skip(start_batch * self.batch_size)
 
 
-def batch_record_ids(paths, shard_records, plan: EpochPlan, epoch: int, batch: int) -> list[str]:
+def batch_record_ids(files, shard_records, plan: EpochPlan, epoch: int, batch: int) -> list[str]:
     """The ids of the records in batch `batch` (0-based) of `epoch` on this rank."""
-    ds = plan.stream(record_ids(paths, shard_records), epoch, batch).take(plan.batch_size)
+    ids = per_epoch(files, plan, lambda e=-1: record_ids(files, shard_records, e, plan.seed))
+    ds = plan.stream(ids, epoch, batch).take(plan.batch_size)
     return [item.decode() for _, _, item in ds.as_numpy_iterator()]
 
 
@@ -197,16 +211,22 @@ class Standardize:
 
 
 def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: int,
-               record_bytes: float | None = None) -> EpochPlan:
-    """A full shuffle when this rank's images fit in memory (they are then cached): decoded
-    images of `shape`, or, for photos, their encoded bytes (`record_bytes` each)."""
+               record_bytes: float | None = None, memory_limit: float = CACHE_LIMIT_BYTES) -> EpochPlan:
+    """A full shuffle when this rank's images fit in `memory_limit` bytes (they are then cached):
+    decoded images of `shape`, or, for photos, their encoded bytes (`record_bytes` each)."""
     item = record_bytes if record_bytes is not None else shape[0] * shape[1] * shape[2]
-    fits = num_records * item <= CACHE_LIMIT_BYTES
+    fits = num_records * item <= memory_limit
     return EpochPlan(steps, batch_size, seed, max(1, num_records if fits else min(num_records, 10_000)),
                      cached=fits)
 
 
-def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = (0, 0),
+def per_epoch(files, plan: EpochPlan, items):
+    """`items` (a function of the epoch) when a rank's files are fetched as read and its images
+    are not cached: each epoch then reads the files in its own order. Else one fixed dataset."""
+    return items if isinstance(files, RankShare) and not plan.cached else items()
+
+
+def training_dataset(files, shape, plan: EpochPlan, *, start: tuple[int, int] = (0, 0),
                      augmentation: Augmentation | None, threads: int, shard_records=None,
                      standardize: Standardize | None = None,
                      outputs: dict[str, str] | None = None,
@@ -214,15 +234,15 @@ def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = 
     """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch.
     Photos (`sizing`) are cached and shuffled undecoded, and decoded inside their crop each time."""
     standardize = standardize or Standardize()
-    if sizing:
-        items = encoded_records(paths, shard_records, deterministic=True, outputs=outputs)
-        augmentation = augmentation or (lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0,
-                                                                      record[1]))
-    else:
-        items = decoded(paths, shape, shard_records, deterministic=True, outputs=outputs)
-    if plan.cached:
-        items = items.cache()
-    ds = plan.stream(items, *start)
+
+    def items(epoch=-1):
+        if sizing:
+            return encoded_records(files, shard_records, True, outputs, epoch, plan.seed)
+        return decoded(files, shape, shard_records, True, outputs, epoch=epoch, seed=plan.seed)
+    if sizing and not augmentation:
+        augmentation = lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0,   # noqa: E731
+                                                     record[1])
+    ds = plan.stream(items().cache() if plan.cached else per_epoch(files, plan, items), *start)
     ds = ds.map(augmentation or (lambda epoch, index, record: record), num_parallel_calls=AUTOTUNE)
 
     def to_float(image, label):    # on whole batches: one op instead of one per image
@@ -234,11 +254,11 @@ def training_dataset(paths, shape, plan: EpochPlan, *, start: tuple[int, int] = 
     return with_threads(ds.prefetch(AUTOTUNE), threads)
 
 
-def eval_dataset(paths, shape, *, batch_size: int, threads: int, shard_records=None,
+def eval_dataset(files, shape, *, batch_size: int, threads: int, shard_records=None,
                  repeat: bool = False, standardize: Standardize | None = None,
                  outputs: dict[str, str] | None = None, deterministic: bool = False,
                  sizing: ResizeCrop | None = None) -> tf.data.Dataset:
-    ds = decoded(paths, shape, shard_records, deterministic, outputs=outputs, sizing=sizing).map(
+    ds = decoded(files, shape, shard_records, deterministic, outputs=outputs, sizing=sizing).map(
         standardize or Standardize(), num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()

@@ -191,7 +191,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tensorboard", action="store_true",
                    help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",
-                   help="local directory shards are staged into (default %(default)s)")
+                   help="local directory for shards and each job's files (default %(default)s)")
+    p.add_argument("--cache-limit-gb", type=positive(float), default=20.0, metavar="GB",
+                   help="shard files on local disk per process: training starts once its first shard "
+                   "is local, later ones are fetched while earlier ones are read, and read ones are "
+                   "removed when space is needed; a share that fits is fetched once (default %(default)s)")
+    p.add_argument("--memory-cache-gb", type=lambda text: nonnegative(text, float), default=2.0, metavar="GB",
+                   help="keep a process's decoded images (photos: their encoded bytes) in memory after "
+                   "the first epoch when they fit in this much; otherwise each epoch reads the files in "
+                   "a new order through a 10,000-image shuffle buffer (default %(default)s)")
     p.add_argument("--keep-checkpoints", type=positive(int), default=3,
                    help="committed checkpoints kept in --checkpoint-dir; older ones are deleted "
                    "(default %(default)s)")

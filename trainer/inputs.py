@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
-from pipeline.dataset.storage import Storage
+from pipeline.dataset.shard_cache import ShardCache
 from trainer import data, sizing as sizing_lib
 from trainer.config import InputConfig
 from trainer.errors import UsageError
@@ -14,16 +14,16 @@ SPLITS = ("train", "validation", "test")
 
 
 class RankInputs:
-    def __init__(self, storage: Storage, config: InputConfig, manifest: Manifest, shape, threads: int,
-                 steps: int, batch_size: int, rank: int, size: int,
+    def __init__(self, config: InputConfig, manifest: Manifest, shape, threads: int, steps: int,
+                 batch_size: int, rank: int, size: int, cache: ShardCache,
                  outputs: dict[str, str] | None = None):
         self.shape, self.threads, self.rank, self.size = shape, threads, rank, size
         self.outputs = outputs          # several heads: {model output: attribute}
         self.batch_size = batch_size    # this rank's
         self.standardize = data.Standardize.from_manifest(manifest)
         self.sizing = sizing_lib.choose(manifest, config.image_size)      # None: one fixed size
-        self.splits = {split: rank_share(storage, config.dataset, manifest, split, rank, size,
-                                         config.cache_dir) for split in SPLITS}
+        # Shards reach disk as they are read, within --cache-limit-gb (this process's own folder).
+        self.splits = {split: rank_share(manifest, split, rank, size, cache) for split in SPLITS}
         count = self.splits["train"].records
         if count == 0:
             raise UsageError(f"rank {rank} of {size} has no training records (the training split has "
@@ -31,7 +31,8 @@ class RankInputs:
         train = manifest.splits["train"]
         encoded = train.num_bytes / max(1, train.num_records)      # photos are cached undecoded
         self.plan = data.epoch_plan(count, shape, steps=steps, batch_size=self.batch_size,
-                                    seed=config.seed + rank, record_bytes=encoded if self.sizing else None)
+                                    seed=config.seed + rank, record_bytes=encoded if self.sizing else None,
+                                    memory_limit=config.memory_cache_gb * 2**30)
         photos = {"sizing": self.sizing} if self.sizing else {}
         kind = data.PhotoAugmentation if self.sizing else data.Augmentation
         self.augmentation = kind(tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
@@ -44,33 +45,30 @@ class RankInputs:
         return self.validation_count // (self.batch_size * self.size)
 
     def training(self, start: tuple[int, int]):
-        paths, shard_records, _ = self.splits["train"]
-        return data.training_dataset(paths, self.shape, self.plan, start=start,
+        share = self.splits["train"]
+        return data.training_dataset(share, self.shape, self.plan, start=start,
                                      augmentation=self.augmentation, threads=self.threads,
-                                     shard_records=shard_records, standardize=self.standardize,
+                                     shard_records=share.shard_records, standardize=self.standardize,
                                      outputs=self.outputs, sizing=self.sizing)
 
+    def evaluation(self, split: str, batch_size: int, **options):
+        share = self.splits[split]
+        return data.eval_dataset(share, self.shape, batch_size=batch_size, threads=self.threads,
+                                 shard_records=share.shard_records, standardize=self.standardize,
+                                 outputs=self.outputs, sizing=self.sizing, **options)
+
     def validation(self):
-        paths, shard_records, _ = self.splits["validation"]
-        return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
-                                 shard_records=shard_records, repeat=True, standardize=self.standardize,
-                                 outputs=self.outputs, sizing=self.sizing)
+        return self.evaluation("validation", self.batch_size, repeat=True)
 
     def statistics(self):
         """This rank's training images as evaluation sees them (no augmentation), repeated: what
         precise batch-norm statistics are averaged over. In a fixed order: the first batches
         are used, and a resumed run must average the same ones as an uninterrupted run."""
-        paths, shard_records, _ = self.splits["train"]
-        return data.eval_dataset(paths, self.shape, batch_size=self.batch_size, threads=self.threads,
-                                 shard_records=shard_records, repeat=True, standardize=self.standardize,
-                                 outputs=self.outputs, deterministic=True, sizing=self.sizing)
+        return self.evaluation("train", self.batch_size, repeat=True, deterministic=True)
 
     def test(self):
-        paths, shard_records, _ = self.splits["test"]
-        return data.eval_dataset(paths, self.shape, batch_size=256, threads=self.threads,
-                                 shard_records=shard_records, standardize=self.standardize,
-                                 outputs=self.outputs, sizing=self.sizing)
+        return self.evaluation("test", 256)
 
     def batch_ids(self, epoch: int, batch: int) -> list[str]:
-        paths, shard_records, _ = self.splits["train"]
-        return data.batch_record_ids(paths, shard_records, self.plan, epoch, batch)
+        share = self.splits["train"]
+        return data.batch_record_ids(share, share.shard_records, self.plan, epoch, batch)

@@ -11,6 +11,7 @@ import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest
+from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
 from trainer import faults, heads as heads_lib, precise_bn, precision
 from trainer.batching import BatchPlan
@@ -24,10 +25,10 @@ from trainer.progress import (AverageNonTrainable, Checkpointing, CommitState, P
                               UploadDirectory)
 
 
-def rank_inputs(storage: Storage, config: TrainConfig, manifest: Manifest, heads: list, shape,
-                threads: int, batches: BatchPlan, rank: int, size: int) -> RankInputs:
-    return RankInputs(storage, config.inputs, manifest, shape, threads, batches.steps_per_epoch,
-                      batches.per_rank, rank, size, heads_lib.label_outputs(heads))
+def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, shape, threads: int,
+                batches: BatchPlan, rank: int, size: int, cache: ShardCache) -> RankInputs:
+    return RankInputs(config.inputs, manifest, shape, threads, batches.steps_per_epoch,
+                      batches.per_rank, rank, size, cache, heads_lib.label_outputs(heads))
 
 
 @dataclasses.dataclass
@@ -43,6 +44,7 @@ class Run:
     model: keras.Model
     checkpoint: tf.train.Checkpoint
     store: CheckpointStore
+    shards: ShardCache                             # this process's, kept when an elastic world changes
     fault_flag: tf.Variable | None = None          # trainer/faults.py, tests only
     history: list = dataclasses.field(default_factory=list)        # one entry per epoch
     samples: list = dataclasses.field(default_factory=list)        # (epoch, loss, lr), per step
@@ -61,8 +63,8 @@ class Run:
         return join(outputs.checkpoint_dir, "tensorboard") if outputs.tensorboard else None
 
     def inputs(self, rank: int, size: int) -> RankInputs:
-        return rank_inputs(self.storage, self.config, self.manifest, self.heads, self.shape,
-                           self.threads, self.batches, rank, size)
+        return rank_inputs(self.config, self.manifest, self.heads, self.shape, self.threads,
+                           self.batches, rank, size, self.shards)
 
     def callbacks(self, position: Position, inputs: RankInputs) -> list:
         outputs = self.config.outputs

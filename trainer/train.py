@@ -12,6 +12,7 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
+from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage
 from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
 from trainer import sizing as sizing_lib
@@ -75,10 +76,13 @@ def train(config: TrainConfig) -> dict | None:
         say(heads_lib.describe(heads), flush=True)
     for line in record_sharding(manifest, size):
         say(line, flush=True)
+    # Shards are fetched as they are read, within --cache-limit-gb, in this process's own folder.
+    shards = ShardCache(storage, config.inputs.dataset, config.local_dir(rank, "shards"),
+                        config.inputs.cache_limit_gb * 2**30)
     checked = None
     if config.check_input:
-        checked = check_input(config, rank_inputs(storage, config, manifest, heads, shape, threads, batches,
-                                                  rank, size).training((0, 0)),
+        checked = check_input(config, rank_inputs(config, manifest, heads, shape, threads, batches,
+                                                  rank, size, shards).training((0, 0)),
                               shape, len(manifest.classes), batches.steps_per_epoch, say)
         if config.check_input == "only":
             return checked
@@ -112,7 +116,8 @@ def train(config: TrainConfig) -> dict | None:
     if latest is not None and precision.loss_scale(optimizer) is not None:
         say(f"loss scale {precision.loss_scale(optimizer):g} restored", flush=True)
     optimizer.iterations.assign(start[0] * steps + start[1])     # the schedule follows the position
-    run = Run(config, storage, manifest, heads, shape, threads, batches, model, checkpoint, store, fault_flag)
+    run = Run(config, storage, manifest, heads, shape, threads, batches, model, checkpoint, store, shards,
+              fault_flag)
 
     if elastic:
         scored = fit_elastic(run, start)

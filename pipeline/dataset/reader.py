@@ -1,30 +1,44 @@
 """The reader side every consumer of a dataset needs: which shard files of a split one rank
-(of `size`) reads, brought to local disk once and checked against the manifest's sha256.
+(of `size`) reads, and how they reach local disk, checked against the manifest's sha256:
+streamed through a bounded ShardCache (shard_cache.py: reading starts once the first file is
+local), or all staged at once (`stage`, for tools and tests).
 
 Ranks read whole files when there are at least as many files as ranks; otherwise every rank
 reads all files and keeps every size-th record (`shard_records`). No TensorFlow here: the
 trainer builds its tf.data pipeline on the local paths."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import random
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
-from pipeline.dataset.manifest import Manifest
+from pipeline.dataset.manifest import Manifest, Shard
+from pipeline.dataset.shard_cache import ShardCache, ShardChecksumError
 from pipeline.dataset.storage import Storage, file_digest, join
+
+__all__ = ["RankShare", "ShardChecksumError", "files_for_rank", "rank_share", "stage"]
 
 STAGING_THREADS = 8
 
 
-class ShardChecksumError(Exception):
-    """A shard's bytes differ from the sha256 the manifest lists."""
-
-
-class RankShare(NamedTuple):
-    paths: list[str]                          # local files, in manifest order
+@dataclasses.dataclass(frozen=True)
+class RankShare:
+    """One rank's part of a split."""
+    shards: list[Shard]                       # its shard files, in manifest order
     shard_records: tuple[int, int] | None     # (size, rank): keep every size-th record, or None
     records: int                              # how many records this rank reads
+    cache: ShardCache | None = None
+
+    def local_paths(self, epoch: int = -1, seed: int = 0):
+        """Local paths of its files, each fetched when needed: in manifest order (epoch < 0) or
+        in an order drawn from (seed, epoch), so a large dataset is not read in one file order
+        every epoch."""
+        order = list(self.shards)
+        if epoch >= 0:
+            random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        return self.cache.paths(order, reader=id(self))      # one reader of this share at a time
 
 
 def files_for_rank(files: list, rank: int, size: int) -> tuple[list, bool]:
@@ -35,18 +49,18 @@ def files_for_rank(files: list, rank: int, size: int) -> tuple[list, bool]:
     return files, True
 
 
-def rank_share(storage: Storage, dataset_url: str, manifest: Manifest, split: str, rank: int,
-               size: int, cache_dir: str) -> RankShare:
-    """This rank's part of a split, staged locally (an absent split is an empty share)."""
+def rank_share(manifest: Manifest, split: str, rank: int, size: int,
+               cache: ShardCache | None = None) -> RankShare:
+    """This rank's part of a split (an absent split is an empty share); its files reach disk
+    through `cache` when they are read."""
     if split not in manifest.splits:
-        return RankShare([], None, 0)
+        return RankShare([], None, 0, cache)
     shards = manifest.splits[split].shards
-    mine, by_record = files_for_rank(list(range(len(shards))), rank, size)
-    paths = stage(storage, dataset_url, manifest, split, mine, cache_dir)
+    mine, by_record = files_for_rank(list(shards), rank, size)
     if by_record:      # every size-th record of all files, from the rank-th on
         total = sum(s.records for s in shards)
-        return RankShare(paths, (size, rank), max(0, math.ceil((total - rank) / size)))
-    return RankShare(paths, None, sum(shards[i].records for i in mine))
+        return RankShare(mine, (size, rank), max(0, math.ceil((total - rank) / size)), cache)
+    return RankShare(mine, None, sum(s.records for s in mine), cache)
 
 
 def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, indices: list[int],
