@@ -46,13 +46,13 @@ def real(dataset: str, size: int, batch: int, rank: int, ranks: int):
     from pipeline.dataset.reader import rank_share
     from pipeline.dataset.shard_cache import ShardCache
     from pipeline.dataset.storage import Storage
-    from trainer import data
+    from pipeline.dataset.load import decoded
     storage = Storage()
     manifest = read_manifest(storage, dataset)
     share = rank_share(manifest, "train", rank, ranks,
                        ShardCache(storage, dataset, f"/tmp/gpu-check-cache/rank-{rank}", 50 * 2**30))
     shape = tuple(manifest.image_shape or (size, size, 3))
-    images = data.decoded(share, (shape[0], shape[1], 3), share.shard_records).repeat()
+    images = decoded(share, (shape[0], shape[1], 3), share.shard_records).repeat()
     resize = lambda image, label: (tf.image.resize(image, (size, size)) / 255.0, label)  # noqa: E731
     return (images.map(resize, num_parallel_calls=tf.data.AUTOTUNE).batch(batch, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE)), len(manifest.classes)

@@ -25,6 +25,7 @@ from benchmarks.trainer_dataset import build
 from pipeline.dataset import records
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage, join
+from pipeline.dataset.load import decoded
 from trainer import data
 from trainer.inputcheck import input_rate
 
@@ -71,7 +72,7 @@ def naive(paths, shape):
 
 
 def trainer_pipeline(paths, shape, threads):
-    ds = data.decoded(paths, shape).map(data.Standardize(), num_parallel_calls=data.AUTOTUNE)
+    ds = decoded(paths, shape).map(data.Standardize(), num_parallel_calls=data.AUTOTUNE)
     return data.with_threads(ds.batch(BATCH).prefetch(data.AUTOTUNE), threads)
 
 
@@ -91,7 +92,7 @@ def reshuffled(paths, shape, threads, steps):
         image = tf.image.random_flip_left_right(tf.image.random_crop(image, shape))
         return image, label
 
-    ds = data.decoded(paths, shape).cache().shuffle(steps * BATCH, seed=1).repeat()
+    ds = decoded(paths, shape).cache().shuffle(steps * BATCH, seed=1).repeat()
     ds = ds.map(augment, num_parallel_calls=data.AUTOTUNE).batch(BATCH, drop_remainder=True)
     ds = ds.map(lambda x, y: (data.Standardize()(x, y)), num_parallel_calls=data.AUTOTUNE)
     return data.with_threads(ds.prefetch(data.AUTOTUNE), threads)

@@ -113,17 +113,18 @@ def test_serving_the_original_bytes_predicts_what_evaluation_computed(storage, w
                                                                      tmp_path):
     """The SavedModel's signature decodes and center-crops the bytes itself; evaluation reads
     the test shards through the trainer's tf.data pipeline: the probabilities agree."""
+    from pipeline.dataset.load import record_ids
     from pipeline.dataset.reader import stage
     from trainer import data
     from trainer.keras import keras
-    from trainer.sizing import ResizeCrop
+    from pipeline.dataset.sizing import ResizeCrop
 
     run, _ = cnn_run
     manifest = read_manifest(storage, dataset)
     report = json.loads((run / "report.json").read_text())
     paths = stage(storage, dataset, manifest, "test", list(range(len(manifest.splits["test"].shards))),
                   str(tmp_path))
-    ids = [i.decode() for i in data.record_ids(paths).as_numpy_iterator()]   # the evaluation's order
+    ids = [i.decode() for i in record_ids(paths).as_numpy_iterator()]   # the evaluation's order
     served = tf.saved_model.load(str(run / "model")).signatures["serving_default"](
         image_bytes=tf.constant([written[i] for i in ids]))["probabilities"].numpy()
 
@@ -148,7 +149,7 @@ def jpeg(height: int, width: int, channels: int = 3, seed: int = 0) -> bytes:
 
 
 def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
-    from trainer.sizing import ResizeCrop
+    from pipeline.dataset.sizing import ResizeCrop
 
     data = jpeg(300, 420)
     key = tf.constant([7, 11], tf.int64)
@@ -161,7 +162,7 @@ def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
 
 def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
     from trainer.data import PhotoAugmentation
-    from trainer.sizing import ResizeCrop
+    from pipeline.dataset.sizing import ResizeCrop
 
     augment = PhotoAugmentation((48, 48, 3), seed=5, flip=True, sizing=ResizeCrop(48, 48, 3))
     record = ((tf.constant(jpeg(200, 260)), tf.constant(b"jpeg"), tf.constant(200, tf.int64),
@@ -175,7 +176,7 @@ def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
 
 @pytest.mark.parametrize("height, width", [(1, 1), (3, 500), (500, 3), (64, 64), (480, 640)])
 def test_the_center_crop_takes_the_middle_of_any_image(height, width):
-    from trainer.sizing import ResizeCrop
+    from pipeline.dataset.sizing import ResizeCrop
 
     column = np.broadcast_to(np.arange(width, dtype=np.float32)[None, :, None], (height, width, 1))
     crop = ResizeCrop(16, 16, 1).center_crop(tf.constant(column)).numpy()
@@ -187,8 +188,7 @@ def test_the_center_crop_takes_the_middle_of_any_image(height, width):
 def test_which_path_the_manifest_chooses(storage, dataset):
     import dataclasses
 
-    from trainer.errors import UsageError
-    from trainer.sizing import ResizeCrop, choose
+    from pipeline.dataset.sizing import ImageSizeError, ResizeCrop, choose
 
     manifest = read_manifest(storage, dataset)
     assert choose(manifest, (40, 56)) == ResizeCrop(40, 56, 3)
@@ -198,5 +198,21 @@ def test_which_path_the_manifest_chooses(storage, dataset):
     assert choose(fixed, None) is None and choose(fixed, (32, 32)) == ResizeCrop(32, 32, 1)
     older = dataclasses.replace(manifest, splits={name: dataclasses.replace(s, image_sizes=None)
                                                   for name, s in manifest.splits.items()})
-    with pytest.raises(UsageError, match="--image-size"):
+    with pytest.raises(ImageSizeError, match="--image-size"):
         choose(older, None)
+
+
+def test_load_gives_a_split_as_a_dataset_without_the_trainer(storage, dataset, tmp_path):
+    from pipeline.dataset.load import load
+
+    manifest = read_manifest(storage, dataset)
+    test = load(dataset, "test", image_size=64, cache_dir=str(tmp_path))
+    images, labels = zip(*[(i.numpy(), int(l)) for i, l in test])
+    assert len(images) == manifest.splits["test"].num_records
+    assert all(i.shape == (64, 64, 3) and 0.0 <= i.min() and i.max() <= 1.0 for i in images)
+    stored = {r.id: r.label for r in stored_records(storage, dataset, manifest, "test")}
+    assert sorted(labels) == sorted(stored.values())
+    halves = [sum(1 for _ in load(dataset, "train", rank, 2, 32, cache_dir=str(tmp_path))) for rank in (0, 1)]
+    assert sum(halves) == manifest.splits["train"].num_records and min(halves) > 0
+    with pytest.raises(KeyError, match="no split 'holdout'"):
+        load(dataset, "holdout")

@@ -83,6 +83,7 @@ def dataset(storage, tmp_path_factory) -> tuple[str, int]:
     local = str(tmp_path_factory.mktemp("streaming") / "fmnist")
     build(local, train=1024, test=64, shards=8)
     url = "s3://streaming/datasets/fmnist"
+    storage.ensure_bucket(url)
     for name in os.listdir(local):
         storage.upload(os.path.join(local, name), join(url, name))
     return url, max(s.bytes for s in read_manifest(storage, url).splits["train"].shards)
@@ -144,3 +145,25 @@ def test_each_epoch_reads_the_files_in_its_own_order(storage, shards, tmp_path):
     names = lambda epoch: [os.path.basename(p).split("-", 1)[1] for p in share.local_paths(epoch, seed=3)]  # noqa: E731
     assert names(-1) == [s.file for s in shards]                        # manifest order
     assert names(0) == names(0) and sorted(names(0)) == sorted(names(1)) and names(0) != names(1)
+
+
+def test_load_returns_a_fixed_size_split_as_stored(storage, dataset, tmp_path):
+    import io
+
+    from PIL import Image
+
+    from pipeline.dataset import records, tfrecord
+    from pipeline.dataset.load import load
+
+    url, _ = dataset
+    manifest = read_manifest(storage, url)
+    stored = {}
+    for shard in manifest.splits["test"].shards:
+        for r in tfrecord.read_records(io.BytesIO(storage.read_bytes(join(url, shard.file)))):
+            record = records.decode_example(r)
+            stored[record.label] = stored.get(record.label, []) + [np.asarray(Image.open(io.BytesIO(record.image)))]
+    loaded = list(load(url, "test", cache_dir=str(tmp_path)))
+    assert len(loaded) == manifest.splits["test"].num_records
+    for image, label in loaded:
+        assert image.shape == (28, 28, 1)
+        assert any(np.array_equal(np.round(image.numpy()[..., 0] * 255), p) for p in stored[int(label)])

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dataset.manifest import DatasetNotFound
     from pipeline.dataset.storage import StorageError
     from pipeline.dataset.reader import ShardChecksumError
+    from pipeline.dataset.sizing import ImageSizeError
     from trainer.agree import ReportedByRankZero
     from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
     from trainer.config import TrainConfig
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     except Diverged as e:       # exit 3, so a scheduler can tell "diverged" from "bad input"
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return DIVERGED
-    except (DatasetNotFound, StorageError, ShardChecksumError, UsageError) as e:
+    except (DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError, UsageError) as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return USAGE
     return 0

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pipeline.dataset.manifest import DatasetNotFound
 from pipeline.dataset.reader import ShardChecksumError
+from pipeline.dataset.sizing import ImageSizeError
 from pipeline.dataset.storage import StorageError
 from trainer.errors import USAGE, UsageError
 
 # What a check may raise that is the user's to fix (a bad flag, dataset, bucket or checkpoint).
-EXPECTED = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, OSError)
+EXPECTED = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError, OSError)
 
 
 class ReportedByRankZero(Exception):

@@ -6,7 +6,7 @@ files (manifest) -> this rank's files, staged locally and sha256-checked (pipeli
 epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
 -> to float, standardise -> prefetch (last).
 
-Photos of many sizes (trainer/sizing.py) are cached and shuffled still encoded; the augment step
+Photos of many sizes (pipeline/dataset/sizing.py) are cached and shuffled still encoded; the augment step
 decodes each one inside its random-resized crop."""
 from __future__ import annotations
 
@@ -14,78 +14,16 @@ import dataclasses
 
 import tensorflow as tf
 
-from pipeline.dataset import records
+from pipeline.dataset.load import decoded, encoded_records, record_ids
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import RankShare
-from trainer.sizing import ResizeCrop
+from pipeline.dataset.sizing import ResizeCrop
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
-READ_BUFFER = 8 * 2**20           # bytes read ahead in each shard file
-
-
-def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
-               deterministic: bool = False, epoch=-1, seed: int = 0) -> tf.data.Dataset:
-    """Serialized records of the given files; deterministic=True gives the same order on every
-    run (what exact resume and the NaN diagnosis rely on). `files`: local paths, read with
-    interleave; or a rank's share, whose files are fetched as they are reached (ShardCache) and
-    read one after another: in manifest order, or for epoch >= 0 (a tensor is fine) in an order
-    drawn from (seed, epoch)."""
-    if isinstance(files, RankShare):
-        paths = tf.data.Dataset.from_generator(lambda e: files.local_paths(int(e), seed), args=(epoch,),
-                                               output_signature=tf.TensorSpec((), tf.string))
-        ds = paths.flat_map(lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
-            tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 8)), num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic)
-    return ds.shard(*shard_records) if shard_records else ds
-
-
-def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
-            deterministic: bool = False, outputs: dict[str, str] | None = None,
-            sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0) -> tf.data.Dataset:
-    """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
-    `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
-    several heads) the label is a dict of the records' attribute labels by output."""
-    height, width, channels = shape
-
-    def decode(encoded):
-        if sizing:
-            return sizing.evaluate(encoded)
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        image = tf.image.resize_with_crop_or_pad(image, height, width)
-        image.set_shape((height, width, channels))
-        return image
-
-    return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
-        lambda stored, label: (decode(stored[0]), label), num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic)
-
-
-def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
-                    deterministic: bool = False, outputs: dict[str, str] | None = None, epoch=-1,
-                    seed: int = 0) -> tf.data.Dataset:
-    """((encoded image, format, height, width), label) per record, not yet decoded."""
-    spec = records.parse_spec(list((outputs or {}).values()))
-
-    def parse(serialized_record):
-        f = tf.io.parse_single_example(serialized_record, spec)
-        stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH])
-        if outputs:
-            return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
-        return stored, f[records.LABEL]
-
-    return serialized(files, shard_records, deterministic, epoch, seed).map(
-        parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-
-
-def record_ids(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None, epoch=-1,
-               seed: int = 0) -> tf.data.Dataset:
-    """The record ids, in the order of decoded(..., deterministic=True), without decoding images."""
-    spec = {records.ID: tf.io.FixedLenFeature([], tf.string)}
-    return serialized(files, shard_records, True, epoch, seed).map(
-        lambda r: tf.io.parse_single_example(r, spec)[records.ID], num_parallel_calls=AUTOTUNE)
+# Shuffle buffer when the images are not cached: at most 10,000 images and this many bytes. The
+# buffer fills before the first batch, so this also bounds what is read before training starts.
+SHUFFLE_BYTES = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,7 +106,7 @@ class Augmentation:
 
 @dataclasses.dataclass(frozen=True)
 class PhotoAugmentation(Augmentation):
-    """Photos (trainer/sizing.py): a random-resized crop instead of the padded crop, then the same
+    """Photos (pipeline/dataset/sizing.py): a random-resized crop instead of the padded crop, then the same
     flip, brightness and contrast, with the same per-image keys. Records arrive undecoded."""
     sizing: ResizeCrop | None = None
 
@@ -216,8 +154,8 @@ def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: in
     decoded images of `shape`, or, for photos, their encoded bytes (`record_bytes` each)."""
     item = record_bytes if record_bytes is not None else shape[0] * shape[1] * shape[2]
     fits = num_records * item <= memory_limit
-    return EpochPlan(steps, batch_size, seed, max(1, num_records if fits else min(num_records, 10_000)),
-                     cached=fits)
+    buffer = num_records if fits else min(num_records, 10_000, max(batch_size, int(SHUFFLE_BYTES // max(item, 1))))
+    return EpochPlan(steps, batch_size, seed, max(1, buffer), cached=fits)
 
 
 def per_epoch(files, plan: EpochPlan, items):

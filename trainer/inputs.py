@@ -6,7 +6,8 @@ from __future__ import annotations
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
 from pipeline.dataset.shard_cache import ShardCache
-from trainer import data, sizing as sizing_lib
+from pipeline.dataset import sizing as sizing_lib
+from trainer import data
 from trainer.config import InputConfig
 from trainer.errors import UsageError
 

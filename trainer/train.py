@@ -12,10 +12,10 @@ import horovod.tensorflow.keras as hvd
 
 from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
+from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage
 from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
-from trainer import sizing as sizing_lib
 from trainer.batching import BatchPlan, plan_batches
 from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
@@ -159,6 +159,10 @@ def checked_inputs(config: TrainConfig, storage: Storage):
     check_flags(config)
     manifest = read_manifest(storage, config.inputs.dataset)
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
+    largest = max((s for split in manifest.splits.values() for s in split.shards), key=lambda s: s.bytes)
+    if largest.bytes > config.inputs.cache_limit_gb * 2**30:
+        raise UsageError(f"--cache-limit-gb {config.inputs.cache_limit_gb:g} is smaller than shard "
+                         f"{largest.file} ({largest.bytes / 2**30:.2f} GiB): each process needs room for one")
     sizing = sizing_lib.choose(manifest, config.inputs.image_size)
     return manifest, heads, sizing.shape if sizing else tuple(manifest.image_shape), sizing
 

@@ -15,12 +15,13 @@ import collections
 import os
 import shutil
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.dataset.manifest import Shard
 from pipeline.dataset.storage import Storage, file_digest, join
 
-FETCH_THREADS = 4
+# Fetches in flight ahead of the reader. More share the bandwidth (and, against a local S3
+# server, its CPU) with the file the reader waits for (benchmarks/trainer_photos).
+FETCH_AHEAD = 2
 
 
 class ShardChecksumError(Exception):
@@ -46,7 +47,6 @@ class ShardCache:
         self.errors: dict[str, Exception] = {}
         self.holding: dict = {}                  # reader key -> (its token, the shard it reads)
         self.wanted: dict[str, int] = {}         # the latest reading order: file -> position
-        self.pool = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="shard-fetch")
         shutil.rmtree(local_dir, ignore_errors=True)     # this process's own folder: left by a crash
         os.makedirs(local_dir)
 
@@ -99,7 +99,7 @@ class ShardCache:
 
     def schedule(self) -> None:
         """Start fetching queued shards while they fit (caller holds the lock)."""
-        while self.queue:
+        while self.queue and len(self.fetching) < FETCH_AHEAD:
             shard = self.queue[0]
             if shard.file in self.local or shard.file in self.fetching:
                 self.queue.pop(0)
@@ -110,8 +110,10 @@ class ShardCache:
             self.start(shard)
 
     def start(self, shard: Shard) -> None:
+        """Fetch in a daemon thread: a process that has read what it needs exits without waiting
+        for the fetches still ahead of it."""
         self.fetching[shard.file] = shard
-        self.pool.submit(self.fetch, shard)
+        threading.Thread(target=self.fetch, args=(shard,), name=f"fetch {shard.file}", daemon=True).start()
 
     def make_room(self, needed: int, urgent: bool = False) -> bool:
         """Remove files until `needed` more bytes fit: read ones, least recently first; for a file

@@ -4,7 +4,7 @@ Photos keep their own sizes (ingestion does not resize unless asked), so one `im
 longer describes a dataset. Each shard counts its images by height, by width, by format and by
 channel count; publish adds the shards' counts and keeps this summary per split. Counting by
 value keeps what a shard returns bounded by the largest side (a few thousand values), not by the
-number of images. The trainer reads it to pick its preprocessing (trainer/sizing.py)."""
+number of images. The trainer reads it to pick its preprocessing (sizing.py)."""
 from __future__ import annotations
 
 import collections

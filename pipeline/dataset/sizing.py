@@ -1,7 +1,7 @@
-"""How stored images of any size become the model's input of one size (--image-size).
+"""How stored images of any size become a model's input of one size (the trainer's --image-size).
 
-Datasets whose images share one size (Fashion-MNIST, CIFAR) keep the pad-and-crop path of
-trainer/data.py. Photos keep their own sizes in the dataset (ingestion stores the original
+Datasets whose images share one size (Fashion-MNIST, CIFAR) keep the pad-and-crop path
+(load.py). Photos keep their own sizes in the dataset (ingestion stores the original
 JPEG bytes), so here, as in the ImageNet references (Inception, ResNet, NVIDIA's
 DeepLearningExamples):
 
@@ -21,14 +21,13 @@ import dataclasses
 import tensorflow as tf
 
 from pipeline.dataset.manifest import Manifest
-from trainer.errors import UsageError
 
 CENTER_FRACTION = 0.875        # of the shorter side: the evaluation crop of the ImageNet references
 MIN_OBJECT_COVERED = 0.1       # the box keeps at least this much of the image (TF's ResNet reference)
 
 
-class ImageSizeError(UsageError):
-    """Photos whose manifest cannot say which size to train at."""
+class ImageSizeError(ValueError):
+    """Photos whose manifest cannot say which size to use (the trainer: one line, exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""A published split as a tf.data.Dataset: for a notebook, an inference or analysis job, and the
+trainer (which adds its order, augmentation and batching: trainer/data.py).
+
+    from pipeline.dataset.load import load
+    ds = load("s3://bucket/datasets/photos", "test", image_size=224)   # (image, label) pairs
+    for images, labels in ds.batch(256): ...
+
+One rank's files (rank of size) are fetched as they are read (shard_cache.py: sha256-checked,
+within a disk budget, in a folder of this process's own), parsed and decoded in parallel. Images
+of a dataset of one size come as they are stored; photos of many sizes, or with `image_size`, as
+the central crop resized to it (the evaluation's and the serving signature's crop: sizing.py).
+Images are float32 in [0, 1] (no standardisation: Manifest's pixel_mean/pixel_std are there to
+apply), labels int64 indices into the manifest's classes. TensorFlow is imported here only: the
+ingestion job never imports this module."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import tensorflow as tf
+
+from pipeline.dataset import records
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.reader import RankShare, rank_share
+from pipeline.dataset.shard_cache import ShardCache
+from pipeline.dataset.sizing import ResizeCrop, choose
+from pipeline.dataset.storage import Storage
+
+AUTOTUNE = tf.data.AUTOTUNE
+READ_BUFFER = 8 * 2**20           # bytes read ahead in each shard file
+
+
+def load(url: str, split: str, rank: int = 0, size: int = 1, image_size: int | tuple[int, int] | None = None,
+         *, cache_dir: str | None = None, cache_limit_gb: float = 20.0,
+         storage: Storage | None = None) -> tf.data.Dataset:
+    """(image, label) for every record of `split` that rank `rank` of `size` reads, in a fixed
+    order. `image_size`: S or (height, width) for photos of many sizes (default: the median
+    shorter side, at most 224); a dataset of one image size is returned at its size unless given."""
+    storage = storage or Storage()
+    manifest = read_manifest(storage, url)
+    if split not in manifest.splits:
+        raise KeyError(f"{url} has no split {split!r} (it has: {', '.join(manifest.splits)})")
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    sizing = choose(manifest, image_size)
+    shape = sizing.shape if sizing else tuple(manifest.image_shape)
+    folder = cache_dir or tempfile.mkdtemp(prefix="dataset-load-")
+    cache = ShardCache(storage, url, os.path.join(folder, f"{split}-rank-{rank}"), cache_limit_gb * 2**30)
+    share = rank_share(manifest, split, rank, size, cache)
+    return decoded(share, shape, share.shard_records, deterministic=True, sizing=sizing).map(
+        lambda image, label: (tf.cast(image, tf.float32) / 255.0, label), num_parallel_calls=AUTOTUNE)
+
+
+def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
+               deterministic: bool = False, epoch=-1, seed: int = 0) -> tf.data.Dataset:
+    """Serialized records of the given files; deterministic=True gives the same order on every
+    run (what exact resume and the NaN diagnosis rely on). `files`: local paths, read with
+    interleave; or a rank's share, whose files are fetched as they are reached (ShardCache) and
+    read one after another: in manifest order, or for epoch >= 0 (a tensor is fine) in an order
+    drawn from (seed, epoch)."""
+    if isinstance(files, RankShare):
+        paths = tf.data.Dataset.from_generator(lambda e: files.local_paths(int(e), seed), args=(epoch,),
+                                               output_signature=tf.TensorSpec((), tf.string))
+        ds = paths.flat_map(lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files).interleave(
+            tf.data.TFRecordDataset, cycle_length=max(1, min(len(files), 8)), num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic)
+    return ds.shard(*shard_records) if shard_records else ds
+
+
+def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
+            deterministic: bool = False, outputs: dict[str, str] | None = None,
+            sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0) -> tf.data.Dataset:
+    """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
+    `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
+    several heads) the label is a dict of the records' attribute labels by output."""
+    height, width, channels = shape
+
+    def decode(encoded):
+        if sizing:
+            return sizing.evaluate(encoded)
+        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+        image = tf.image.resize_with_crop_or_pad(image, height, width)
+        image.set_shape((height, width, channels))
+        return image
+
+    return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
+        lambda stored, label: (decode(stored[0]), label), num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic)
+
+
+def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
+                    deterministic: bool = False, outputs: dict[str, str] | None = None, epoch=-1,
+                    seed: int = 0) -> tf.data.Dataset:
+    """((encoded image, format, height, width), label) per record, not yet decoded."""
+    spec = records.parse_spec(list((outputs or {}).values()))
+
+    def parse(serialized_record):
+        f = tf.io.parse_single_example(serialized_record, spec)
+        stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH])
+        if outputs:
+            return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
+        return stored, f[records.LABEL]
+
+    return serialized(files, shard_records, deterministic, epoch, seed).map(
+        parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+
+def record_ids(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None, epoch=-1,
+               seed: int = 0) -> tf.data.Dataset:
+    """The record ids, in the order of decoded(..., deterministic=True), without decoding images."""
+    spec = {records.ID: tf.io.FixedLenFeature([], tf.string)}
+    return serialized(files, shard_records, True, epoch, seed).map(
+        lambda r: tf.io.parse_single_example(r, spec)[records.ID], num_parallel_calls=AUTOTUNE)
