@@ -118,8 +118,9 @@ def first_batch_seconds(storage, url, manifest, sizing, folder, streaming: bool)
     else:
         share = stage(storage, url, manifest, "train", list(range(0, len(manifest.splits["train"].shards), 2)),
                       folder)
-    plan = data.epoch_plan(manifest.splits["train"].num_records // 2, sizing.shape, steps=10, batch_size=BATCH,
-                           seed=1, record_bytes=manifest.splits["train"].num_bytes / manifest.splits["train"].num_records,
+    train = manifest.splits["train"]
+    plan = data.epoch_plan(train.num_records // 2, sizing.shape, steps=10, batch_size=BATCH, seed=1,
+                           record_bytes=train.num_bytes / train.num_records,
                            memory_limit=0)      # as --memory-cache-gb 0, or a share larger than it
     next(iter(data.training_dataset(share, sizing.shape, plan, augmentation=None, threads=2, sizing=sizing)))
     return time.perf_counter() - started

@@ -142,7 +142,8 @@ def test_each_epoch_reads_the_files_in_its_own_order(storage, shards, tmp_path):
     from pipeline.dataset.reader import RankShare
 
     share = RankShare(shards, None, len(shards), ShardCache(storage, URL, str(tmp_path), 2**30))
-    names = lambda epoch: [os.path.basename(p).split("-", 1)[1] for p in share.local_paths(epoch, seed=3)]  # noqa: E731
+    def names(epoch):
+        return [os.path.basename(p).split("-", 1)[1] for p in share.local_paths(epoch, seed=3)]
     assert names(-1) == [s.file for s in shards]                        # manifest order
     assert names(0) == names(0) and sorted(names(0)) == sorted(names(1)) and names(0) != names(1)
 
@@ -161,7 +162,8 @@ def test_load_returns_a_fixed_size_split_as_stored(storage, dataset, tmp_path):
     for shard in manifest.splits["test"].shards:
         for r in tfrecord.read_records(io.BytesIO(storage.read_bytes(join(url, shard.file)))):
             record = records.decode_example(r)
-            stored[record.label] = stored.get(record.label, []) + [np.asarray(Image.open(io.BytesIO(record.image)))]
+            pixels = np.asarray(Image.open(io.BytesIO(record.image)))
+            stored[record.label] = stored.get(record.label, []) + [pixels]
     loaded = list(load(url, "test", cache_dir=str(tmp_path)))
     assert len(loaded) == manifest.splits["test"].num_records
     for image, label in loaded:

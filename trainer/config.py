@@ -151,7 +151,8 @@ class TrainConfig:
                 "label_smoothing": o.label_smoothing, "class_weights": o.class_weights,
                 "flip": i.flip, "augment": i.augment, "brightness": i.brightness,
                 "contrast": i.contrast, "seed": i.seed, "image_size": i.image_size,
-                "cache_limit_gb": i.cache_limit_gb, "memory_cache_gb": i.memory_cache_gb, "init_from": m.init_from,
+                "cache_limit_gb": i.cache_limit_gb, "memory_cache_gb": i.memory_cache_gb,
+                "init_from": m.init_from,
                 "restore": ",".join(m.restore) if m.restore else None, "freeze": m.freeze,
                 "unfreeze_top": m.unfreeze_top, "heads": m.heads, "head_weights": m.head_weights,
                 **dataclasses.asdict(self.devices)}

@@ -1,13 +1,13 @@
 """tf.data input for one Horovod rank.
 
-files (manifest) -> this rank's files, staged locally and sha256-checked (pipeline.dataset.reader)
--> interleaved reads
+files (manifest) -> this rank's files, fetched as they are read and sha256-checked
+(pipeline/dataset/shard_cache.py) -> read one after another (pipeline/dataset/load.py)
 -> parse + decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed,
 epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
 -> to float, standardise -> prefetch (last).
 
-Photos of many sizes (pipeline/dataset/sizing.py) are cached and shuffled still encoded; the augment step
-decodes each one inside its random-resized crop."""
+Photos of many sizes (pipeline/dataset/sizing.py) are cached and shuffled still encoded; the
+augment step decodes each one inside its random-resized crop."""
 from __future__ import annotations
 
 import dataclasses
@@ -76,13 +76,15 @@ class Augmentation:
     def photometric(self) -> bool:
         return bool(self.brightness or self.contrast)
 
+    def keys(self, epoch, index):
+        """key(op): the stateless seed of random op `op` for this image of this epoch."""
+        element = epoch * 2**32 + index                 # unique per image of a run
+        return lambda op: tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
+
     def __call__(self, epoch, index, record):
         """-> (image, label): uint8, or floats in [0, 1] when brightness/contrast are on."""
         image, label = record
-        element = epoch * 2**32 + index                 # unique per image of a run
-
-        def key(op: int):                                 # one seed per random op, no extra kernels
-            return tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
+        key = self.keys(epoch, index)
         height, width, channels = self.shape
         pad = max(2, height // 8)
         image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
@@ -106,16 +108,13 @@ class Augmentation:
 
 @dataclasses.dataclass(frozen=True)
 class PhotoAugmentation(Augmentation):
-    """Photos (pipeline/dataset/sizing.py): a random-resized crop instead of the padded crop, then the same
-    flip, brightness and contrast, with the same per-image keys. Records arrive undecoded."""
+    """Photos (pipeline/dataset/sizing.py): a random-resized crop instead of the padded crop, then
+    the same flip, brightness and contrast, with the same per-image keys. Records arrive undecoded."""
     sizing: ResizeCrop | None = None
 
     def __call__(self, epoch, index, record):
         (encoded, image_format, height, width), label = record
-        element = epoch * 2**32 + index
-
-        def key(op: int):
-            return tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
+        key = self.keys(epoch, index)
         image = self.sizing.random_crop(encoded, image_format, height, width, key(0)) / 255.0
         return self.flip_and_shift(image, key), label
 
@@ -154,7 +153,8 @@ def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: in
     decoded images of `shape`, or, for photos, their encoded bytes (`record_bytes` each)."""
     item = record_bytes if record_bytes is not None else shape[0] * shape[1] * shape[2]
     fits = num_records * item <= memory_limit
-    buffer = num_records if fits else min(num_records, 10_000, max(batch_size, int(SHUFFLE_BYTES // max(item, 1))))
+    bounded = max(batch_size, int(SHUFFLE_BYTES // max(item, 1)))
+    buffer = num_records if fits else min(num_records, 10_000, bounded)
     return EpochPlan(steps, batch_size, seed, max(1, buffer), cached=fits)
 
 

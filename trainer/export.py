@@ -12,6 +12,7 @@ import shutil
 
 import tensorflow as tf
 
+from pipeline.dataset.load import decode_image
 from pipeline.dataset.storage import Storage, join
 from trainer.heads import by_head
 
@@ -19,21 +20,10 @@ from trainer.heads import by_head
 def serving_function(model, shape, heads: list, standardize, sizing=None):
     """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix.
     `sizing` (photos): the evaluation's center crop, so served predictions equal evaluated ones."""
-    height, width, channels = shape
-
-    def decode(encoded):
-        if sizing:
-            return sizing.evaluate(encoded)
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        image = tf.image.resize_with_crop_or_pad(image, height, width)
-        image.set_shape((height, width, channels))
-        return image
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(image_bytes):
-        images = tf.map_fn(decode, image_bytes,
-                           fn_output_signature=tf.TensorSpec((height, width, channels),
-                                                             tf.float32 if sizing else tf.uint8))
+        images = tf.map_fn(lambda encoded: decode_image(encoded, shape, sizing), image_bytes,
+                           fn_output_signature=tf.TensorSpec(shape, tf.float32 if sizing else tf.uint8))
         logits = by_head(heads, model(standardize.center(standardize.scale(images)), training=False))
         return {f"{h.prefix}{key}": value for h in heads
                 for key, value in predictions(logits[h.name], h.classes).items()}

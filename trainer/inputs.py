@@ -3,10 +3,10 @@
 Built again whenever the world changes size (elastic mode), so it depends only on (rank, size)."""
 from __future__ import annotations
 
+from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
 from pipeline.dataset.shard_cache import ShardCache
-from pipeline.dataset import sizing as sizing_lib
 from trainer import data
 from trainer.config import InputConfig
 from trainer.errors import UsageError

@@ -10,9 +10,9 @@ import tensorflow as tf
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
+from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
-from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage
 from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart

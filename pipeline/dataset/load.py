@@ -75,19 +75,21 @@ def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] 
     """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
     `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
     several heads) the label is a dict of the records' attribute labels by output."""
-    height, width, channels = shape
-
-    def decode(encoded):
-        if sizing:
-            return sizing.evaluate(encoded)
-        image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-        image = tf.image.resize_with_crop_or_pad(image, height, width)
-        image.set_shape((height, width, channels))
-        return image
-
     return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
-        lambda stored, label: (decode(stored[0]), label), num_parallel_calls=AUTOTUNE,
+        lambda stored, label: (decode_image(stored[0], shape, sizing), label), num_parallel_calls=AUTOTUNE,
         deterministic=deterministic)
+
+
+def decode_image(encoded: tf.Tensor, shape, sizing: ResizeCrop | None = None) -> tf.Tensor:
+    """One stored image at the model's size: uint8 padded or cropped to `shape` (a dataset of one
+    size), or with `sizing` (photos) the float32 central crop. Evaluation and serving share it."""
+    if sizing:
+        return sizing.evaluate(encoded)
+    height, width, channels = shape
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image = tf.image.resize_with_crop_or_pad(image, height, width)
+    image.set_shape((height, width, channels))
+    return image
 
 
 def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,

@@ -2,8 +2,9 @@
 
 It is written last by the ingestion job and read first by the trainer. It lists every shard
 file of every split with its record count, size and sha256, the class list, the image shape
-(when all images share one) or each split's size distribution, and what was quarantined. Like TFDS's dataset_info.json, but it is also the commit point:
-shards without a manifest are not a dataset. No timestamps inside, so the same input gives a
+(when all images share one), each split's size distribution, and what was quarantined. Like
+TFDS's dataset_info.json, but it is also the commit point: shards without a manifest are not a
+dataset. No timestamps inside, so the same input gives a
 byte-identical manifest.
 
 Files are named relative to the dataset directory. A dataset published by the current job
