@@ -99,10 +99,15 @@ def test_two_ranks_train_on_random_resized_crops(cnn_run):
     assert report["settings"]["image_size"] == [64, 64] and report["test"]["examples"] > 0
 
 
-@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_b0"])
-def test_two_ranks_train_a_backbone_on_photos(dataset, tmp_path, name):
-    """resnet50 and vgg16 cost more than the suite can afford here (docs/trainer-backbones.md)."""
-    result = run_cli(horovodrun(dataset, tmp_path / "run", name))
+@pytest.mark.parametrize("name, extra", [
+    ("mobilenet_v2", ()), ("efficientnet_b0", ()), ("resnet50", ()),
+    # VGG16 has no batch norm: at the default rate (0.025 x 2 ranks) its validation loss became
+    # NaN in epoch 1 here and the divergence guard stopped the run (exit 3).
+    ("vgg16", ("--lr", "0.001"))])
+def test_two_ranks_train_a_backbone_on_photos(dataset, tmp_path, name, extra):
+    """Each backbone, 64x64 random-resized crops of the photos, about 10 steps (measured here:
+    resnet50 37 s, vgg16 19 s per run)."""
+    result = run_cli(horovodrun(dataset, tmp_path / "run", name, *extra))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     ranks = digests(output)
