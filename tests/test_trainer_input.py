@@ -1,14 +1,29 @@
 """The training input's order, on a handful of real TFRecord files: fixed by (seed, epoch), equal
 steps on every rank, a resumed stream equal to the tail of an uninterrupted one, and the ids of
-any batch recoverable after the fact (what the NaN diagnosis prints)."""
+any batch recoverable after the fact (what the NaN diagnosis prints). Each test runs on both
+paths: images decoded once and gathered from memory, and images streamed through the shuffle
+buffer (what a rank whose images do not fit in --memory-cache-gb reads)."""
 import numpy as np
 import pytest
 
 from pipeline.dataset import records, tfrecord
 from trainer import data
+from trainer.augment import Augmentation
 from tests.helpers import png
 
 SHAPE = (8, 8, 1)
+
+
+@pytest.fixture(params=["in memory", "streamed"])
+def epoch_plan(request):
+    """data.epoch_plan, on the path of this test's parameter."""
+    limit = {"in memory": data.CACHE_LIMIT_BYTES, "streamed": 0}[request.param]
+
+    def make(count, shape, **options):
+        plan = data.epoch_plan(count, shape, memory_limit=limit, **options)
+        assert plan.in_memory == (request.param == "in memory")
+        return plan
+    return make
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +46,12 @@ def labels(ds, batches: int) -> list[list[int]]:
 
 
 def stream(paths, plan, start=(0, 0), augment=True):
-    augmentation = data.Augmentation(SHAPE, plan.seed) if augment else None
+    augmentation = Augmentation(SHAPE, plan.seed) if augment else None
     return data.training_dataset(paths, SHAPE, plan, start=start, augmentation=augmentation, threads=1)
 
 
-def test_each_epoch_reads_every_record_once_in_a_new_fixed_order(shards):
-    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=3)
+def test_each_epoch_reads_every_record_once_in_a_new_fixed_order(shards, epoch_plan):
+    plan = epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=3)
     epochs = labels(stream(shards, plan), 15)
     flat = [sorted(sum(epochs[e * 5:(e + 1) * 5], [])) for e in range(3)]
     assert flat == [list(range(10))] * 3
@@ -45,17 +60,17 @@ def test_each_epoch_reads_every_record_once_in_a_new_fixed_order(shards):
     assert labels(stream(shards, plan), 15) == epochs               # the same on every run
 
 
-def test_a_rank_with_fewer_records_cycles_them_to_take_the_same_steps(shards):
+def test_a_rank_with_fewer_records_cycles_them_to_take_the_same_steps(shards, epoch_plan):
     """Rank 1 of 2 holds 3 records, rank 0 holds 7; both take 4 steps of 2 per epoch."""
-    plan = data.epoch_plan(3, SHAPE, steps=4, batch_size=2, seed=1)
+    plan = epoch_plan(3, SHAPE, steps=4, batch_size=2, seed=1)
     epoch = sum(labels(stream(shards[1:], plan), 4), [])
     assert len(epoch) == 8 and set(epoch) == {7, 8, 9}
     assert epoch[:3] == epoch[3:6]                                  # its one order, cycled
 
 
 @pytest.mark.parametrize("start", [(0, 3), (1, 0), (2, 4)])
-def test_a_resumed_stream_is_the_tail_of_the_uninterrupted_one(shards, start):
-    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=7)
+def test_a_resumed_stream_is_the_tail_of_the_uninterrupted_one(shards, start, epoch_plan):
+    plan = epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=7)
     whole = list(stream(shards, plan).take(15).as_numpy_iterator())
     skip = start[0] * 5 + start[1]
     resumed = list(stream(shards, plan, start).take(15 - skip).as_numpy_iterator())
@@ -64,9 +79,27 @@ def test_a_resumed_stream_is_the_tail_of_the_uninterrupted_one(shards, start):
         np.testing.assert_array_equal(image_a, image_b)          # the same crops and flips too
 
 
-def test_batch_record_ids_name_what_the_batch_held(shards):
-    plan = data.epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=5)
+def test_batch_record_ids_name_what_the_batch_held(shards, epoch_plan):
+    plan = epoch_plan(10, SHAPE, steps=5, batch_size=2, seed=5)
     batches = labels(stream(shards, plan, augment=False), 10)
     for epoch, batch in [(0, 0), (0, 4), (1, 2)]:
         ids = data.batch_record_ids(shards, None, plan, epoch, batch)
         assert ids == [f"img-{n:02d}" for n in batches[epoch * 5 + batch]]
+
+
+def test_batch_augmentation_takes_a_window_of_each_padded_image_of_its_own():
+    """Vectorised crops and flips: every output is some 8x8 window of its own image padded by 2
+    (flipped or not); images of one batch get different windows; same (epoch, batch), same result."""
+    images = np.random.default_rng(0).integers(1, 255, (16, *SHAPE), dtype=np.uint8)
+    augment = Augmentation(SHAPE, seed=4, flip=True)
+    out = augment.on_batch(3, 5, images).numpy()
+    np.testing.assert_array_equal(out, augment.on_batch(3, 5, images).numpy())
+    assert not np.array_equal(out, augment.on_batch(3, 6, images).numpy())
+    windows = set()
+    for image, result in zip(images, out):
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
+        found = [(dy, dx, flip) for dy in range(5) for dx in range(5) for flip in (False, True)
+                 if np.array_equal(result, (lambda w: w[:, ::-1] if flip else w)(padded[dy:dy + 8, dx:dx + 8]))]
+        assert found, "an output that is no window of its image"
+        windows.add(found[0])
+    assert len(windows) > 4

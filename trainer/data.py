@@ -1,13 +1,16 @@
 """tf.data input for one Horovod rank.
 
-files (manifest) -> this rank's files, fetched as they are read and sha256-checked
-(pipeline/dataset/shard_cache.py) -> read one after another (pipeline/dataset/load.py)
--> parse + decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed,
-epoch), cut to steps x batch -> augment (parallel map, keyed by (seed, epoch, index)) -> batch
--> to float, standardise -> prefetch (last).
+Images of one size that fit in memory (the common case for small images): decoded once, in
+batches, before the first step (trainer/in_memory.py); then per epoch an order fixed by (seed,
+epoch), cut or cycled to steps x batch -> gather a batch by index -> augment the whole batch
+(trainer/augment.py) -> to float, standardise -> prefetch.
 
-Photos of many sizes (pipeline/dataset/sizing.py) are cached and shuffled still encoded; the
-augment step decodes each one inside its random-resized crop."""
+Otherwise: files (manifest) -> this rank's files, fetched as they are read and sha256-checked
+(pipeline/dataset/shard_cache.py) -> read one after another (pipeline/dataset/load.py) -> parse +
+decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed, epoch), cut
+to steps x batch -> batch -> augment -> to float, standardise -> prefetch. Photos of many sizes
+(pipeline/dataset/sizing.py) are cached and shuffled still encoded, and each one is decoded
+inside its random-resized crop before batching."""
 from __future__ import annotations
 
 import dataclasses
@@ -18,6 +21,8 @@ from pipeline.dataset.load import decoded, encoded_records, record_ids
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import RankShare
 from pipeline.dataset.sizing import ResizeCrop
+from trainer.augment import Augmentation, PhotoAugmentation
+from trainer.in_memory import DecodedImages
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this
@@ -38,6 +43,20 @@ class EpochPlan:
     seed: int
     buffer: int          # shuffle buffer: all of the rank's records when they fit in memory
     cached: bool = True  # they fit, and are kept in memory after the first epoch
+    in_memory: bool = False   # images of one size that fit: decoded once, batches gathered by index
+
+    def index_batches(self, count: int, start: tuple[int, int] = (0, 0)) -> tf.data.Dataset:
+        """(epoch, batch, indices into `count` records) from (epoch, batch) = `start` on: the
+        in-memory order, one permutation per epoch drawn from (seed, epoch), cycled."""
+        per_epoch = tf.range(self.batch_size, dtype=tf.int64)
+
+        def one_epoch(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64), tf.stack([tf.constant(self.seed, tf.int64), epoch]))
+            return tf.data.Dataset.range(self.steps).map(
+                lambda batch: (epoch, batch, tf.gather(order, (batch * self.batch_size + per_epoch) % count)))
+
+        return tf.data.Dataset.range(start[0], 2**62).flat_map(one_epoch).skip(start[1])
 
     def stream(self, items, start_epoch: int = 0, start_batch: int = 0) -> tf.data.Dataset:
         """(epoch, index in epoch, item) from (start_epoch, start_batch) on, endless. `items`: a
@@ -56,67 +75,13 @@ class EpochPlan:
 
 def batch_record_ids(files, shard_records, plan: EpochPlan, epoch: int, batch: int) -> list[str]:
     """The ids of the records in batch `batch` (0-based) of `epoch` on this rank."""
+    if plan.in_memory:
+        ids = list(record_ids(files, shard_records).as_numpy_iterator())
+        _, _, indices = next(iter(plan.index_batches(len(ids), (epoch, batch))))
+        return [ids[i].decode() for i in indices.numpy()]
     ids = per_epoch(files, plan, lambda e=-1: record_ids(files, shard_records, e, plan.seed))
     ds = plan.stream(ids, epoch, batch).take(plan.batch_size)
     return [item.decode() for _, _, item in ds.as_numpy_iterator()]
-
-
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """Random crop from the image padded by 1/8 of its size, horizontal flip, brightness and
-    contrast. The random numbers of each image come from (seed, epoch, index in epoch), not from
-    a stateful generator, so a resumed run augments exactly as the interrupted run would have."""
-    shape: tuple
-    seed: int
-    flip: bool = True
-    brightness: float = 0.0
-    contrast: float = 0.0
-
-    @property
-    def photometric(self) -> bool:
-        return bool(self.brightness or self.contrast)
-
-    def keys(self, epoch, index):
-        """key(op): the stateless seed of random op `op` for this image of this epoch."""
-        element = epoch * 2**32 + index                 # unique per image of a run
-        return lambda op: tf.stack([tf.constant(self.seed * 4 + op, tf.int64), element])
-
-    def __call__(self, epoch, index, record):
-        """-> (image, label): uint8, or floats in [0, 1] when brightness/contrast are on."""
-        image, label = record
-        key = self.keys(epoch, index)
-        height, width, channels = self.shape
-        pad = max(2, height // 8)
-        image = tf.image.pad_to_bounding_box(image, pad, pad, height + 2 * pad, width + 2 * pad)
-        image = tf.image.stateless_random_crop(image, (height, width, channels), key(0))
-        return self.flip_and_shift(image, key), label
-
-    def flip_and_shift(self, image, key):
-        """--flip, then --brightness/--contrast (on [0, 1] floats) with the keys of ops 1-3."""
-        if self.flip:
-            image = tf.image.stateless_random_flip_left_right(image, key(1))
-        if self.photometric:
-            image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 else image
-            if self.brightness:
-                image = tf.image.stateless_random_brightness(image, self.brightness, key(2))
-            if self.contrast:
-                image = tf.image.stateless_random_contrast(image, 1 - self.contrast, 1 + self.contrast,
-                                                           key(3))
-            image = tf.clip_by_value(image, 0.0, 1.0)
-        return image
-
-
-@dataclasses.dataclass(frozen=True)
-class PhotoAugmentation(Augmentation):
-    """Photos (pipeline/dataset/sizing.py): a random-resized crop instead of the padded crop, then
-    the same flip, brightness and contrast, with the same per-image keys. Records arrive undecoded."""
-    sizing: ResizeCrop | None = None
-
-    def __call__(self, epoch, index, record):
-        (encoded, image_format, height, width), label = record
-        key = self.keys(epoch, index)
-        image = self.sizing.random_crop(encoded, image_format, height, width, key(0)) / 255.0
-        return self.flip_and_shift(image, key), label
 
 
 class Standardize:
@@ -155,7 +120,8 @@ def epoch_plan(num_records: int, shape, *, steps: int, batch_size: int, seed: in
     fits = num_records * item <= memory_limit
     bounded = max(batch_size, int(SHUFFLE_BYTES // max(item, 1)))
     buffer = num_records if fits else min(num_records, 10_000, bounded)
-    return EpochPlan(steps, batch_size, seed, max(1, buffer), cached=fits)
+    return EpochPlan(steps, batch_size, seed, max(1, buffer), cached=fits,
+                     in_memory=fits and record_bytes is None)
 
 
 def per_epoch(files, plan: EpochPlan, items):
@@ -168,28 +134,42 @@ def training_dataset(files, shape, plan: EpochPlan, *, start: tuple[int, int] = 
                      augmentation: Augmentation | None, threads: int, shard_records=None,
                      standardize: Standardize | None = None,
                      outputs: dict[str, str] | None = None,
-                     sizing: ResizeCrop | None = None) -> tf.data.Dataset:
+                     sizing: ResizeCrop | None = None,
+                     in_memory: DecodedImages | None = None) -> tf.data.Dataset:
     """Endless batches from (epoch, batch) = `start` on; the caller takes plan.steps per epoch.
-    Photos (`sizing`) are cached and shuffled undecoded, and decoded inside their crop each time."""
+    plan.in_memory: gathered from `in_memory` (decoded here when not given). Photos (`sizing`) are
+    cached and shuffled undecoded, and decoded inside their crop each time."""
     standardize = standardize or Standardize()
-
-    def items(epoch=-1):
-        if sizing:
-            return encoded_records(files, shard_records, True, outputs, epoch, plan.seed)
-        return decoded(files, shape, shard_records, True, outputs, epoch=epoch, seed=plan.seed)
-    if sizing and not augmentation:
-        augmentation = lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0,   # noqa: E731
-                                                     record[1])
-    ds = plan.stream(items().cache() if plan.cached else per_epoch(files, plan, items), *start)
-    ds = ds.map(augmentation or (lambda epoch, index, record: record), num_parallel_calls=AUTOTUNE)
 
     def to_float(image, label):    # on whole batches: one op instead of one per image
         if image.dtype == tf.uint8:
             image = standardize.scale(image)
         return standardize.center(image), label
 
-    ds = ds.batch(plan.batch_size, drop_remainder=True).map(to_float, num_parallel_calls=AUTOTUNE)
+    if plan.in_memory:
+        in_memory = in_memory or DecodedImages(files, shape, shard_records, outputs)
+        return with_threads(in_memory.batches(plan, start, augmentation, to_float).prefetch(AUTOTUNE), threads)
+    ds = streamed(files, shape, plan, start, augmentation, shard_records, outputs, sizing)
+    ds = ds.map(to_float, num_parallel_calls=AUTOTUNE)
     return with_threads(ds.prefetch(AUTOTUNE), threads)
+
+
+def streamed(files, shape, plan: EpochPlan, start, augmentation, shard_records, outputs, sizing):
+    """Batches read through the shuffle buffer (cached after the first epoch when they fit)."""
+    def items(epoch=-1):
+        if sizing:
+            return encoded_records(files, shard_records, True, outputs, epoch, plan.seed)
+        return decoded(files, shape, shard_records, True, outputs, epoch=epoch, seed=plan.seed)
+    ds = plan.stream(items().cache() if plan.cached else per_epoch(files, plan, items), *start)
+    if sizing:
+        crop = augmentation or (lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0, record[1]))
+        return ds.map(crop, num_parallel_calls=AUTOTUNE).batch(plan.batch_size, drop_remainder=True)
+    ds = ds.batch(plan.batch_size, drop_remainder=True)
+    if not augmentation:
+        return ds.map(lambda epochs, indices, record: record)
+    return ds.map(lambda epochs, indices, record: (
+        augmentation.on_batch(epochs[0], indices[0] // plan.batch_size, record[0]), record[1]),
+        num_parallel_calls=AUTOTUNE)
 
 
 def eval_dataset(files, shape, *, batch_size: int, threads: int, shard_records=None,

@@ -8,8 +8,10 @@ from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
 from pipeline.dataset.shard_cache import ShardCache
 from trainer import data
+from trainer.augment import Augmentation, PhotoAugmentation
 from trainer.config import InputConfig
 from trainer.errors import UsageError
+from trainer.in_memory import DecodedImages
 
 SPLITS = ("train", "validation", "test")
 
@@ -35,9 +37,10 @@ class RankInputs:
                                     seed=config.seed + rank, record_bytes=encoded if self.sizing else None,
                                     memory_limit=config.memory_cache_gb * 2**30)
         photos = {"sizing": self.sizing} if self.sizing else {}
-        kind = data.PhotoAugmentation if self.sizing else data.Augmentation
+        kind = PhotoAugmentation if self.sizing else Augmentation
         self.augmentation = kind(tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
                                  contrast=config.contrast, **photos) if config.augment else None
+        self._decoded = None
         self.validation_count = manifest.splits["validation"].num_records if "validation" in manifest.splits else 0
 
     @property
@@ -50,7 +53,17 @@ class RankInputs:
         return data.training_dataset(share, self.shape, self.plan, start=start,
                                      augmentation=self.augmentation, threads=self.threads,
                                      shard_records=share.shard_records, standardize=self.standardize,
-                                     outputs=self.outputs, sizing=self.sizing)
+                                     outputs=self.outputs, sizing=self.sizing, in_memory=self.decoded())
+
+    def decoded(self) -> DecodedImages | None:
+        """This rank's training images decoded into memory, once (plan.in_memory only)."""
+        if self.plan.in_memory and self._decoded is None:
+            share = self.splits["train"]
+            self._decoded = DecodedImages(share, self.shape, share.shard_records, self.outputs)
+            if self.rank == 0:
+                print(f"rank 0: decoded {self._decoded.count:,} training images into memory in "
+                      f"{self._decoded.seconds:.1f} s ({self._decoded.rate:,.0f} images/s)", flush=True)
+        return self._decoded
 
     def evaluation(self, split: str, batch_size: int, **options):
         share = self.splits[split]

@@ -26,7 +26,8 @@ FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
 
 
 def read_idx(path: str) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
+    """An idx file (MNIST's format), gzipped (.gz) or not."""
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
         data = f.read()
     _, dtype, dims = struct.unpack(">HBB", data[:4])
     shape = struct.unpack(">" + "I" * dims, data[4:4 + 4 * dims])
