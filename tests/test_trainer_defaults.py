@@ -15,7 +15,7 @@ IMAGES = 5000
 # Measured here with the defaults (auto: 105 updates, so no crops): 0.862; 0.800 with crops.
 BAR = 0.84
 DIGITS = 6000
-MNIST_BAR = 0.97     # the target; measured here: see test_mnist_...
+MNIST_BAR = 0.97     # the target; measured here twice: 0.9756 (560 of 574), the same both runs
 
 
 @pytest.fixture(scope="module")
