@@ -71,3 +71,14 @@ def test_cmyk_jpeg_is_converted_to_rgb():
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert rgb.shape == (16, 16, 3) and (rgb == expected).all()
     assert rgb[:, :8].min() >= 250 and rgb[:, 8:].max() <= 5
+
+
+def test_pixel_sums_are_exact_per_channel():
+    """The statistics' sums (by channel rows, for speed) equal a plain per-pixel sum."""
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    prepared = prepare_image(buffer.getvalue())
+    flat = rgb.reshape(-1, 3).astype(np.int64)
+    assert prepared.pixel_sum == tuple(float(s) / 255 for s in flat.sum(axis=0))
+    assert prepared.pixel_sq_sum == tuple(float(q) / 255**2 for q in (flat ** 2).sum(axis=0))
