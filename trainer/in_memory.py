@@ -32,8 +32,10 @@ class DecodedImages:
         # Variables, pinned to the host: a captured constant would be copied each time tf.data
         # serialises its graph (2.4 s for 2 GiB, measured), and without the pin a GPU node
         # would place the whole dataset in GPU memory.
+        stacked = np.concatenate(images)
+        del images                      # at most two copies of the images at any time
         with tf.device("/CPU:0"):
-            self.images = tf.Variable(np.concatenate(images), trainable=False, name="decoded_images")
+            self.images = tf.Variable(stacked, trainable=False, name="decoded_images")
             self.labels = tf.nest.map_structure(
                 lambda *parts: tf.Variable(np.concatenate(parts), trainable=False, name="decoded_labels"),
                 *labels)
