@@ -115,3 +115,21 @@ def upload(storage: Storage, root: str, limit: int | None = None, processes: int
     storage.write_text(urls["labels"], text.getvalue())
     storage.write_text(urls["classes"], "\n".join(CLASSES) + "\n")
     return urls
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m infra.local.fashion_mnist",
+                                description="Write Fashion-MNIST as a team's images: <out>/images/<split>/<n>.png, "
+                                            "<out>/labels.csv, <out>/classes.txt (s3://bucket/prefix or a local folder).")
+    p.add_argument("out")
+    p.add_argument("--limit", type=int, help="only the first N images of each split")
+    args = p.parse_args(argv)
+    urls = upload(Storage(), args.out, args.limit, log=lambda line: None)
+    print(f"written: {urls['images']}, {urls['labels']}, {urls['classes']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
