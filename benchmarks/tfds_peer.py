@@ -1,8 +1,9 @@
 """The peer of benchmarks/ingest.py: TensorFlow Datasets' own Beam writer over the same folder of
 JPEGs (<source>/<class>/<image>.jpg), a minimal builder run with the same Beam runner and worker
-count. TFDS reads each file, checks nothing beyond its Image feature's encoding, shuffles the
-examples by hashed key through a GroupByKey and writes TFRecord shards with its dataset_info; no
-quarantine, no dedupe, no pixel statistics (what our job adds).
+count. TFDS's Image feature stores each file's bytes as they are (read, not decoded: 4.9.9's
+encode_image_or_path), shuffles the examples by hashed key through a GroupByKey and writes
+TFRecord shards with its dataset_info: no decode check, quarantine, dedupe or pixel statistics,
+all of which our job does.
 
 Run by benchmarks/ingest.py (TFDS needs the builder inside a package, not in __main__)."""
 from __future__ import annotations
