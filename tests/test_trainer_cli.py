@@ -89,3 +89,18 @@ def test_an_error_every_rank_finds_is_printed_once(dataset, tmp_path):
     errors = [line for line in output.splitlines() if "trainer: error:" in line]
     assert result.returncode != 0 and len(errors) == 1, output[-3000:]
     assert "must lie before --epochs 2" in errors[0], errors
+
+
+def test_a_divergence_every_rank_decides_is_printed_once(dataset, storage, tmp_path):
+    """Epoch-end losses are averaged over ranks, so both ranks stop on the bound together; the
+    diagnosis is rank 0's one line, and the exit code still says "diverged"."""
+    checkpoints = "s3://fmnist/runs/grows-two-ranks"
+    result = run_cli(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m",
+                      *trainer(dataset, checkpoints, tmp_path, "--epochs", "3", "--divergence-factor", "0.5",
+                               "--lr", "0.001")])
+    output = result.stdout + result.stderr
+    errors = [line for line in output.splitlines() if "trainer: error:" in line]
+    assert result.returncode != 0 and len(errors) == 1, output[-3000:]
+    assert "is more than 0.5x the first epoch's" in errors[0] and errors[0].startswith("[0]"), errors
+    assert f"Exit code: {DIVERGED}" in output, output[-2000:]       # horovodrun names the rank's code
+    assert not storage.exists(join(checkpoints, "model", "saved_model.pb"))

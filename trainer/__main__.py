@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     except ReportedByRankZero as e:      # rank 0 prints the one line for every rank
         return e.code
     except Diverged as e:       # exit 3, so a scheduler can tell "diverged" from "bad input"
-        print(f"trainer: error: {e}", file=sys.stderr, flush=True)
+        if e.rank == 0 or not e.everywhere:     # a decision every rank took: one line, rank 0's
+            print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return DIVERGED
     except (DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError, UsageError) as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)

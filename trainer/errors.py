@@ -7,7 +7,12 @@ class UsageError(Exception):
 
 class Diverged(Exception):
     """Training diverged (a loss became NaN or Inf, or grew past --divergence-factor); the
-    message is the diagnosis. Exit code DIVERGED, and no model is exported."""
+    message is the diagnosis. Exit code DIVERGED, and no model is exported. `everywhere`: every
+    rank took the same decision (epoch-end losses are averaged over ranks), so only rank 0 says it."""
+
+    def __init__(self, message: str, rank: int = 0, everywhere: bool = False):
+        super().__init__(message)
+        self.rank, self.everywhere = rank, everywhere
 
 
 class NonFiniteLoss(Diverged):

@@ -37,7 +37,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             skipped = key == "loss" and self._skipping_overflows()    # float16: a skipped step's inf
             if key in logs and not math.isfinite(float(logs[key])) and not skipped:
                 raise Diverged(f"{key} became {float(logs[key])} at the end of epoch {epoch + 1} "
-                               f"(learning rate {self._lr():.6g}); lower --lr or lengthen --warmup-epochs")
+                               f"(learning rate {self._lr():.6g}); lower --lr or lengthen --warmup-epochs",
+                               self.rank, everywhere=True)
         loss = logs.get("loss")
         if loss is None:
             return
@@ -47,7 +48,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             raise Diverged(f"training loss {float(loss):.4g} at the end of epoch {epoch + 1} is more "
                            f"than {self.growth:g}x the first epoch's {self.first_epoch_loss:.4g} "
                            f"(learning rate {self._lr():.6g}); lower --lr, or raise "
-                           "--divergence-factor (0: no bound)")
+                           "--divergence-factor (0: no bound)", self.rank, everywhere=True)
 
     def on_train_batch_begin(self, batch, logs=None):
         if self.loss_scale:
