@@ -9,7 +9,8 @@ import threading
 
 from pipeline import images
 from pipeline.dataset import records, tfrecord
-from pipeline.dataset.storage import Storage, file_digest
+from pipeline.dataset.local_files import file_digest
+from pipeline.dataset.storage import Storage
 
 
 class ShardBuilder:

@@ -4,9 +4,10 @@ import json
 import tensorflow as tf
 
 from pipeline.dataset import records
+from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.quarantine import read_entries
-from pipeline.dataset.storage import file_digest, join
+from pipeline.dataset.storage import join
 from tests.conftest import IMAGES_PER_SPLIT, run_cli
 from tests.helpers import png
 

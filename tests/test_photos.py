@@ -3,6 +3,7 @@ Fashion-MNIST items pasted at random sizes as JPEGs (infra/local/photos.py), ing
 Beam job through the S3 server: JPEG bytes kept as they were, each split's sizes summarised in
 the manifest; the trainer crops them to --image-size under a real horovodrun -np 2, and its
 serving signature, fed the original bytes, predicts what the evaluation computed."""
+import dataclasses
 import io
 import json
 import re
@@ -177,6 +178,10 @@ def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
     other, _ = augment(tf.constant(1, tf.int64), tf.constant(3, tf.int64), record)
     assert np.array_equal(first.numpy(), again.numpy()) and not np.array_equal(first.numpy(), other.numpy())
     assert 0.0 <= first.numpy().min() and first.numpy().max() <= 1.0 and int(label) == 1
+    erasing = dataclasses.replace(augment, erase=1.0)        # the same crop, then one rectangle of noise
+    erased, _ = tf.function(erasing)(tf.constant(0, tf.int64), tf.constant(3, tf.int64), record)
+    changed = np.abs(erased.numpy() - first.numpy()).max(-1) > 1e-3      # graph and eager round apart
+    assert erased.shape == first.shape and 0.01 <= changed.mean() <= 0.41
 
 
 @pytest.mark.parametrize("height, width", [(1, 1), (3, 500), (500, 3), (64, 64), (480, 640)])
@@ -191,7 +196,6 @@ def test_the_center_crop_takes_the_middle_of_any_image(height, width):
 
 
 def test_which_path_the_manifest_chooses(storage, dataset):
-    import dataclasses
 
     from pipeline.dataset.sizing import ImageSizeError, ResizeCrop, choose
 

@@ -103,3 +103,26 @@ def test_batch_augmentation_takes_a_window_of_each_padded_image_of_its_own():
         assert found, "an output that is no window of its image"
         windows.add(found[0])
     assert len(windows) > 4
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_random_erasing_replaces_one_rectangle_of_2_to_40_percent(dtype):
+    """--erase 1: every image has one axis-aligned rectangle of noise and is untouched elsewhere;
+    --erase 0.5 erases about half; the same (epoch, batch) key gives the same rectangles."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (64, 16, 16, 3)).astype(dtype) / (255 if dtype == np.float32 else 1)
+    images = images.astype(dtype)
+    erase_all = Augmentation((16, 16, 3), seed=7, erase=1.0)
+    out = erase_all.erased(images, erase_all.keys(2, 9)).numpy()
+    np.testing.assert_array_equal(out, erase_all.erased(images, erase_all.keys(2, 9)).numpy())
+    for image, result in zip(images, out):
+        rows, columns = np.nonzero((image != result).any(axis=-1))
+        box = (slice(rows.min(), rows.max() + 1), slice(columns.min(), columns.max() + 1))
+        outside = np.ones(image.shape[:2], bool)
+        outside[box] = False
+        assert not (image != result)[outside].any(), "a pixel changed outside the rectangle"
+        assert 0.01 <= outside[box].size / outside.size <= 0.41
+        assert result.min() >= 0 and result.max() <= (255 if dtype == np.uint8 else 1)
+    half = Augmentation((16, 16, 3), seed=7, erase=0.5)
+    changed = (half.erased(images, half.keys(2, 9)).numpy() != images).any(axis=(1, 2, 3))
+    assert 16 <= changed.sum() <= 48

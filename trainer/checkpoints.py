@@ -25,8 +25,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import tensorflow as tf
 
+from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.storage import Storage, join
-from pipeline.dataset.storage import file_digest
 
 MARKER = "COMMITTED"
 NAME = re.compile(r"^ckpt-(\d{5,})$")

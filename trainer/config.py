@@ -21,6 +21,7 @@ class InputConfig:
     flip: bool = False
     brightness: float = 0.0
     contrast: float = 0.0
+    erase: float = 0.0               # --erase: probability of random erasing per image
     image_size: tuple[int, int] | None = None     # (height, width): photos cropped to it (sizing.py)
     cache_limit_gb: float = 20.0     # shard files on local disk per rank (pipeline/dataset/shard_cache.py)
     memory_cache_gb: float = 2.0     # decoded images kept in memory per rank, when they fit
@@ -117,7 +118,7 @@ class TrainConfig:
         return cls(
             inputs=InputConfig(dataset=args.dataset, cache_dir=args.cache_dir, seed=args.seed,
                                augment=AUGMENT[args.augment if not args.no_augment else "off"], flip=args.flip,
-                               brightness=args.brightness, contrast=args.contrast,
+                               brightness=args.brightness, contrast=args.contrast, erase=args.erase,
                                image_size=args.image_size, cache_limit_gb=args.cache_limit_gb,
                                memory_cache_gb=args.memory_cache_gb),
             model=ModelConfig(name=args.model, weight_decay=args.weight_decay, init_from=args.init_from,
@@ -150,7 +151,7 @@ class TrainConfig:
                 "decay_epochs": o.decay_epochs, "decay_factor": o.decay_factor,
                 "label_smoothing": o.label_smoothing, "class_weights": o.class_weights,
                 "flip": i.flip, "augment": i.augment, "brightness": i.brightness,
-                "contrast": i.contrast, "seed": i.seed, "image_size": i.image_size,
+                "contrast": i.contrast, "erase": i.erase, "seed": i.seed, "image_size": i.image_size,
                 "cache_limit_gb": i.cache_limit_gb, "memory_cache_gb": i.memory_cache_gb,
                 "init_from": m.init_from,
                 "restore": ",".join(m.restore) if m.restore else None, "freeze": m.freeze,

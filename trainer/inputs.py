@@ -39,7 +39,7 @@ class RankInputs:
         photos = {"sizing": self.sizing} if self.sizing else {}
         kind = PhotoAugmentation if self.sizing else Augmentation
         self.augmentation = kind(tuple(shape), config.seed + rank, flip=config.flip, brightness=config.brightness,
-                                 contrast=config.contrast, **photos) if config.augment else None
+                                 contrast=config.contrast, erase=config.erase, **photos) if config.augment else None
         self._decoded = None
         self.validation_count = manifest.splits["validation"].num_records if "validation" in manifest.splits else 0
 

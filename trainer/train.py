@@ -240,9 +240,9 @@ def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainC
     if i.augment is not None:
         return config
     updates = batches.updates_per_epoch * config.epochs
-    asked = i.flip or i.brightness or i.contrast         # explicit augmentation flags win
+    asked = i.flip or i.brightness or i.contrast or i.erase        # explicit augmentation flags win
     augment = asked or updates >= AUGMENT_FROM_UPDATES
-    why = ("--flip, --brightness or --contrast given" if asked else
+    why = ("--flip, --brightness, --contrast or --erase given" if asked else
            f"{updates} updates, {'at least' if augment else 'fewer than'} {AUGMENT_FROM_UPDATES}")
     say(f"augmentation {'on' if augment else 'off'} (--augment auto: {why})", flush=True)
     return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment))

@@ -14,9 +14,10 @@ import os
 import random
 from concurrent.futures import ThreadPoolExecutor
 
+from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.manifest import Manifest, Shard
 from pipeline.dataset.shard_cache import ShardCache, ShardChecksumError
-from pipeline.dataset.storage import Storage, file_digest, join
+from pipeline.dataset.storage import Storage, join
 
 __all__ = ["RankShare", "ShardChecksumError", "files_for_rank", "rank_share", "stage"]
 

@@ -16,8 +16,9 @@ import os
 import shutil
 import threading
 
+from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.manifest import Shard
-from pipeline.dataset.storage import Storage, file_digest, join
+from pipeline.dataset.storage import Storage, join
 
 # Fetches in flight ahead of the reader. More share the bandwidth (and, against a local S3
 # server, its CPU) with the file the reader waits for (benchmarks/trainer_photos).

@@ -14,13 +14,12 @@ S3 PUT is atomic), and `write_bytes` can be conditional: create-only or replace-
 from __future__ import annotations
 
 import dataclasses
-import fcntl
-import hashlib
 import os
 import shutil
-import tempfile
 import threading
 from typing import Iterator
+
+from pipeline.dataset.local_files import local_token, write_local
 
 REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
            "AccessDenied", "InvalidClientTokenId", "403", "Forbidden")
@@ -60,16 +59,6 @@ def join(base: str, *parts: str) -> str:
     if is_s3(base):
         return "/".join([base.rstrip("/")] + [p.strip("/") for p in parts])
     return os.path.join(base, *parts)
-
-
-def file_digest(path: str) -> tuple[str, int]:
-    """(sha256 hex, size in bytes) of a local file, read in 1 MiB chunks."""
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
 
 
 def split_s3(url: str) -> tuple[str, str]:
@@ -284,7 +273,10 @@ class Storage:
             except FileNotFoundError:      # If-Match on an object that is gone
                 raise WriteConflict(f"write {url}: deleted by someone else meanwhile") from None
             return response["ETag"]
-        return write_local(url, data, if_none_match, if_match)
+        token = write_local(url, data, if_none_match, if_match)
+        if token is None:
+            raise WriteConflict(f"write {url}: changed by someone else meanwhile")
+        return token
 
     def write_text(self, url: str, text: str, **condition) -> str:
         return self.write_bytes(url, text.encode("utf-8"), **condition)
@@ -337,36 +329,3 @@ class Storage:
             self._call("stat", url, self.s3.head_bucket, Bucket=bucket)
         except (FileNotFoundError, StorageError):
             self._call("create bucket", url, self.s3.create_bucket, Bucket=bucket)
-
-
-# -- local files ----------------------------------------------------------------------------------
-def local_token(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def write_local(path: str, data: bytes, if_none_match: bool, if_match: str | None) -> str:
-    """Write beside the target and rename; conditional writes hold an flock on a sidecar file
-    (`.<name>.lock`) while they compare and swap, so two writers on one host (or on a shared
-    file system with working locks) cannot both win."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    if not (if_none_match or if_match):
-        os.replace(tmp, path)
-        return local_token(data)
-    with open(os.path.join(directory, f".{os.path.basename(path)}.lock"), "a") as guard:
-        fcntl.flock(guard, fcntl.LOCK_EX)
-        try:
-            with open(path, "rb") as f:
-                current = local_token(f.read())
-        except FileNotFoundError:
-            current = None
-        if (if_none_match and current is not None) or (if_match and current != if_match):
-            os.remove(tmp)
-            raise WriteConflict(f"write {path}: changed by someone else meanwhile")
-        os.replace(tmp, path)
-    return local_token(data)
