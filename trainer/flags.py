@@ -75,8 +75,8 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("devices and numerics (one GPU per rank is chosen by its local rank)")
     g.add_argument("--precision", choices=PRECISIONS, default="float32",
                    help="float32, mixed_float16 (float16 compute, float32 weights, dynamic loss "
-                   "scaling: V100 and later) or mixed_bfloat16 (A100/H100, TPUs; no loss scaling) "
-                   "(default %(default)s)")
+                   "scaling: V100 and later) or mixed_bfloat16 (A100/H100, TPUs, CPUs with "
+                   "AVX512_BF16 or AMX; no loss scaling) (default %(default)s)")
     g.add_argument("--xla", action="store_true", help="compile the ops of each step with XLA "
                    "(auto-clustering; Horovod's collectives stay outside the compiled clusters)")
     g.add_argument("--fp16-allreduce", action="store_true", help="send gradients as float16 in the "
@@ -98,12 +98,13 @@ def parser() -> argparse.ArgumentParser:
                    "reusing it resumes")
     p.add_argument("--model-dir", help="final SavedModel (default: <checkpoint-dir>/model)")
     p.add_argument("--report", help="JSON report (default: <checkpoint-dir>/report.json)")
-    p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), cnn4 (cnn with a "
-                   "4th conv: 1.5x the step time, more accurate on long runs), shallow_cnn (7x7x64 "
-                   "conv, 3 more convs, 2 dense layers), resnet20 (small ResNet), linear (softmax "
-                   "regression on the pixels: a baseline), or a keras.applications backbone for images "
-                   "of 32x32 and larger, built without weights (ImageNet weights: --init-from a .h5 "
-                   "file): resnet50, mobilenet_v2, efficientnet_b0, vgg16 (default %(default)s)")
+    p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), cnn4 and cnn5 "
+                   "(cnn with a 4th and a 5th conv: 1.5x and 2x the step time, more accurate on "
+                   "long runs), shallow_cnn (7x7x64 conv, 3 more convs, 2 dense layers), resnet20 "
+                   "(small ResNet), linear (softmax regression on the pixels: a baseline), or a "
+                   "keras.applications backbone for images of 32x32 and larger, built without "
+                   "weights (ImageNet weights: --init-from a .h5 file): resnet50, mobilenet_v2, "
+                   "efficientnet_b0, vgg16 (default %(default)s)")
     p.add_argument("--epochs", type=positive(int), default=10, help="passes over the training split "
                    "(default %(default)s)")
     p.add_argument("--batch-size", type=positive(int), default=64, help="per process (default 64)")
