@@ -196,7 +196,6 @@ def test_the_center_crop_takes_the_middle_of_any_image(height, width):
 
 
 def test_which_path_the_manifest_chooses(storage, dataset):
-
     from pipeline.dataset.sizing import ImageSizeError, ResizeCrop, choose
 
     manifest = read_manifest(storage, dataset)

@@ -109,9 +109,8 @@ def test_batch_augmentation_takes_a_window_of_each_padded_image_of_its_own():
 def test_random_erasing_replaces_one_rectangle_of_2_to_40_percent(dtype):
     """--erase 1: every image has one axis-aligned rectangle of noise and is untouched elsewhere;
     --erase 0.5 erases about half; the same (epoch, batch) key gives the same rectangles."""
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (64, 16, 16, 3)).astype(dtype) / (255 if dtype == np.float32 else 1)
-    images = images.astype(dtype)
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 16, 16, 3))
+    images = (pixels / 255).astype(np.float32) if dtype == np.float32 else pixels.astype(np.uint8)
     erase_all = Augmentation((16, 16, 3), seed=7, erase=1.0)
     out = erase_all.erased(images, erase_all.keys(2, 9)).numpy()
     np.testing.assert_array_equal(out, erase_all.erased(images, erase_all.keys(2, 9)).numpy())
