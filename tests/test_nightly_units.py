@@ -3,6 +3,7 @@ local disk, the promotion rule, and the MPIJob launcher's flow."""
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
@@ -32,6 +33,10 @@ GOOD = {"name": "m", "root": "s3://bucket", "ingest": {"source": "s3://raw/x", "
     ({"promotion": {"tolerance": -1}}, "promotion.tolerance must be a number >= 0"),
     ({"evaluation": {"dataset": "s3://b/e", "metric": "auc"}}, "evaluation.metric must be one of"),
     ({"root": "relative/dir"}, "root must be an s3:// URL or an absolute path"),
+    ({"ingest": {"args": ["--s3_secret_access_key", "SENTINEL"]}},
+     "ingest.args holds --s3_secret_access_key: a credential on a command line"),
+    ({"ingest": {"args": ["--s3_session_token=SENTINEL"]}}, "ingest.args holds --s3_session_token"),
+    ({"train": {"timeout_seconds": 0}}, "train.timeout_seconds must be a positive integer"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, change, message):
     body = nightly_config.merge(GOOD, change)
@@ -41,6 +46,7 @@ def test_bad_config_is_one_clear_line(tmp_path, change, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "SENTINEL" not in result.stderr
 
 
 def test_missing_config_file_and_bad_date(tmp_path):
@@ -132,13 +138,25 @@ def settings(tmp_path):
     return {"template": BASE_TEMPLATE, "namespace": "ml", "timeout_seconds": 30, "poll_seconds": 0.01}
 
 
+def test_mpijob_names_differ_for_names_that_differ():
+    """Cut to 52 characters, two long model names (or two spellings of one) once gave one name
+    every night: a 409 from the first, then "no COMMITTED marker"."""
+    long_a, long_b = "resnet50-imagenet-finetune-" + "a" * 40, "resnet50-imagenet-finetune-" + "a" * 39 + "b"
+    names = {nightly_launch.job_name(m, "2026-01-02")
+             for m in ("fashion_mnist", "Fashion-MNIST", long_a, long_b)}
+    assert len(names) == 4
+    assert all(len(n) <= 52 and re.fullmatch(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?", n) for n in names)
+    assert nightly_launch.job_name(long_a, "2026-01-02") == nightly_launch.job_name(long_a, "2026-01-02")
+
+
 def test_mpijob_created_and_followed_until_it_succeeds(tmp_path):
     api = FakeKubeAPI(201, [{"Created": "True"}, {"Running": "True"}, {"Succeeded": "True"}])
     flags = nightly_launch.trainer_flags("s3://b/d", "s3://b/v", {"epochs": 1, "batch_size": 8, "args": []}, None)
     nightly_launch.run_mpijob(flags, "fashion_mnist", "2026-01-02", settings(tmp_path), log=lambda *_: None, api=api)
     method, path, job = api.calls[0]
     assert (method, path) == ("POST", "/apis/kubeflow.org/v2beta1/namespaces/ml/mpijobs")
-    assert job["metadata"]["name"] == "train-fashion-mnist-2026-01-02"
+    assert job["metadata"]["name"] == nightly_launch.job_name("fashion_mnist", "2026-01-02")
+    assert job["metadata"]["name"].startswith("train-fashion-mnist-2026-01-02-")
     launcher = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]["containers"][0]
     assert launcher["args"][:2] == ["-np", "8"]        # 2 workers x 4 slots in the base template
     assert launcher["args"][-len(flags):] == flags

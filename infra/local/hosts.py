@@ -161,7 +161,9 @@ def sshd_config(host: Host) -> str:
             "PermitRootLogin prohibit-password\n"             # root, by key only
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "PidFile /etc/ssh/sshd.pid\n"                     # not /run/sshd.pid: one per host
-            "PrintMotd no\nMaxStartups 64\n")                 # horovodrun opens several at once
+            "PrintMotd no\nMaxStartups 64\n"                  # horovodrun opens several at once
+            # Gloo's launcher (our Horovod patch) sends secrets by SendEnv, never on the command line.
+            "AcceptEnv *SECRET* *PASSWORD* *PASSWD* *TOKEN* *CREDENTIAL* *PRIVATE*\n")
 
 
 # What horovodrun and mpirun's ssh read inside the namespaces (they take no -F).

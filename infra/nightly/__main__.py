@@ -34,15 +34,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 
 from infra.nightly import config as nightly_config
 from infra.nightly.lock import LockHeld, LockLost, NightlyLock
 from infra.nightly.night import (BAD_DATA, FAILED, LOCKED, STATUS, USAGE, Night, StepFailed, say)
 from infra.nightly.promote import PointerMoved
+from pipeline.dataset.local_paths import user_cache_dir
 from pipeline.dataset.storage import Storage, StorageError, join
 
 
@@ -109,8 +108,8 @@ def parse_args(argv):
     p.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()),
                    help="the night (span and model version) as YYYY-MM-DD (default: today, UTC)")
     p.add_argument("--report", help="also write the run report to this local file")
-    p.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "nightly-cache"),
-                   help="local scratch for evaluation (default %(default)s)")
+    p.add_argument("--cache-dir", help="local scratch for evaluation (default: "
+                   "$XDG_CACHE_HOME or ~/.cache, /image-classifier-pipeline/nightly, created 0700)")
     p.add_argument("--limit", type=int, default=300, help="--demo: images per split (default 300)")
     args = p.parse_args(argv)
     try:
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
     except nightly_config.ConfigError as e:
         print(f"nightly: error: {e}", file=sys.stderr)
         return USAGE
-    return run_night(config, args.date, args.report, args.cache_dir)
+    return run_night(config, args.date, args.report, args.cache_dir or user_cache_dir("nightly"))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@
       labels_file: s3://raw/fashion/{date}/labels.csv
       classes: s3://raw/fashion/classes.txt
       splits: train:0.9,validation:0.1
-      args: [--runner, FlinkRunner, ...]            # any further pipeline/Beam flags
+      args: [--runner, FlinkRunner, ...]            # any further pipeline/Beam flags (never
+                                                    # credentials: they come from the environment)
+      timeout_seconds: 21600             # the job is ended (and the night fails) after this long
     train:
       launcher: local                    # local (horovodrun here) | mpijob (Kubernetes)
       processes: 2
@@ -15,6 +17,7 @@
       batch_size: 64
       warm_start: true                   # --init-from the promoted model when there is one
       args: []                           # any further trainer flags
+      timeout_seconds: 43200             # launcher local: horovodrun is ended after this long
     evaluation:                          # the fixed split both models are scored on
       dataset: s3://ml/datasets/fashion_mnist-eval
       split: test
@@ -41,9 +44,9 @@ from dataclasses import dataclass
 import yaml
 
 DEFAULTS = {
-    "ingest": {"splits": "train:0.9,validation:0.1", "args": []},
+    "ingest": {"splits": "train:0.9,validation:0.1", "args": [], "timeout_seconds": 21600},
     "train": {"launcher": "local", "processes": 2, "epochs": 2, "batch_size": 64,
-              "warm_start": True, "args": []},
+              "warm_start": True, "args": [], "timeout_seconds": 43200},
     "evaluation": {"split": "test", "metric": "accuracy"},
     "data_check": {"max_quarantine_rate": 0.05, "max_class_share_change": 0.5,
                    "max_record_count_change": 0.5},
@@ -57,6 +60,9 @@ DEFAULTS = {
 REQUIRED = ("name", "root", "ingest.source", "ingest.labels_file", "ingest.classes",
             "evaluation.dataset")
 LAUNCHERS = ("local", "mpijob")
+# Flags whose values are credentials (Beam's S3 flags): a child's command line is readable by
+# every local user for as long as it runs, so the config may not hold them.
+SECRET_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
 METRICS = ("accuracy", "macro_f1")
 
 
@@ -137,7 +143,8 @@ def check(config: NightlyConfig) -> None:
         raise ConfigError(f"{where}: root must be an s3:// URL or an absolute path, got {config.get('root')!r}")
     choice("train.launcher", LAUNCHERS, config)
     choice("evaluation.metric", METRICS, config)
-    for key in ("train.processes", "train.epochs", "train.batch_size", "lock.ttl_seconds"):
+    for key in ("train.processes", "train.epochs", "train.batch_size", "lock.ttl_seconds",
+                "ingest.timeout_seconds", "train.timeout_seconds"):
         value = config.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{where}: {key} must be a positive integer, got {value!r}")
@@ -156,6 +163,12 @@ def check(config: NightlyConfig) -> None:
     for key in ("ingest.args", "train.args"):
         if not isinstance(config.get(key), list):
             raise ConfigError(f"{where}: {key} must be a list of flags, got {config.get(key)!r}")
+        secret = next((a for a in map(str, config.get(key)) if a.split("=", 1)[0] in SECRET_FLAGS), None)
+        if secret:
+            raise ConfigError(f"{where}: {key} holds {secret.split('=', 1)[0]}: a credential on a "
+                              "command line is readable by every local user while the job runs; set "
+                              "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE) "
+                              "in the nightly's environment instead")
 
 
 def choice(key: str, allowed: tuple, config: NightlyConfig) -> None:

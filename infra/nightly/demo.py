@@ -17,6 +17,7 @@ from infra.local import fashion_mnist
 
 from infra.nightly import config as nightly_config
 from infra.local.s3server import LocalS3
+from pipeline.dataset.local_paths import user_cache_dir
 from pipeline.dataset.storage import Storage, join
 
 ROOT = "s3://nightly"
@@ -59,4 +60,4 @@ def main(args, run_night) -> int:
             print(f"nightly demo: private local S3 server on {server.endpoint_url} "
                   "(state is lost at exit; `python -m infra.local.stack up` keeps one running)", flush=True)
         raw = seed(Storage(), args.limit)
-        return run_night(demo_config(raw), args.date, args.report, args.cache_dir)
+        return run_night(demo_config(raw), args.date, args.report, args.cache_dir or user_cache_dir("nightly"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 
+from pipeline.dataset.local_paths import path_under, relative_key
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage, join
 
@@ -21,9 +22,8 @@ def fetch_model(storage: Storage, model_url: str, local_dir: str) -> str:
     if not storage.exists(join(model_url, "COMMITTED")):
         raise UnusableModel(f"no committed SavedModel at {model_url}")
     shutil.rmtree(local_dir, ignore_errors=True)
-    prefix = model_url.rstrip("/") + "/"
-    for url, _ in storage.list(model_url):
-        storage.download(url, os.path.join(local_dir, url[len(prefix):]))
+    for url, _ in storage.list(model_url):      # keys are the bucket's: refused if they leave local_dir
+        storage.download(url, path_under(local_dir, relative_key(model_url, url)))
     return local_dir
 
 

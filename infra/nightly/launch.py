@@ -5,6 +5,7 @@ Both run the same `python -m trainer` flags; only the process launcher differs.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -16,6 +17,8 @@ import urllib.error
 import urllib.request
 
 import yaml
+
+from infra.nightly import supervise
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 MPIJOBS = "/apis/kubeflow.org/v2beta1/namespaces/{namespace}/mpijobs"
@@ -40,20 +43,29 @@ def trainer_flags(span_url: str, version_url: str, train: dict, init_from: str |
 
 
 # -- here: horovodrun ------------------------------------------------------------------------------
-def run_local(flags: list[str], processes: int, log=print) -> None:
-    command = ["horovodrun", "-np", str(processes), "-H", f"localhost:{processes}", "--gloo",
+def run_local(flags: list[str], processes: int, limit_seconds: float | None = None, log=print) -> None:
+    """horovodrun with its MPI controller: mpirun hands the ranks the launcher's variables by
+    name (-x), so S3 credentials never appear on a command line (Gloo's launcher writes every
+    value into each rank's `sh -c env K=V ...`, readable in ps by any local user)."""
+    command = ["horovodrun", "-np", str(processes), "-H", f"localhost:{processes}",
                sys.executable, "-m", "trainer", *flags]
-    log(f"nightly: {' '.join(command[:6])} ... python -m trainer {' '.join(flags)}")
-    code = subprocess.call(command)
+    log(f"nightly: {' '.join(command[:5])} ... python -m trainer {' '.join(flags)}")
+    code = subprocess.call(supervise.command_for(command, limit_seconds))
+    if code == supervise.TIMED_OUT:
+        raise TrainingFailed(f"horovodrun ran past train.timeout_seconds ({limit_seconds:g} s) and was ended")
     if code != 0:
         raise TrainingFailed(f"horovodrun exited with {code}")
 
 
 # -- Kubernetes: an MPIJob -----------------------------------------------------------------------
 def job_name(model: str, version: str) -> str:
-    """A DNS-1123 name, the same for the same night, so a re-run finds the job it created."""
-    name = re.sub(r"[^a-z0-9-]+", "-", f"train-{model}-{version}".lower()).strip("-")
-    return name[:52].rstrip("-")
+    """A DNS-1123 name, the same for the same night, so a re-run finds the job it created.
+    Cut to 52 characters (the operator appends suffixes) with a hash of the full name, so two
+    long model names, or `fashion_mnist` and `Fashion-MNIST`, never share a job."""
+    full = f"train-{model}-{version}"
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    name = re.sub(r"[^a-z0-9-]+", "-", full.lower()).strip("-")
+    return f"{name[:52 - len(digest) - 1].rstrip('-')}-{digest}"
 
 
 def render_mpijob(template: dict, name: str, namespace: str, flags: list[str]) -> dict:

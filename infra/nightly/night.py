@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from infra.nightly import datacheck, evaluate, launch, promote
+from infra.nightly import datacheck, evaluate, launch, promote, supervise
 from infra.nightly.lock import LockLost, NightlyLock
 from pipeline.dataset.manifest import DatasetNotFound, read_manifest
 from pipeline.dataset.storage import Storage, StorageError, join
@@ -18,9 +18,6 @@ from pipeline.dataset.storage import Storage, StorageError, join
 PROMOTED, FAILED, USAGE, NOT_PROMOTED, LOCKED, BAD_DATA = 0, 1, 2, 3, 4, 5
 STATUS = {PROMOTED: "promoted", NOT_PROMOTED: "not_promoted", FAILED: "failed",
           BAD_DATA: "data_check_failed"}
-# Flags whose values are credentials: never echoed (Beam's S3 flags; the Cassandra source takes
-# its credentials from a file or the environment only).
-SECRET_FLAGS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
 
 
 class StepFailed(Exception):
@@ -29,21 +26,6 @@ class StepFailed(Exception):
 
 def say(line: str) -> None:
     print(line, flush=True)
-
-
-def masked(command: list[str]) -> list[str]:
-    """The command with every credential flag's value replaced by ***."""
-    shown, hide = [], False
-    for arg in command:
-        flag = arg.split("=", 1)[0]
-        if hide:
-            shown.append("***")
-        elif flag in SECRET_FLAGS and "=" in arg:
-            shown.append(f"{flag}=***")
-        else:
-            shown.append(arg)
-        hide = not hide and arg in SECRET_FLAGS
-    return shown
 
 
 class Night:
@@ -95,8 +77,12 @@ class Night:
                 if ingest.get(flag):
                     command += [f"--{flag}", str(ingest[flag]).replace("{date}", self.date)]
             command += [str(a).replace("{date}", self.date) for a in ingest["args"]]
-            say("nightly: " + " ".join(masked(command[1:])))
-            code = subprocess.call(command)
+            say("nightly: " + " ".join(command[1:]))     # no credentials: config.py refuses them
+            limit = ingest["timeout_seconds"]
+            code = subprocess.call(supervise.command_for(command, limit))
+            if code == supervise.TIMED_OUT:
+                raise StepFailed(f"ingest: python -m pipeline ran past ingest.timeout_seconds ({limit} s) "
+                                 "and was ended")
             if code != 0:
                 raise StepFailed(f"ingest: python -m pipeline exited with {code}")
         manifest = read_manifest(self.storage, span)
@@ -118,7 +104,7 @@ class Night:
                                                     else "from scratch"))
             flags = launch.trainer_flags(self.config.span_url(self.date), version_url, train, init_from)
             if train["launcher"] == "local":
-                launch.run_local(flags, train["processes"], log=say)
+                launch.run_local(flags, train["processes"], train["timeout_seconds"], log=say)
             else:
                 launch.run_mpijob(flags, self.config.name, self.date, self.config.raw["mpijob"], log=say)
             if not self.storage.exists(join(model_dir, "COMMITTED")):

@@ -1,0 +1,51 @@
+"""Local paths made from remote names, and the per-user cache they live in.
+
+Object keys and the file names a manifest lists come from a bucket, whose writers this process
+does not control: a key `model/../../../home/u/.bashrc` must never become a path outside the
+folder it is downloaded into. Every place that turns a remote name into a local path goes
+through `path_under`. Caches default to a per-user folder created 0700, never a predictable
+shared folder in /tmp that another local user could read or plant files in.
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+
+__all__ = ["UnsafeName", "path_under", "relative_key", "user_cache_dir"]
+
+APP = "image-classifier-pipeline"
+
+
+class UnsafeName(ValueError):
+    """A remote name that would leave its local folder (absolute, `..`, empty or NUL)."""
+
+
+def path_under(root: str, name: str) -> str:
+    """root/name for a remote relative name, refused if it would land outside `root`."""
+    if not name or "\0" in name or name.startswith("/") or "\\" in name:
+        raise UnsafeName(f"refusing remote name {name!r}: not a plain relative path")
+    parts = name.split("/")
+    if any(part in ("..", ".") for part in parts) or posixpath.normpath(name) != name.rstrip("/"):
+        raise UnsafeName(f"refusing remote name {name!r}: it leaves its folder or is not normalised")
+    path = os.path.join(root, *[p for p in parts if p])
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:   # through a symlink
+        raise UnsafeName(f"refusing remote name {name!r}: it resolves outside {root}")
+    return path
+
+
+def relative_key(prefix_url: str, url: str) -> str:
+    """The part of `url` below `prefix_url` (both s3:// URLs or both local paths)."""
+    prefix = prefix_url.rstrip("/") + "/"
+    if not url.startswith(prefix):
+        raise UnsafeName(f"{url} is not under {prefix_url}")
+    return url[len(prefix):]
+
+
+def user_cache_dir(*parts: str) -> str:
+    """$XDG_CACHE_HOME (or ~/.cache)/image-classifier-pipeline/<parts>, created 0700."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, APP, *parts)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)             # makedirs' mode is masked by the umask
+    return path
