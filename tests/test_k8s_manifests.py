@@ -130,7 +130,8 @@ def manifest_files() -> list[str]:
     for path in sorted(glob.glob(os.path.join(K8S, "**", "*.yaml"), recursive=True)):
         with open(path) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
-        if docs and all("apiVersion" in d and "kind" in d for d in docs) and docs[0]["kind"] != "Kustomization":
+        if docs and all("apiVersion" in d and "kind" in d for d in docs) and \
+                docs[0]["kind"] not in ("Kustomization", "Component"):
             files.append(os.path.relpath(path, K8S))
     return files
 
@@ -158,14 +159,42 @@ def rendered(directory: str) -> list[dict]:
     return RENDERED[directory]
 
 
-def pod_specs(obj: dict) -> list[tuple[str, dict]]:
-    """(where, PodSpec) of every pod an object would create, custom resources included."""
+def merged_template(common: dict, specific: dict) -> dict:
+    """A Flink role's pod as the operator builds it: the role's template over the common one, lists
+    of named things (containers, volumes) merged by name (see test_flink_templates_merge_alike)."""
+    merged = {"metadata": {"labels": {**common.get("metadata", {}).get("labels", {}),
+                                      **specific.get("metadata", {}).get("labels", {})}}}
+    base, over = common.get("spec", {}), specific.get("spec", {})
+    spec = {**base, **over}
+    for key in ("containers", "initContainers", "volumes"):
+        by_name = {item["name"]: item for item in base.get(key, [])}
+        for item in over.get(key, []):
+            by_name[item["name"]] = {**by_name.get(item["name"], {}), **item}
+        if by_name:
+            spec[key] = list(by_name.values())
+    merged["spec"] = spec
+    return merged
+
+
+def pod_templates(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod template: metadata.labels and spec) of every pod an object would create."""
     kind, spec = obj["kind"], obj.get("spec", {})
     if kind in ("Deployment", "StatefulSet", "Job"):
-        return [(kind, spec["template"]["spec"])]
+        return [(kind, spec["template"])]
     if kind == "CronJob":
-        return [(kind, spec["jobTemplate"]["spec"]["template"]["spec"])]
-    return [(f"{kind}.{where}", template["spec"]) for where, template, _ in embedded_pods(obj)]
+        return [(kind, spec["jobTemplate"]["spec"]["template"])]
+    if kind == "MPIJob":
+        return [(f"MPIJob.{role}", replica["template"]) for role, replica in spec["mpiReplicaSpecs"].items()]
+    if kind == "FlinkDeployment":
+        return [(f"FlinkDeployment.{part}", merged_template(spec.get("podTemplate", {}),
+                                                            spec[part].get("podTemplate", {})))
+                for part in ("jobManager", "taskManager")]
+    return []
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    """(where, PodSpec) of every pod an object would create, custom resources included."""
+    return [(where, template["spec"]) for where, template in pod_templates(obj)]
 
 
 def with_templates(objects: list[dict]) -> list[dict]:
@@ -230,7 +259,8 @@ def test_nightly_renders_an_mpijob_the_crd_accepts():
 
 # -- what the issue asks of them -------------------------------------------------------------------
 def one_off_jobs() -> list[dict]:
-    return [obj for f in manifest_files() if f.startswith("jobs/") for obj in load(f)]
+    """k8s/jobs as `kubectl create -k k8s/jobs` makes them (with the pinned images)."""
+    return rendered("jobs")
 
 
 def objects_for(source: str) -> list[dict]:
