@@ -35,6 +35,7 @@ from tests.conftest import ROOT
 K8S_VERSION = "1.30"
 K8S = os.path.join(ROOT, "k8s")
 EXTERNAL_SECRETS = {"s3-credentials", "cassandra-credentials"}     # created out of band in production
+HOST_KEYS = "trainer-ssh-host-keys"         # made by the operator everywhere (k8s/ssh-host-keys.sh)
 
 
 # -- validators ------------------------------------------------------------------------------------
@@ -312,7 +313,8 @@ def referenced_names(pod: dict) -> set[tuple[str, str]]:
     return refs
 
 
-@pytest.mark.parametrize("directory, external", [("base", EXTERNAL_SECRETS), ("overlays/dev", set())])
+@pytest.mark.parametrize("directory, external", [("base", EXTERNAL_SECRETS | {HOST_KEYS}),
+                                                 ("overlays/dev", {HOST_KEYS})])
 def test_every_referenced_name_exists(directory, external):
     objects = with_templates(rendered(directory))
     present = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -326,7 +328,7 @@ def test_every_referenced_name_exists(directory, external):
 def test_one_off_jobs_refer_to_what_the_base_defines():
     assert one_off_jobs()
     present = {(o["kind"], o["metadata"]["name"]) for o in rendered("base")}
-    present |= {("Secret", name) for name in EXTERNAL_SECRETS}
+    present |= {("Secret", name) for name in EXTERNAL_SECRETS | {HOST_KEYS}}
     missing = {ref for obj in one_off_jobs() for _, pod in pod_specs(obj) for ref in referenced_names(pod)} - present
     assert not missing, sorted(missing)
 
