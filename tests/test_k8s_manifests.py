@@ -9,7 +9,9 @@ against real schemas:
   inside them against the real Kubernetes PodTemplateSpec / Pod schemas.
 - Rendering uses the real kustomize (v5, built into kubectl).
 Then the policies the issue asks for: non-root, requests and limits, credentials only from
-Secrets, the RBAC the nightly needs and no more, and every name a pod refers to exists.
+Secrets, the RBAC the nightly needs and no more, and every name a pod refers to exists. Network
+policies, the MPIJob admission policy and ssh host keys: test_k8s_security.py; images and
+versions: test_k8s_images.py.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -211,7 +214,8 @@ def with_templates(objects: list[dict]) -> list[dict]:
 def test_there_is_something_to_validate():
     kinds = {d["kind"] for f in manifest_files() for d in load(f)}
     assert {"MPIJob", "CronJob", "FlinkDeployment", "Role", "RoleBinding", "ServiceAccount", "Job",
-            "Deployment", "StatefulSet", "Service"} <= kinds
+            "Deployment", "StatefulSet", "Service", "NetworkPolicy", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"} <= kinds
 
 
 @pytest.mark.parametrize("relative", manifest_files())
@@ -255,7 +259,35 @@ def test_nightly_renders_an_mpijob_the_crd_accepts():
                                          {"epochs": 2, "batch_size": 64, "args": ["--lr", "0.1"]}, "s3://b/prev/model")
     job = nightly_launch.render_mpijob(template, nightly_launch.job_name("fashion_mnist", "2026-01-02"), "ml", flags)
     assert not errors(job), errors(job)
-    assert job["metadata"]["name"] == "train-fashion-mnist-2026-01-02"
+    assert job["metadata"]["name"].startswith("train-fashion-mnist-2026-01-02")
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def operator_names(job: str, workers: int) -> list[str]:
+    """The DNS labels mpi-operator derives from an MPIJob's name: the launcher Job and pod
+    hostname, the workers' Service (their subdomain), each worker pod's hostname."""
+    return [f"{job}-launcher", f"{job}-worker"] + [f"{job}-worker-{i}" for i in range(workers)]
+
+
+@pytest.mark.parametrize("model", ["fashion_mnist", "a" * 80, "Fashion-MNIST v2 (ImageNet-21k, fine-tuned)"])
+def test_nightly_job_names_fit_what_mpi_operator_derives(model):
+    for directory in ("base", "overlays/dev"):
+        [job] = [o for o in with_templates(rendered(directory)) if o["kind"] == "MPIJob"]
+        name = nightly_launch.job_name(model, "2026-01-02")
+        assert name == nightly_launch.job_name(model, "2026-01-02")       # a retry finds its job
+        for derived in operator_names(name, job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]):
+            assert DNS_LABEL.match(derived), derived
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26 item 14: job_name gets a hash of the full name "
+                   "(infra/nightly/launch.py, another change); remove this mark when it lands")
+def test_nightly_job_names_of_different_models_differ():
+    long = "resnet50_imagenet21k_finetuned_on_fashion_products_"
+    pairs = [("fashion_mnist", "Fashion-MNIST"), (long + "v1", long + "v2")]
+    assert all(nightly_launch.job_name(a, "2026-01-02") != nightly_launch.job_name(b, "2026-01-02")
+               for a, b in pairs)
 
 
 # -- what the issue asks of them -------------------------------------------------------------------
