@@ -7,7 +7,10 @@ import glob
 import os
 import re
 import shutil
+import socket
 import subprocess
+import tempfile
+import time
 
 import pytest
 
@@ -121,3 +124,103 @@ def test_k8s_uses_the_images_these_files_build():
     for path in glob.glob(os.path.join(ROOT, "k8s", "**", "*.yaml"), recursive=True):
         used |= set(re.findall(r"image: (image-classifier/[a-z-]+)", open(path).read()))
     assert used == names
+
+
+# -- the trainer's ssh: host keys the operator makes, checked strictly --------------------------------
+def image_file(path: str) -> str:
+    """The text a `printf '...' > path` of the trainer Dockerfile writes."""
+    text = read("trainer-gpu.Dockerfile")
+    [fmt] = re.findall(r"printf '([^']*)' \\\n\s*> " + re.escape(path), text)
+    return fmt.replace("\\n", "\n")
+
+
+def test_trainer_image_checks_host_keys():
+    text, client = read("trainer-gpu.Dockerfile"), image_file("/etc/ssh/ssh_config.d/trainer.conf")
+    assert "StrictHostKeyChecking no" not in text and "UserKnownHostsFile /dev/null" not in text
+    assert "StrictHostKeyChecking yes" in client and "Port 2222" in client
+    assert "ssh -G trainer-worker-0 > /tmp/ssh-settings" in text        # the build proves it is in force
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def host_keys():
+    """k8s/ssh-host-keys.sh's files for namespace ml, laid out as the Secret's volume mounts them
+    (root-owned, group 1000, 0440), and the image's ssh and sshd settings pointing at them."""
+    folder = tempfile.mkdtemp(prefix="trainer-ssh-")     # not pytest's tmp_path: uid 1000 must read it
+    os.chmod(folder, 0o755)
+    keys = os.path.join(folder, "trainer")
+    subprocess.run(["bash", os.path.join(ROOT, "k8s", "ssh-host-keys.sh"), "ml", "--out", keys], check=True)
+    if os.geteuid() == 0:
+        for name in os.listdir(keys):
+            os.chown(os.path.join(keys, name), 0, 1000)
+    for name in os.listdir(keys):
+        os.chmod(os.path.join(keys, name), 0o440)
+    os.chmod(keys, 0o755)
+    for path, text in (("ssh_config", image_file("/etc/ssh/ssh_config.d/trainer.conf")),
+                       ("sshd_config", image_file("/home/mpiuser/.sshd_config"))):
+        with open(os.path.join(folder, path), "w") as f:
+            f.write(text.replace("/etc/ssh/trainer", keys).replace("/home/mpiuser", folder))
+        os.chmod(os.path.join(folder, path), 0o644)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def sshd(folder: str, port: int) -> subprocess.Popen:
+    """The image's sshd settings, as uid 1000 (the worker's user), on loopback."""
+    command = ["/usr/sbin/sshd", "-D", "-e", "-f", os.path.join(folder, "sshd_config"),
+               "-o", f"Port={port}", "-o", "ListenAddress=127.0.0.1", "-o", f"PidFile={folder}/sshd.pid"]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", *command]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return server
+        assert server.poll() is None, server.stderr.read()
+        time.sleep(0.1)
+    raise AssertionError("sshd did not start")
+
+
+def ssh_to(folder: str, port: int, host: str) -> str:
+    """ssh with the image's client settings to `host` (its name for the known_hosts lookup)."""
+    result = subprocess.run(["ssh", "-F", os.path.join(folder, "ssh_config"), "-p", str(port),
+                             "-o", f"HostKeyAlias=[{host}]:2222", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                             "-o", "IdentitiesOnly=yes", "-o", "IdentityFile=/dev/null", "127.0.0.1", "true"],
+                            capture_output=True, text=True, timeout=30)
+    return result.stderr
+
+
+def test_ssh_trusts_the_operators_worker_key_and_nothing_else(host_keys):
+    if not shutil.which("sshd") and not os.path.exists("/usr/sbin/sshd"):
+        pytest.fail("sshd is not installed (infra/setup/system.sh: openssh-server)")
+    port = free_port()
+    server = sshd(host_keys, port)
+    try:
+        worker = "train-fashion-mnist-2026-01-02-worker-1.train-fashion-mnist-2026-01-02-worker.ml.svc"
+        said = ssh_to(host_keys, port, worker)      # the key is trusted: on to user authentication
+        assert "Permission denied" in said and "Host key verification failed" not in said, said
+        for stranger in ("train-x-worker-0.train-x-worker.other.svc", "evil.ml.svc", "127.0.0.1"):
+            assert "Host key verification failed" in ssh_to(host_keys, port, stranger), stranger
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    other = os.path.join(host_keys, "other")       # a pod posing as a worker, with its own key
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
+    os.chmod(other, 0o444)
+    with open(os.path.join(host_keys, "sshd_config")) as f:
+        posing = f.read().replace(os.path.join(host_keys, "trainer", "ssh_host_ed25519_key"), other)
+    with open(os.path.join(host_keys, "sshd_config"), "w") as f:
+        f.write(posing)
+    server = sshd(host_keys, port)
+    try:
+        said = ssh_to(host_keys, port, worker)
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in said and "Host key verification failed" in said, said
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

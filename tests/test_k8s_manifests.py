@@ -9,7 +9,9 @@ against real schemas:
   inside them against the real Kubernetes PodTemplateSpec / Pod schemas.
 - Rendering uses the real kustomize (v5, built into kubectl).
 Then the policies the issue asks for: non-root, requests and limits, credentials only from
-Secrets, the RBAC the nightly needs and no more, and every name a pod refers to exists.
+Secrets, the RBAC the nightly needs and no more, and every name a pod refers to exists. Network
+policies, the MPIJob admission policy and ssh host keys: test_k8s_security.py; images and
+versions: test_k8s_images.py.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -35,6 +38,7 @@ from tests.conftest import ROOT
 K8S_VERSION = "1.30"
 K8S = os.path.join(ROOT, "k8s")
 EXTERNAL_SECRETS = {"s3-credentials", "cassandra-credentials"}     # created out of band in production
+HOST_KEYS = "trainer-ssh-host-keys"         # made by the operator everywhere (k8s/ssh-host-keys.sh)
 
 
 # -- validators ------------------------------------------------------------------------------------
@@ -130,7 +134,8 @@ def manifest_files() -> list[str]:
     for path in sorted(glob.glob(os.path.join(K8S, "**", "*.yaml"), recursive=True)):
         with open(path) as f:
             docs = [d for d in yaml.safe_load_all(f) if d]
-        if docs and all("apiVersion" in d and "kind" in d for d in docs) and docs[0]["kind"] != "Kustomization":
+        if docs and all("apiVersion" in d and "kind" in d for d in docs) and \
+                docs[0]["kind"] not in ("Kustomization", "Component"):
             files.append(os.path.relpath(path, K8S))
     return files
 
@@ -158,14 +163,42 @@ def rendered(directory: str) -> list[dict]:
     return RENDERED[directory]
 
 
-def pod_specs(obj: dict) -> list[tuple[str, dict]]:
-    """(where, PodSpec) of every pod an object would create, custom resources included."""
+def merged_template(common: dict, specific: dict) -> dict:
+    """A Flink role's pod as the operator builds it: the role's template over the common one, lists
+    of named things (containers, volumes) merged by name (see test_flink_templates_merge_alike)."""
+    merged = {"metadata": {"labels": {**common.get("metadata", {}).get("labels", {}),
+                                      **specific.get("metadata", {}).get("labels", {})}}}
+    base, over = common.get("spec", {}), specific.get("spec", {})
+    spec = {**base, **over}
+    for key in ("containers", "initContainers", "volumes"):
+        by_name = {item["name"]: item for item in base.get(key, [])}
+        for item in over.get(key, []):
+            by_name[item["name"]] = {**by_name.get(item["name"], {}), **item}
+        if by_name:
+            spec[key] = list(by_name.values())
+    merged["spec"] = spec
+    return merged
+
+
+def pod_templates(obj: dict) -> list[tuple[str, dict]]:
+    """(where, pod template: metadata.labels and spec) of every pod an object would create."""
     kind, spec = obj["kind"], obj.get("spec", {})
     if kind in ("Deployment", "StatefulSet", "Job"):
-        return [(kind, spec["template"]["spec"])]
+        return [(kind, spec["template"])]
     if kind == "CronJob":
-        return [(kind, spec["jobTemplate"]["spec"]["template"]["spec"])]
-    return [(f"{kind}.{where}", template["spec"]) for where, template, _ in embedded_pods(obj)]
+        return [(kind, spec["jobTemplate"]["spec"]["template"])]
+    if kind == "MPIJob":
+        return [(f"MPIJob.{role}", replica["template"]) for role, replica in spec["mpiReplicaSpecs"].items()]
+    if kind == "FlinkDeployment":
+        return [(f"FlinkDeployment.{part}", merged_template(spec.get("podTemplate", {}),
+                                                            spec[part].get("podTemplate", {})))
+                for part in ("jobManager", "taskManager")]
+    return []
+
+
+def pod_specs(obj: dict) -> list[tuple[str, dict]]:
+    """(where, PodSpec) of every pod an object would create, custom resources included."""
+    return [(where, template["spec"]) for where, template in pod_templates(obj)]
 
 
 def with_templates(objects: list[dict]) -> list[dict]:
@@ -181,7 +214,8 @@ def with_templates(objects: list[dict]) -> list[dict]:
 def test_there_is_something_to_validate():
     kinds = {d["kind"] for f in manifest_files() for d in load(f)}
     assert {"MPIJob", "CronJob", "FlinkDeployment", "Role", "RoleBinding", "ServiceAccount", "Job",
-            "Deployment", "StatefulSet", "Service"} <= kinds
+            "Deployment", "StatefulSet", "Service", "NetworkPolicy", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"} <= kinds
 
 
 @pytest.mark.parametrize("relative", manifest_files())
@@ -225,12 +259,41 @@ def test_nightly_renders_an_mpijob_the_crd_accepts():
                                          {"epochs": 2, "batch_size": 64, "args": ["--lr", "0.1"]}, "s3://b/prev/model")
     job = nightly_launch.render_mpijob(template, nightly_launch.job_name("fashion_mnist", "2026-01-02"), "ml", flags)
     assert not errors(job), errors(job)
-    assert job["metadata"]["name"] == "train-fashion-mnist-2026-01-02"
+    assert job["metadata"]["name"].startswith("train-fashion-mnist-2026-01-02")
+
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def operator_names(job: str, workers: int) -> list[str]:
+    """The DNS labels mpi-operator derives from an MPIJob's name: the launcher Job and pod
+    hostname, the workers' Service (their subdomain), each worker pod's hostname."""
+    return [f"{job}-launcher", f"{job}-worker"] + [f"{job}-worker-{i}" for i in range(workers)]
+
+
+@pytest.mark.parametrize("model", ["fashion_mnist", "a" * 80, "Fashion-MNIST v2 (ImageNet-21k, fine-tuned)"])
+def test_nightly_job_names_fit_what_mpi_operator_derives(model):
+    for directory in ("base", "overlays/dev"):
+        [job] = [o for o in with_templates(rendered(directory)) if o["kind"] == "MPIJob"]
+        name = nightly_launch.job_name(model, "2026-01-02")
+        assert name == nightly_launch.job_name(model, "2026-01-02")       # a retry finds its job
+        for derived in operator_names(name, job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]):
+            assert DNS_LABEL.match(derived), derived
+
+
+@pytest.mark.xfail(strict=True, reason="issue 26 item 14: job_name gets a hash of the full name "
+                   "(infra/nightly/launch.py, another change); remove this mark when it lands")
+def test_nightly_job_names_of_different_models_differ():
+    long = "resnet50_imagenet21k_finetuned_on_fashion_products_"
+    pairs = [("fashion_mnist", "Fashion-MNIST"), (long + "v1", long + "v2")]
+    assert all(nightly_launch.job_name(a, "2026-01-02") != nightly_launch.job_name(b, "2026-01-02")
+               for a, b in pairs)
 
 
 # -- what the issue asks of them -------------------------------------------------------------------
 def one_off_jobs() -> list[dict]:
-    return [obj for f in manifest_files() if f.startswith("jobs/") for obj in load(f)]
+    """k8s/jobs as `kubectl create -k k8s/jobs` makes them (with the pinned images)."""
+    return rendered("jobs")
 
 
 def objects_for(source: str) -> list[dict]:
@@ -282,7 +345,8 @@ def referenced_names(pod: dict) -> set[tuple[str, str]]:
     return refs
 
 
-@pytest.mark.parametrize("directory, external", [("base", EXTERNAL_SECRETS), ("overlays/dev", set())])
+@pytest.mark.parametrize("directory, external", [("base", EXTERNAL_SECRETS | {HOST_KEYS}),
+                                                 ("overlays/dev", {HOST_KEYS})])
 def test_every_referenced_name_exists(directory, external):
     objects = with_templates(rendered(directory))
     present = {(o["kind"], o["metadata"]["name"]) for o in objects}
@@ -296,7 +360,7 @@ def test_every_referenced_name_exists(directory, external):
 def test_one_off_jobs_refer_to_what_the_base_defines():
     assert one_off_jobs()
     present = {(o["kind"], o["metadata"]["name"]) for o in rendered("base")}
-    present |= {("Secret", name) for name in EXTERNAL_SECRETS}
+    present |= {("Secret", name) for name in EXTERNAL_SECRETS | {HOST_KEYS}}
     missing = {ref for obj in one_off_jobs() for _, pod in pod_specs(obj) for ref in referenced_names(pod)} - present
     assert not missing, sorted(missing)
 

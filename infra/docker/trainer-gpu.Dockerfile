@@ -57,12 +57,19 @@ RUN apt-get update && apt-get install -y --no-install-recommends \
         dnsutils ca-certificates ${CUDNN_PACKAGE} \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/run/sshd
-# MPIJob workers run sshd as an unprivileged user on port 2222; the operator mounts the keys.
-RUN sed -i 's/[ #]\(.*StrictHostKeyChecking \).*/ \1no/g' /etc/ssh/ssh_config \
-    && echo "    UserKnownHostsFile /dev/null" >> /etc/ssh/ssh_config \
-    && echo "    Port 2222" >> /etc/ssh/ssh_config \
-    && useradd -m -u 1000 mpiuser \
-    && printf 'PidFile /home/mpiuser/sshd.pid\nHostKey /home/mpiuser/.ssh/id_rsa\nStrictModes no\nPort 2222\n' \
+# MPIJob workers run sshd as an unprivileged user on port 2222. mpi-operator's per-job key (at
+# sshAuthMountPath) logs mpiuser in; the host key and known_hosts are the Secret
+# trainer-ssh-host-keys the cluster operator generates (k8s/ssh-host-keys.sh), mounted at
+# /etc/ssh/trainer: workers serve that key and ssh accepts no host its known_hosts does not name
+# (StrictHostKeyChecking yes), so a pod posing as a worker gets neither the ranks nor the -x
+# variables (S3 credentials). `ssh -G` (prints the settings, connects nowhere) proves they are in force.
+# hadolint ignore=DL3001
+RUN useradd -m -u 1000 mpiuser \
+    && printf 'Host *\n    Port 2222\n    StrictHostKeyChecking yes\n    UserKnownHostsFile /etc/ssh/trainer/known_hosts\n    GlobalKnownHostsFile /dev/null\n    CheckHostIP no\n' \
+        > /etc/ssh/ssh_config.d/trainer.conf \
+    && ssh -G trainer-worker-0 > /tmp/ssh-settings \
+    && grep -qx 'stricthostkeychecking true' /tmp/ssh-settings && rm /tmp/ssh-settings \
+    && printf 'PidFile /home/mpiuser/sshd.pid\nHostKey /etc/ssh/trainer/ssh_host_ed25519_key\nStrictModes no\nPort 2222\nPasswordAuthentication no\n' \
         > /home/mpiuser/.sshd_config && chown mpiuser /home/mpiuser/.sshd_config
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
