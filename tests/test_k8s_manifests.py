@@ -281,8 +281,6 @@ def test_nightly_job_names_fit_what_mpi_operator_derives(model):
             assert DNS_LABEL.match(derived), derived
 
 
-@pytest.mark.xfail(strict=True, reason="issue 26 item 14: job_name gets a hash of the full name "
-                   "(infra/nightly/launch.py, another change); remove this mark when it lands")
 def test_nightly_job_names_of_different_models_differ():
     long = "resnet50_imagenet21k_finetuned_on_fashion_products_"
     pairs = [("fashion_mnist", "Fashion-MNIST"), (long + "v1", long + "v2")]

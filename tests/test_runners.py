@@ -9,7 +9,7 @@ from pipeline.dataset.storage import Storage
 from tests.helpers import png
 
 RUNNERS = {
-    "FlinkRunner": ["--flink_master=flink-jobmanager:8081", "--environment_type=EXTERNAL",
+    "FlinkRunner": ["--flink_master=flink-jobmanager:8081", "--flink_version=1.20", "--environment_type=EXTERNAL",
                     "--environment_config=localhost:50000"],
     "SparkRunner": ["--spark_master_url=spark://spark-master:7077", "--environment_type=DOCKER"],
     "DataflowRunner": ["--project=my-project", "--region=europe-west1",

@@ -69,7 +69,7 @@ RUN useradd -m -u 1000 mpiuser \
         > /etc/ssh/ssh_config.d/trainer.conf \
     && ssh -G trainer-worker-0 > /tmp/ssh-settings \
     && grep -qx 'stricthostkeychecking true' /tmp/ssh-settings && rm /tmp/ssh-settings \
-    && printf 'PidFile /home/mpiuser/sshd.pid\nHostKey /etc/ssh/trainer/ssh_host_ed25519_key\nStrictModes no\nPort 2222\nPasswordAuthentication no\n' \
+    && printf 'PidFile /home/mpiuser/sshd.pid\nHostKey /etc/ssh/trainer/ssh_host_ed25519_key\nStrictModes no\nPort 2222\nPasswordAuthentication no\nAcceptEnv *SECRET* *PASSWORD* *PASSWD* *TOKEN* *CREDENTIAL* *PRIVATE*\n' \
         > /home/mpiuser/.sshd_config && chown mpiuser /home/mpiuser/.sshd_config
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
