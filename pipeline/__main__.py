@@ -9,6 +9,7 @@ import time
 import traceback
 
 from pipeline import progress
+from pipeline.dataset.naming import refused_folder
 from pipeline.dataset.storage import join
 from pipeline.logs import RunLog, quiet_logs
 
@@ -121,7 +122,7 @@ def commit_run(storage, plan):
         problem = (f"--strict_classes: no records for "
                    f"{', '.join(publish_checks.empty_classes(request))}")
     if problem:
-        kept = join(plan.output, f"refused-{plan.run_id}")
+        kept = join(plan.output, refused_folder(plan.run_id))
         entries = publish_checks.keep_quarantine(storage, plan.staging, kept, request)
         raise publish_checks.Unpublishable(
             f"nothing published: {problem}; {entries:,} quarantine entries are in {kept}/")

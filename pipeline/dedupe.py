@@ -17,11 +17,10 @@ import apache_beam as beam
 
 from pipeline import images
 from pipeline.dataset import quarantine, records, tfrecord
+from pipeline.dataset.naming import deduped
 from pipeline.dataset.storage import Storage, join
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
-
-DEDUPED = "deduped"
 
 
 def losers(element):
@@ -66,7 +65,7 @@ class RewriteShard(beam.DoFn):
                                    "label_name": record.label_name, "attributes": record.attributes},
                                   images.prepare_image(record.image, self.max_pixels))
         keep = {k: info[k] for k in ("split", "index", "shards", "file")}
-        staged = f"{DEDUPED}/{info['file']}"
+        staged = deduped(info["file"])
         return shard.write(self.storage, join(self.staging_url, staged), staged=staged, **keep)
 
 
@@ -81,9 +80,9 @@ class DropDuplicates(beam.PTransform):
         infos, hashes = inputs
         drops = (hashes | "GroupByContent" >> beam.GroupByKey()
                         | "Duplicates" >> beam.FlatMap(losers))
-        deduped = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i["file"], i)), "drop": drops}
-                   | "JoinDrops" >> beam.CoGroupByKey()
-                   | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
-                                                  beam.pvalue.AsSingleton(self.space))
-                   .with_outputs(QUARANTINE, main="infos"))
-        return deduped.infos, deduped[QUARANTINE]
+        rewritten = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i["file"], i)), "drop": drops}
+                     | "JoinDrops" >> beam.CoGroupByKey()
+                     | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
+                                                    beam.pvalue.AsSingleton(self.space))
+                     .with_outputs(QUARANTINE, main="infos"))
+        return rewritten.infos, rewritten[QUARANTINE]

@@ -11,7 +11,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline import preflight, versions
-from pipeline.dataset.manifest import MANIFEST_NAME
+from pipeline.dataset import naming
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, join, unsupported
 from pipeline.options import IngestOptions
 from pipeline.sources.cassandra import config as cassandra_config
@@ -131,7 +131,7 @@ class Plan:
         self.log_file = o.log_file or os.path.join("runs", "logs", f"ingest-{self.run_id}.log")
         self.log_level = o.log_level or ("INFO" if o.verbose else None)
         self.progress_seconds = max(0.5, o.progress_seconds)
-        self.staging = join(self.output, f".staging-{self.run_id}")
+        self.staging = join(self.output, naming.staging_folder(self.run_id))
         self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
         try:
             self.classes = self._classes(o.classes, storage)
@@ -201,7 +201,7 @@ class Plan:
         self._check_output(storage)
 
     def _check_output(self, storage: Storage):
-        if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
+        if storage.exists(join(self.output, naming.MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
         preflight.check_output_writable(storage, self.output, self.run_id)
@@ -211,7 +211,7 @@ class Plan:
         """Staging folders of runs that crashed (or run now) into the same output."""
         try:
             return [url for url, size in storage.list_children(self.output)
-                    if size is None and posixpath.basename(url).startswith(".staging-")]
+                    if size is None and naming.is_staging_folder(posixpath.basename(url))]
         except FileNotFoundError:
             return []
 

@@ -28,14 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from pipeline import quarantine_files, sharding, versions
-from pipeline.dataset.manifest import (MANIFEST_NAME, SPLITS, VERSION_PREFIX, Manifest, Shard,
-                                       Split, write_manifest)
+from pipeline import quarantine_files, versions
+from pipeline.dataset.manifest import SPLITS, Manifest, Shard, Split, write_manifest
 from pipeline.dataset import sizes
+from pipeline.dataset.naming import MANIFEST_NAME, REQUEST_NAME, shard_files, version_folder
 from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.shard_file import ShardBuilder
 
-REQUEST_NAME = "publish.json"
 log = logging.getLogger("pipeline")
 
 
@@ -104,7 +103,7 @@ def version_manifest(request: dict) -> Manifest:
     manifest = build_manifest(request["name"], request["space"], request["shards"],
                               request["quarantine"], request["source"])
     digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
-    manifest.version = f"{VERSION_PREFIX}{digest[:16]}"
+    manifest.version = version_folder(digest)
     return manifest
 
 
@@ -171,7 +170,7 @@ def fill_empty_shards(storage, staging_url, name, space, shard_infos):
     for split, shards in totals.items():
         for index in range(shards):
             if (split, index) not in present:
-                file_name = sharding.shard_name(name, split, index, shards)
+                file_name = shard_files(name, split).name(index, shards)
                 filled.append(ShardBuilder(space).write(
                     storage, join(staging_url, file_name),
                     split=split, index=index, shards=shards, file=file_name))

@@ -10,6 +10,7 @@ import json
 import apache_beam as beam
 
 from pipeline import sharding
+from pipeline.dataset.naming import QUARANTINE_FILES
 from pipeline.dataset.quarantine import reason_kind
 from pipeline.dataset.storage import Storage, join
 
@@ -18,10 +19,6 @@ ENTRIES_PER_FILE = 200_000       # ~60 MB of JSON lines: what one writer holds a
 
 def file_count(entries: int, per_file: int = ENTRIES_PER_FILE) -> int:
     return max(1, -(-entries // per_file))
-
-
-def file_name(index: int, count: int) -> str:
-    return f"quarantine-{index:05d}-of-{count:05d}.jsonl"
 
 
 def file_key(entry: dict, total: int, per_file: int) -> tuple[tuple[int, int], dict]:
@@ -42,7 +39,7 @@ class WriteQuarantineFile(beam.DoFn):
     def process(self, element):
         (index, count), entries = element
         entries = sorted(entries, key=lambda q: (q["id"], q["reason"], q["source"]))
-        name = file_name(index, count)
+        name = QUARANTINE_FILES.name(index, count)
         self.storage.write_text(join(self.staging_url, name), jsonl(entries))
         by_reason = collections.Counter(reason_kind(q["reason"]) for q in entries)
         yield {"file": name, "entries": len(entries), "by_reason": dict(sorted(by_reason.items()))}

@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import images, progress, sharding
-from pipeline.dataset import quarantine
+from pipeline.dataset import naming, quarantine
 from pipeline.dataset.storage import Storage, StorageError, join
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
@@ -55,7 +55,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, element, space):
         (split, index, shards), candidates = element
-        file_name = sharding.shard_name(self.name, split, index, shards)
+        file_name = naming.shard_files(self.name, split).name(index, shards)
         shard = ShardBuilder(space)
         for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
             if problem:

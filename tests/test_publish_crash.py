@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipeline.dataset.manifest import MANIFEST_NAME, read_manifest
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.naming import DEDUPED, MANIFEST_NAME
 from pipeline.dataset.storage import join
-from pipeline.dedupe import DEDUPED
 from pipeline.publish import publish, read_request, version_manifest
 from tests.test_publish_versions import (IMAGES, copy_images, ingest, ingest_command, kill,
                                          paused_job, reads_completely)

@@ -15,10 +15,10 @@ import time
 import pytest
 
 from pipeline.dataset import reader
-from pipeline.dataset.manifest import MANIFEST_NAME, PUBLISHED_NAME, Manifest, read_manifest
+from pipeline.dataset.manifest import Manifest, read_manifest
+from pipeline.dataset.naming import FLAT_MANIFEST, MANIFEST_NAME, PUBLISHED_NAME
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import WriteConflict, join
-from pipeline.versions import FLAT_MANIFEST
 from tests.conftest import ROOT, run_cli
 from tests.helpers import png
 from tests.test_ingest import read_shards

@@ -2,6 +2,7 @@
 import pytest
 
 from pipeline import images, sharding, splits
+from pipeline.dataset import naming
 from pipeline.sources.labels import LabelsFileError, parse_labels
 from tests.helpers import jpeg, png
 
@@ -66,7 +67,7 @@ def test_shard_count_rule(records, size, readers, expected):
 def test_shard_index_is_in_range_and_stable():
     assert all(0 <= sharding.shard_index(f"k{i}", 7) < 7 for i in range(1000))
     assert sharding.shard_index("k1", 7) == sharding.shard_index("k1", 7)
-    assert sharding.shard_name("fm", "train", 3, 64) == "fm-train.tfrecord-00003-of-00064"
+    assert naming.shard_files("fm", "train").name(3, 64) == "fm-train.tfrecord-00003-of-00064"
 
 
 def test_labels_csv_rows_and_missing_columns():
@@ -123,3 +124,14 @@ def test_pixel_statistics_pool_shards_exactly():
     mean, std = pixel_statistics([shard, shard, {"pixel_stats": {}}])
     assert mean == [0.5] and std == [round((1.5 / 4 - 0.25) ** 0.5, 6)]
     assert pixel_statistics([shard, {"pixel_stats": {"3": [1, [0, 0, 0], [0, 0, 0]]}}]) == (None, None)
+
+
+def test_names_are_built_and_parsed_by_one_template():
+    shards = naming.shard_files("fm", "validation")
+    assert shards.parse(shards.name(7, 12)) == (7, 12)
+    assert shards.parse("fm-train.tfrecord-00007-of-00012") is None        # another split's
+    assert naming.QUARANTINE_FILES.parse("quarantine-00002-of-00003.jsonl") == (2, 3)
+    assert naming.QUARANTINE_FILES.parse("quarantine.jsonl") is None
+    assert naming.is_staging_folder(naming.staging_folder("abc")) and not naming.is_staging_folder("v-1")
+    assert naming.is_version_folder(naming.version_folder("0123456789abcdef" * 4))
+    assert naming.version_folder("0123456789abcdef" * 4) == "v-0123456789abcdef"
