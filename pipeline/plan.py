@@ -12,7 +12,7 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
 
 from pipeline import preflight, versions
 from pipeline.dataset import naming
-from pipeline.dataset.storage import S3Settings, Storage, StorageError, join, unsupported
+from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
 from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
@@ -88,7 +88,7 @@ def check_runner(options: PipelineOptions, plan: "Plan") -> None:
     if runner in LOCAL_RUNNERS or options.view_as(IngestOptions).shared_filesystem:
         return
     for flag, url in (("source", plan.source), ("output", plan.output)):
-        if "://" not in url:
+        if is_local(url):
             raise UsageError(f"--{flag} {url} is a local path but --runner {runner} runs its "
                              "workers elsewhere: use s3://, or pass --shared_filesystem if every "
                              "worker mounts it at that path")
@@ -179,7 +179,7 @@ class Plan:
     def _classes(spec: str | None, storage: Storage) -> list[str] | None:
         if not spec:
             return None
-        if "," not in spec and (spec.startswith("s3://") or storage.exists(spec)):
+        if "," not in spec and (not is_local(spec) or storage.exists(spec)):
             try:
                 lines = storage.read_text(spec).splitlines()
             except FileNotFoundError:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import collections
-import os
-import tempfile
-import threading
 
 from pipeline import images
 from pipeline.dataset import records, tfrecord
@@ -68,20 +65,10 @@ def by_value(counts: collections.Counter) -> dict[str, int]:
 
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
-    """Write examples as a TFRecord file: locally beside the target then renamed, or locally
-    then uploaded when the URL is remote, so no reader ever sees a half-written shard."""
-    remote = url.startswith("s3://")
-    local_dir = tempfile.mkdtemp(prefix="shard-") if remote else None
-    path = (os.path.join(local_dir, "shard.tfrecord") if remote
-            else f"{url}.{os.getpid()}-{threading.get_ident()}.partial")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as f:
-        tfrecord.write_records(f, examples)
-    digest, size = file_digest(path)
-    if remote:
-        storage.upload(path, url)
-        os.remove(path)
-        os.rmdir(local_dir)
-    else:
-        os.replace(path, url)
+    """Write examples as a TFRecord file, complete or not at all (Storage.writing: beside the
+    target then renamed, or locally then uploaded), so no reader ever sees a half-written shard."""
+    with storage.writing(url) as path:
+        with open(path, "wb") as f:
+            tfrecord.write_records(f, examples)
+        digest, size = file_digest(path)
     return dict(info, records=len(examples), bytes=size, sha256=digest)
