@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.check import CheckRows, LabelSpace
+from pipeline.check import CheckRows, FindLabelSpace
 from pipeline.dedupe import DropDuplicates
 from pipeline.dataset.storage import Storage
 from pipeline.plan import Plan
 from pipeline.publish import Publish
 from pipeline.quarantine_files import WriteQuarantine
-from pipeline.shard import WriteShard, WriteShards
+from pipeline.shard_writer import WriteShard, WriteShards
 from pipeline.sources.cassandra.read import ReadRows
 from pipeline.sources.files import ReadFileRows
 
@@ -26,7 +26,7 @@ from pipeline.sources.files import ReadFileRows
 def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     """Add the whole job to pipeline `p`."""
     rows, rejected = p | "ReadSource" >> read_source(plan, storage)
-    space = rows | "LabelSpace" >> LabelSpace(plan.layout, plan.classes, plan.label_attribute)
+    space = rows | "LabelSpace" >> FindLabelSpace(plan.layout, plan.classes, plan.label_attribute)
     candidates, unlabelled = rows | "CheckRows" >> CheckRows(plan.ratios, space)
     writer = WriteShard(storage, plan.staging, plan.name, plan.max_pixels, plan.channels,
                         plan.resize, plan.fetch_threads)

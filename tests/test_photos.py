@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from infra.local import photos
-from pipeline.dataset import records, sizes, tfrecord
+from pipeline.dataset import image_sizes, records, tfrecord
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import join
 from tests.conftest import ingest_folders, run_cli
@@ -51,7 +51,7 @@ def test_ingest_keeps_every_original_and_summarises_sizes_per_split(storage, wri
         for record in stored:
             assert record.image == written[record.id], record.id          # byte-identical
         with_pil = [Image.open(io.BytesIO(written[r.id])) for r in stored]
-        expected = sizes.ImageSizes.from_counts(
+        expected = image_sizes.ImageSizes.from_counts(
             count(im.height for im in with_pil), count(im.width for im in with_pil),
             count({"JPEG": "jpeg", "PNG": "png"}[im.format] for im in with_pil),
             count(r.channels for r in stored))

@@ -118,12 +118,13 @@ def test_duplicates_keep_the_smallest_id():
 
 
 def test_pixel_statistics_pool_shards_exactly():
+    from pipeline.elements import PixelSums
     from pipeline.publish import pixel_statistics
 
-    shard = {"pixel_stats": {"1": [4, [2.0], [1.5]]}}
-    mean, std = pixel_statistics([shard, shard, {"pixel_stats": {}}])
+    shard = {1: PixelSums(4, (2.0,), (1.5,))}
+    mean, std = pixel_statistics([shard, shard, {}])
     assert mean == [0.5] and std == [round((1.5 / 4 - 0.25) ** 0.5, 6)]
-    assert pixel_statistics([shard, {"pixel_stats": {"3": [1, [0, 0, 0], [0, 0, 0]]}}]) == (None, None)
+    assert pixel_statistics([shard, {3: PixelSums(1, (0, 0, 0), (0, 0, 0))}]) == (None, None)
 
 
 def test_names_are_built_and_parsed_by_one_template():

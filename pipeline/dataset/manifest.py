@@ -26,7 +26,7 @@ import json
 from pipeline.dataset import records
 from pipeline.dataset.naming import MANIFEST_NAME
 from pipeline.dataset.quarantine import files as quarantine_files
-from pipeline.dataset.sizes import ImageSizes
+from pipeline.dataset.image_sizes import ImageSizes
 from pipeline.dataset.storage import Storage, join
 
 SPLITS = ("train", "validation", "test")
