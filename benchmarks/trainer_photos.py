@@ -40,7 +40,7 @@ from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
 from trainer import data
 from trainer.augment import PhotoAugmentation
-from pipeline.dataset.sizing import ResizeCrop
+from pipeline.dataset.crops import ResizeCrop
 
 SIZE, BATCH = 224, 64
 

@@ -1,5 +1,6 @@
 """The ingestion job: labelled images on S3, on disk or in Cassandra -> sharded TFRecords +
-manifest, as a short chain of labelled composite transforms (each testable on a few elements):
+manifest, as a short chain of labelled composite transforms, each tested alone on a few elements
+(tests/test_job_transforms.py; WriteQuarantine's in tests/test_scale.py):
 
     ReadSource ─ LabelSpace ─ CheckRows ─ WriteShards ─ DropDuplicates ─ Publish (staged request)
         │                        │            │               │              ▲
@@ -7,7 +8,8 @@ manifest, as a short chain of labelled composite transforms (each testable on a 
 
 WriteShards groups ids and URLs by shard; each shard's writer reads its own images, so image
 bytes from S3 or disk never go through a shuffle. Quarantine entries are written to files by the
-workers too; what reaches Publish is one small info per shard and per quarantine file."""
+workers too; what reaches Publish is one ShardInfo per shard and one QuarantineFileInfo per
+quarantine file (each step's elements are typed in elements.py)."""
 from __future__ import annotations
 
 import apache_beam as beam

@@ -16,6 +16,7 @@ from pipeline.images import prepare_image
 from pipeline.publish import Publish, read_request
 from pipeline.shard_file import ShardBuilder
 from pipeline.shard_writer import WriteShard, WriteShards
+from pipeline.sources.files import ReadFileRows
 from pipeline.sources.rows import image_row
 from tests.helpers import png
 
@@ -35,6 +36,27 @@ def sha256(data: bytes) -> str:
 def stored_ids(path) -> list[str]:
     with open(path, "rb") as f:
         return [records.decode_example(r).id for r in tfrecord.read_records(f, str(path))]
+
+
+# -- ReadSource (files) ----------------------------------------------------------------------
+def test_files_become_rows_in_their_layout(tmp_path):
+    for key in ("cat/1.png", "dog/2.png", "3.png", ".hidden/4.png"):
+        (tmp_path / key).parent.mkdir(exist_ok=True)
+        (tmp_path / key).write_bytes(png(8, 8, 1))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("key,label\ncat/1.png,cat\ngone.png,dog\n")
+    with BeamTestPipeline() as p:
+        rows, bad = p | "Folders" >> ReadFileRows(Storage(), str(tmp_path), "folders", str(labels))
+        labelled, unlabelled = p | "Labels" >> ReadFileRows(Storage(), str(tmp_path), "labels", str(labels))
+        assert_that(rows | "ByFolder" >> beam.Map(lambda r: (r["id"], r["label"], r["url"])), equal_to([
+            ("cat/1.png", "cat", str(tmp_path / "cat/1.png")), ("dog/2.png", "dog", str(tmp_path / "dog/2.png")),
+            ("3.png", None, str(tmp_path / "3.png"))]), label="FolderRows")
+        assert_that(bad, equal_to([]), label="NoneRejected")
+        assert_that(labelled | "ByLabel" >> beam.Map(lambda r: (r["id"], r["label"])),
+                    equal_to([("cat/1.png", "cat")]), label="LabelRows")
+        assert_that(unlabelled | beam.combiners.ToList() | beam.Map(reasons), equal_to([[
+            ("3.png", "missing label"), ("dog/2.png", "missing label"), ("gone.png", "no image")]]),
+            label="Unlabelled")
 
 
 # -- LabelSpace ------------------------------------------------------------------------------
