@@ -78,10 +78,10 @@ class DropDuplicates(beam.PTransform):
 
     def expand(self, inputs):
         infos, hashes = inputs
-        drops = (hashes | "GroupByContent" >> beam.GroupByKey()
-                        | "Duplicates" >> beam.FlatMap(losers))
+        drops = (hashes | "GroupByContent" >> beam.GroupByKey()   # (sha256, [(id, source, file)])
+                        | "Duplicates" >> beam.FlatMap(losers))   # (file, (id, source, kept id))
         rewritten = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i.file, i)), "drop": drops}
-                     | "JoinDrops" >> beam.CoGroupByKey()
+                     | "JoinDrops" >> beam.CoGroupByKey()     # (file, {"info": [ShardInfo], "drop": [...]})
                      | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
                                                     beam.pvalue.AsSingleton(self.space))
                      .with_outputs(QUARANTINE, main="infos"))

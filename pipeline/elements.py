@@ -72,6 +72,9 @@ class PixelSums:
     squares: tuple[float, ...]
 
 
+BY_INT_VALUE = ("heights", "widths", "channel_counts")     # counts keyed by an int: str keys in JSON
+
+
 @dataclasses.dataclass(frozen=True)
 class ShardInfo:
     """One shard file as written into staging, and what publish adds up from it."""
@@ -101,8 +104,7 @@ class ShardInfo:
                    attribute_counts={a: list(c) for a, c in self.attribute_counts.items()},
                    pixel_stats={str(c): {"pixels": p.pixels, "sums": list(p.sums), "squares": list(p.squares)}
                                 for c, p in self.pixel_stats.items()},
-                   **{key: {str(v): n for v, n in getattr(self, key).items()}
-                      for key in ("heights", "widths", "channel_counts")})
+                   **{key: {str(v): n for v, n in getattr(self, key).items()} for key in BY_INT_VALUE})
         if self.staged is None:
             del doc["staged"]
         return doc
@@ -114,7 +116,7 @@ class ShardInfo:
             attribute_counts={a: tuple(c) for a, c in doc["attribute_counts"].items()},
             pixel_stats={int(c): PixelSums(p["pixels"], tuple(p["sums"]), tuple(p["squares"]))
                          for c, p in doc["pixel_stats"].items()},
-            **{key: {int(v): n for v, n in doc[key].items()} for key in ("heights", "widths", "channel_counts")}))
+            **{key: {int(v): n for v, n in doc[key].items()} for key in BY_INT_VALUE}))
 
 
 @dataclasses.dataclass(frozen=True)

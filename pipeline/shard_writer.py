@@ -138,13 +138,14 @@ class WriteShards(beam.PTransform):
 
     def expand(self, candidates):
         shard_counts = (candidates
-                        | "SizeOf" >> beam.Map(size_of)
-                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)
+                        | "SizeOf" >> beam.Map(size_of)                  # (split, (1, bytes))
+                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)  # (split, (records, bytes))
                         | "ShardCount" >> beam.Map(shard_count, self.num_shards, self.num_readers,
-                                                   self.target_shard_bytes))
+                                                   self.target_shard_bytes))   # (split, shards)
         written = (candidates
                    | "ShardKey" >> beam.Map(shard_key, beam.pvalue.AsDict(shard_counts))
+                   # ((split, index, shards), Candidate)
                    | "GroupByShard" >> beam.GroupByKey()          # ids and URLs, never image bytes
                    | "WriteShard" >> beam.ParDo(self.writer, beam.pvalue.AsSingleton(self.space))
-                   .with_outputs(QUARANTINE, HASHES, main="infos"))
+                   .with_outputs(QUARANTINE, HASHES, main="infos"))   # ShardInfo
         return written.infos, written[QUARANTINE], written[HASHES]

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["DEDUPED", "FLAT_MANIFEST", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME", "QUARANTINE_FILES",
-           "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_staging_folder", "is_version_folder",
+__all__ = ["DEDUPED", "FLAT_MANIFEST", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
+           "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_staging_folder", "is_version_folder",
            "probe", "progress_file", "refused_folder", "shard_files", "staging_folder", "version_folder"]
 
 MANIFEST_NAME = "manifest.json"

@@ -179,7 +179,8 @@ class S3Backend(Backend):
               if_match: str | None = None) -> str:
         condition = {"IfNoneMatch": "*"} if if_none_match else {"IfMatch": if_match} if if_match else {}
         try:
-            response = self._call("write", url, self.client.put_object, **self._key(url), Body=data, **condition)
+            response = self._call("write", url, self.client.put_object, **self._key(url), Body=data,
+                                  **condition)
         except FileNotFoundError:      # If-Match on an object that is gone
             raise WriteConflict(f"write {url}: deleted by someone else meanwhile") from None
         return response["ETag"]
