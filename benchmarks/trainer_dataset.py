@@ -13,6 +13,7 @@ import numpy as np
 from infra.local.fashion_mnist import CLASSES, load, png_bytes
 from pipeline.dataset import records
 from pipeline.dataset.manifest import Manifest, Shard, Split, write_manifest
+from pipeline.dataset.naming import shard_files
 from pipeline.dataset.storage import Storage
 
 
@@ -21,7 +22,7 @@ def write_split(out, name, split, images, labels, shards) -> Split:
 
     written = []
     for k in range(shards):
-        file = f"fmnist-{name}.tfrecord-{k:05d}-of-{shards:05d}"
+        file = shard_files("fmnist", name).name(k, shards)
         path = os.path.join(out, file)
         with tf.io.TFRecordWriter(path) as writer:
             for i in range(k, len(images), shards):

@@ -34,12 +34,13 @@ from infra.local import photos
 from infra.local.s3server import LocalS3
 from pipeline.dataset import records, tfrecord
 from pipeline.dataset.manifest import Manifest, Shard, Split, read_manifest, write_manifest
+from pipeline.dataset.naming import shard_files
 from pipeline.dataset.reader import rank_share, stage
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
 from trainer import data
 from trainer.augment import PhotoAugmentation
-from pipeline.dataset.sizing import ResizeCrop
+from pipeline.dataset.crops import ResizeCrop
 
 SIZE, BATCH = 224, 64
 
@@ -72,7 +73,7 @@ def write_dataset(out: str, jpegs: list[bytes], megabytes: float, shards: int) -
     total = max(len(examples), int(megabytes * 2**20 / np.mean([len(e) for e in examples])))
     written = []
     for k in range(shards):
-        file = f"photos-train.tfrecord-{k:05d}-of-{shards:05d}"
+        file = shard_files("photos", "train").name(k, shards)
         with open(os.path.join(out, file), "wb") as f:
             tfrecord.write_records(f, (examples[i % len(examples)] for i in range(k, total, shards)))
         body = open(os.path.join(out, file), "rb").read()

@@ -9,6 +9,7 @@ import time
 import traceback
 
 from pipeline import progress
+from pipeline.dataset.naming import refused_folder
 from pipeline.dataset.storage import join
 from pipeline.logs import RunLog, quiet_logs
 
@@ -20,13 +21,25 @@ Ingest labelled images from S3, a local directory or a Cassandra table into shar
 plus a manifest.
 Runs on Beam's DirectRunner with 2 worker processes unless --runner says otherwise; any Beam
 option (--runner, --direct_num_workers, --s3_endpoint_url, --project, --flink_master, ...)
-is passed through."""
+is passed through. The job's own flags take either spelling (--num_readers, --num-readers);
+Beam's take underscores only."""
+
+
+class HelpFormat(argparse.HelpFormatter):
+    """`--num_readers, --num-readers NUM_READERS`: the value's name once (as Python 3.13 prints it)."""
+
+    def _format_action_invocation(self, action) -> str:
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        value = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return f"{', '.join(action.option_strings)} {value}"
 
 
 def print_help() -> None:
     from pipeline.options import IngestOptions
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m pipeline", usage=USAGE, add_help=False,
+                                     formatter_class=HelpFormat)
     IngestOptions._add_argparse_args(parser)
     parser.print_help()
 
@@ -121,7 +134,7 @@ def commit_run(storage, plan):
         problem = (f"--strict_classes: no records for "
                    f"{', '.join(publish_checks.empty_classes(request))}")
     if problem:
-        kept = join(plan.output, f"refused-{plan.run_id}")
+        kept = join(plan.output, refused_folder(plan.run_id))
         entries = publish_checks.keep_quarantine(storage, plan.staging, kept, request)
         raise publish_checks.Unpublishable(
             f"nothing published: {problem}; {entries:,} quarantine entries are in {kept}/")

@@ -7,21 +7,20 @@ from apache_beam.metrics import Metrics
 
 from pipeline.dataset import quarantine
 from pipeline.dataset.manifest import SPLITS
+from pipeline.elements import Candidate, LabelSpace
 from pipeline.sources.rows import QUARANTINE
 from pipeline.splits import assign_split
 
 
 class CheckRow(beam.DoFn):
-    """A row -> a candidate record (label indices, split), or a quarantine entry saying why not.
-
-    `space` is the label space: {"classes": [...], "primary": attribute or None,
-    "attributes": {attribute: [classes]}}."""
+    """A row (sources/rows.py) -> a Candidate (label indices, split), or a quarantine entry
+    saying why not, against the label space."""
 
     def __init__(self, ratios: dict[str, float]):
         self.ratios = ratios
         self.bad = Metrics.counter("ingest", "quarantined_rows")
 
-    def process(self, row, space):
+    def process(self, row: dict, space: LabelSpace):
         try:
             label_name, attributes = self._labels(row, space)
             split = row["split"] or assign_split(row["id"], self.ratios)
@@ -33,26 +32,27 @@ class CheckRow(beam.DoFn):
             self.bad.inc()
             yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(row["id"], row["source"], str(e)))
             return
-        yield dict(row, split=split, label=space["classes"].index(label_name),
-                   label_name=label_name, attributes=attributes)
+        yield Candidate(id=row["id"], source=row["source"], url=row["url"], image=row["image"],
+                        size=row["size"], split=split, label=space.classes.index(label_name),
+                        label_name=label_name, attributes=attributes)
 
     @staticmethod
-    def _labels(row, space) -> tuple[str, dict[str, int]]:
-        if space["primary"]:
+    def _labels(row: dict, space: LabelSpace) -> tuple[str, dict[str, int]]:
+        if space.primary:
             values = row["attributes"]
-            if space["primary"] not in values:
-                raise ValueError(f"missing label: no attribute {space['primary']!r} in its file")
-            return str(values[space["primary"]][0]), {a: v for a, (v, _) in values.items()}
+            if space.primary not in values:
+                raise ValueError(f"missing label: no attribute {space.primary!r} in its file")
+            return str(values[space.primary][0]), {a: v for a, (v, _) in values.items()}
         label = row["label"]
         if not label:
             raise ValueError("missing label: the row has no label")
-        if label not in space["classes"]:
+        if label not in space.classes:
             raise ValueError(f"unknown label: {label!r} is not in the class list")
         return label, {}
 
 
 class CheckRows(beam.PTransform):
-    """rows -> (candidates, quarantine), against the singleton label space `space`."""
+    """rows -> (Candidates, quarantine), against the singleton LabelSpace `space`."""
 
     def __init__(self, ratios: dict[str, float], space):
         super().__init__()
@@ -64,9 +64,9 @@ class CheckRows(beam.PTransform):
         return checked.candidates, checked[QUARANTINE]
 
 
-class LabelSpace(beam.PTransform):
-    """rows -> a singleton {"classes", "primary", "attributes"}: the class list(s) records index
-    into. From the attribute files, from --classes, or the sorted distinct labels."""
+class FindLabelSpace(beam.PTransform):
+    """rows -> a singleton LabelSpace: the class list(s) records index into. From the attribute
+    files, from --classes, or the sorted distinct labels."""
 
     def __init__(self, layout: str, classes: list[str] | None, label_attribute: str | None):
         super().__init__()
@@ -78,25 +78,10 @@ class LabelSpace(beam.PTransform):
                         lambda r: [(a, n) for a, (_, n) in r["attributes"].items()])
                          | "Largest" >> beam.CombinePerKey(max)
                          | "AllAttributes" >> beam.combiners.ToDict()
-                         | "AttributeSpace" >> beam.Map(attribute_space, self.label_attribute))
+                         | "AttributeSpace" >> beam.Map(LabelSpace.of_attributes, self.label_attribute))
         if self.classes:
-            return rows.pipeline | "Classes" >> beam.Create([plain_space(self.classes)])
+            return rows.pipeline | "Classes" >> beam.Create([LabelSpace(tuple(self.classes))])
         return (rows | "LabelNames" >> beam.Map(lambda row: row["label"])
                      | "Distinct" >> beam.Distinct()
                      | "Sorted" >> beam.combiners.ToList()
-                     | "LabelSpace" >> beam.Map(lambda names: plain_space(sorted(n for n in names if n))))
-
-
-def plain_space(classes: list[str]) -> dict:
-    return {"classes": classes, "primary": None, "attributes": {}}
-
-
-def attribute_space(sizes: dict[str, int], primary: str | None) -> dict:
-    attributes = {a: [str(v) for v in range(n)] for a, n in sorted(sizes.items())}
-    if not attributes:
-        raise ValueError("no usable attribute file: every image was quarantined")
-    primary = primary or next(iter(attributes))
-    if primary not in attributes:
-        raise ValueError(f"--label_attribute {primary}: the attribute files have no such "
-                         f"attribute (they have {', '.join(attributes)})")
-    return {"classes": attributes[primary], "primary": primary, "attributes": attributes}
+                     | "LabelSpace" >> beam.Map(lambda names: LabelSpace(tuple(sorted(n for n in names if n)))))

@@ -4,7 +4,7 @@ Each shard writer reports (sha256 of the source bytes, (id, source, shard file))
 small tuples by hash finds the duplicates; only the shards that hold a dropped record are read
 back and written again, so the common case (no duplicates) costs one small shuffle.
 
-The new copy is a new file (`deduped/<shard file>` in staging, its info's "staged" name); the
+The new copy is a new file (`deduped/<shard file>` in staging, its ShardInfo's `staged` name); the
 writer's file is never rewritten in place, so a retried or speculative WriteShard that puts the
 pre-dedupe bytes back under the writer's name cannot change what is published.
 """
@@ -17,11 +17,11 @@ import apache_beam as beam
 
 from pipeline import images
 from pipeline.dataset import quarantine, records, tfrecord
+from pipeline.dataset.naming import deduped
 from pipeline.dataset.storage import Storage, join
+from pipeline.elements import LabelSpace, ShardInfo
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
-
-DEDUPED = "deduped"
 
 
 def losers(element):
@@ -34,14 +34,14 @@ def losers(element):
 
 
 class RewriteShard(beam.DoFn):
-    """(file, {"info": [shard info], "drop": [(id, source, kept)]}) -> the shard info, or the
-    info of a new copy without the dropped records when there are any; each dropped record as a
+    """(file, {"info": [ShardInfo], "drop": [(id, source, kept)]}) -> the ShardInfo, or that of
+    a new copy without the dropped records when there are any; each dropped record as a
     quarantine entry."""
 
     def __init__(self, storage: Storage, staging_url: str, max_pixels: int):
         self.storage, self.staging_url, self.max_pixels = storage, staging_url, max_pixels
 
-    def process(self, element, space):
+    def process(self, element, space: LabelSpace):
         file, grouped = element
         info, drop = list(grouped["info"])[0], {d[0]: d for d in grouped["drop"]}
         if not drop:
@@ -52,8 +52,8 @@ class RewriteShard(beam.DoFn):
                 record_id, source, f"duplicate: the same image bytes as {kept}"))
         yield self._rewrite(info, set(drop), space)
 
-    def _rewrite(self, info: dict, drop: set[str], space: dict) -> dict:
-        url = join(self.staging_url, info["file"])
+    def _rewrite(self, info: ShardInfo, drop: set[str], space: LabelSpace) -> ShardInfo:
+        url = join(self.staging_url, info.file)
         shard = ShardBuilder(space)
         with tempfile.TemporaryDirectory(prefix="dedupe-") as tmp:
             local = os.path.join(tmp, "shard.tfrecord")
@@ -62,16 +62,15 @@ class RewriteShard(beam.DoFn):
                 for raw in tfrecord.read_records(f, url):
                     record = records.decode_example(raw)
                     if record.id not in drop:
-                        shard.add({"id": record.id, "label": record.label,
-                                   "label_name": record.label_name, "attributes": record.attributes},
-                                  images.prepare_image(record.image, self.max_pixels))
-        keep = {k: info[k] for k in ("split", "index", "shards", "file")}
-        staged = f"{DEDUPED}/{info['file']}"
-        return shard.write(self.storage, join(self.staging_url, staged), staged=staged, **keep)
+                        shard.add(images.prepare_image(record.image, self.max_pixels), record.id,
+                                  record.label, record.label_name, record.attributes)
+        staged = deduped(info.file)
+        return shard.write(self.storage, join(self.staging_url, staged), info.split, info.index,
+                           info.shards, info.file, staged=staged)
 
 
 class DropDuplicates(beam.PTransform):
-    """(shard infos, content hashes) -> (shard infos without duplicates, quarantine)."""
+    """(ShardInfos, content hashes) -> (ShardInfos without duplicates, quarantine)."""
 
     def __init__(self, storage: Storage, staging_url: str, max_pixels: int, space):
         super().__init__()
@@ -79,11 +78,11 @@ class DropDuplicates(beam.PTransform):
 
     def expand(self, inputs):
         infos, hashes = inputs
-        drops = (hashes | "GroupByContent" >> beam.GroupByKey()
-                        | "Duplicates" >> beam.FlatMap(losers))
-        deduped = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i["file"], i)), "drop": drops}
-                   | "JoinDrops" >> beam.CoGroupByKey()
-                   | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
-                                                  beam.pvalue.AsSingleton(self.space))
-                   .with_outputs(QUARANTINE, main="infos"))
-        return deduped.infos, deduped[QUARANTINE]
+        drops = (hashes | "GroupByContent" >> beam.GroupByKey()   # (sha256, [(id, source, file)])
+                        | "Duplicates" >> beam.FlatMap(losers))   # (file, (id, source, kept id))
+        rewritten = ({"info": infos | "ByFile" >> beam.Map(lambda i: (i.file, i)), "drop": drops}
+                     | "JoinDrops" >> beam.CoGroupByKey()     # (file, {"info": [ShardInfo], "drop": [...]})
+                     | "RewriteShard" >> beam.ParDo(RewriteShard(self.storage, self.staging_url, self.max_pixels),
+                                                    beam.pvalue.AsSingleton(self.space))
+                     .with_outputs(QUARANTINE, main="infos"))
+        return rewritten.infos, rewritten[QUARANTINE]

@@ -39,15 +39,11 @@ class PreparedImage:
     pixels: int                       # height x width
 
 
-def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Fully decode the image (a truncated file fails here, not in the trainer) and describe it."""
-    return prepare_image(data, max_pixels).info
-
-
 def prepare_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, channels: int = 0,
                   size: tuple[int, int] | None = None) -> PreparedImage:
-    """Validate `data`; convert to `channels` (0: keep) and resize to `size` (h, w) when asked,
-    re-encoding as PNG only if that changed anything."""
+    """Validate `data` by decoding it fully (a truncated file fails here, not in the trainer);
+    convert to `channels` (0: keep) and resize to `size` (h, w) when asked, re-encoding as PNG
+    only if that changed anything."""
     from PIL import Image
 
     with _open_checked(data, max_pixels) as img:

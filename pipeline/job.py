@@ -1,5 +1,6 @@
 """The ingestion job: labelled images on S3, on disk or in Cassandra -> sharded TFRecords +
-manifest, as a short chain of labelled composite transforms (each testable on a few elements):
+manifest, as a short chain of labelled composite transforms, each tested alone on a few elements
+(tests/test_job_transforms.py; WriteQuarantine's in tests/test_scale.py):
 
     ReadSource ─ LabelSpace ─ CheckRows ─ WriteShards ─ DropDuplicates ─ Publish (staged request)
         │                        │            │               │              ▲
@@ -7,18 +8,19 @@ manifest, as a short chain of labelled composite transforms (each testable on a 
 
 WriteShards groups ids and URLs by shard; each shard's writer reads its own images, so image
 bytes from S3 or disk never go through a shuffle. Quarantine entries are written to files by the
-workers too; what reaches Publish is one small info per shard and per quarantine file."""
+workers too; what reaches Publish is one ShardInfo per shard and one QuarantineFileInfo per
+quarantine file (each step's elements are typed in elements.py)."""
 from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.check import CheckRows, LabelSpace
+from pipeline.check import CheckRows, FindLabelSpace
 from pipeline.dedupe import DropDuplicates
 from pipeline.dataset.storage import Storage
 from pipeline.plan import Plan
 from pipeline.publish import Publish
 from pipeline.quarantine_files import WriteQuarantine
-from pipeline.shard import WriteShard, WriteShards
+from pipeline.shard_writer import WriteShard, WriteShards
 from pipeline.sources.cassandra.read import ReadRows
 from pipeline.sources.files import ReadFileRows
 
@@ -26,7 +28,7 @@ from pipeline.sources.files import ReadFileRows
 def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     """Add the whole job to pipeline `p`."""
     rows, rejected = p | "ReadSource" >> read_source(plan, storage)
-    space = rows | "LabelSpace" >> LabelSpace(plan.layout, plan.classes, plan.label_attribute)
+    space = rows | "LabelSpace" >> FindLabelSpace(plan.layout, plan.classes, plan.label_attribute)
     candidates, unlabelled = rows | "CheckRows" >> CheckRows(plan.ratios, space)
     writer = WriteShard(storage, plan.staging, plan.name, plan.max_pixels, plan.channels,
                         plan.resize, plan.fetch_threads)

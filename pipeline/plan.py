@@ -11,8 +11,8 @@ from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions
                                                   StandardOptions, WorkerOptions)
 
 from pipeline import preflight, versions
-from pipeline.dataset.manifest import MANIFEST_NAME
-from pipeline.dataset.storage import S3Settings, Storage, StorageError, join, unsupported
+from pipeline.dataset import naming
+from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
 from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
@@ -88,7 +88,7 @@ def check_runner(options: PipelineOptions, plan: "Plan") -> None:
     if runner in LOCAL_RUNNERS or options.view_as(IngestOptions).shared_filesystem:
         return
     for flag, url in (("source", plan.source), ("output", plan.output)):
-        if "://" not in url:
+        if is_local(url):
             raise UsageError(f"--{flag} {url} is a local path but --runner {runner} runs its "
                              "workers elsewhere: use s3://, or pass --shared_filesystem if every "
                              "worker mounts it at that path")
@@ -131,7 +131,7 @@ class Plan:
         self.log_file = o.log_file or os.path.join("runs", "logs", f"ingest-{self.run_id}.log")
         self.log_level = o.log_level or ("INFO" if o.verbose else None)
         self.progress_seconds = max(0.5, o.progress_seconds)
-        self.staging = join(self.output, f".staging-{self.run_id}")
+        self.staging = join(self.output, naming.staging_folder(self.run_id))
         self.cassandra = self._cassandra(options) if self.source.startswith(cassandra_config.SCHEME) else None
         try:
             self.classes = self._classes(o.classes, storage)
@@ -179,7 +179,7 @@ class Plan:
     def _classes(spec: str | None, storage: Storage) -> list[str] | None:
         if not spec:
             return None
-        if "," not in spec and (spec.startswith("s3://") or storage.exists(spec)):
+        if "," not in spec and (not is_local(spec) or storage.exists(spec)):
             try:
                 lines = storage.read_text(spec).splitlines()
             except FileNotFoundError:
@@ -201,7 +201,7 @@ class Plan:
         self._check_output(storage)
 
     def _check_output(self, storage: Storage):
-        if storage.exists(join(self.output, MANIFEST_NAME)) and not self.overwrite:
+        if storage.exists(join(self.output, naming.MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
         preflight.check_output_writable(storage, self.output, self.run_id)
@@ -211,7 +211,7 @@ class Plan:
         """Staging folders of runs that crashed (or run now) into the same output."""
         try:
             return [url for url, size in storage.list_children(self.output)
-                    if size is None and posixpath.basename(url).startswith(".staging-")]
+                    if size is None and naming.is_staging_folder(posixpath.basename(url))]
         except FileNotFoundError:
             return []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import itertools
 
+from pipeline.dataset.naming import probe as probe_name
 from pipeline.dataset.storage import Storage, StorageError, join
 from pipeline.sources.labels import LabelsFileError, parse_labels
 
@@ -20,7 +21,7 @@ class PreflightError(Exception):
 def check_output_writable(storage: Storage, output: str, run_id: str) -> None:
     """Write and delete a probe where the job will publish (a read-only file system, a parent
     that is a file, a bucket that refuses writes)."""
-    probe = join(output, f".probe-{run_id}")
+    probe = join(output, probe_name(run_id))
     try:
         storage.write_bytes(probe, b"probe")
         storage.delete(probe)

@@ -10,9 +10,9 @@ import threading
 import time
 import uuid
 
+from pipeline.dataset.naming import PROGRESS_FOLDER, progress_file
 from pipeline.dataset.storage import Storage, join
 
-PREFIX = "progress"
 WRITE_EVERY = 5.0       # seconds between a writer's counter updates (plus one after each shard)
 
 
@@ -21,7 +21,7 @@ class Counter:
 
     def __init__(self, storage: Storage, staging_url: str):
         self.storage = storage
-        self.url = join(staging_url, PREFIX, f"{uuid.uuid4().hex}.json")
+        self.url = join(staging_url, progress_file(uuid.uuid4().hex))
         self.read = self.quarantined = self.shards = 0
         self.written_at = time.monotonic()
 
@@ -37,7 +37,7 @@ class Counter:
 def totals(storage: Storage, staging_url: str) -> dict:
     """The sums of every writer's counters so far."""
     summed = {"read": 0, "quarantined": 0, "shards": 0}
-    for url, _ in storage.list(join(staging_url, PREFIX)):
+    for url, _ in storage.list(join(staging_url, PROGRESS_FOLDER)):
         try:
             counts = json.loads(storage.read_text(url))
         except (FileNotFoundError, ValueError):   # being rewritten right now: next time

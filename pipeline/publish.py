@@ -20,7 +20,6 @@ no error.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -28,14 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 
-from pipeline import quarantine_files, sharding, versions
-from pipeline.dataset.manifest import (MANIFEST_NAME, SPLITS, VERSION_PREFIX, Manifest, Shard,
-                                       Split, write_manifest)
-from pipeline.dataset import sizes
+from pipeline import quarantine_files, versions
+from pipeline.dataset.manifest import SPLITS, Manifest, Shard, Split, write_manifest
+from pipeline.dataset.naming import MANIFEST_NAME, REQUEST_NAME, shard_files, version_folder
 from pipeline.dataset.storage import Storage, WriteConflict, join
+from pipeline.elements import (LabelSpace, PixelSums, PublishRequest, QuarantineFileInfo, ShardInfo,
+                               image_sizes, summed)
 from pipeline.shard_file import ShardBuilder
 
-REQUEST_NAME = "publish.json"
 log = logging.getLogger("pipeline")
 
 
@@ -44,8 +43,8 @@ class PublishConflict(Exception):
 
 
 class Publish(beam.PTransform):
-    """(shard infos, quarantine file infos) -> the staging folder's URL, once every file is
-    written: the publish request is staged for the launcher to commit."""
+    """(ShardInfos, QuarantineFileInfos) -> the staging folder's URL, once every file is
+    written: the PublishRequest is staged for the launcher to commit."""
 
     def __init__(self, storage: Storage, staging_url: str, name: str, source: dict, space):
         super().__init__()
@@ -61,22 +60,21 @@ class Publish(beam.PTransform):
                                              beam.pvalue.AsList(infos), beam.pvalue.AsList(bad)))
 
 
-def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict, space: dict,
-                  infos: list[dict], bad: list[dict]) -> str:
+def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict, space: LabelSpace,
+                  infos: list[ShardInfo], bad: list[QuarantineFileInfo]) -> str:
     """Write what publish() needs into staging (deterministic, so a retried bundle rewrites
     the same bytes)."""
-    request = {"name": name, "space": space, "source": source,
-               "shards": fill_empty_shards(storage, staging_url, name, space, infos),
-               "quarantine": sorted(bad, key=lambda q: q["file"])}
-    storage.write_text(join(staging_url, REQUEST_NAME), json.dumps(request, sort_keys=True))
+    request = PublishRequest(name, space, source, fill_empty_shards(storage, staging_url, name, space, infos),
+                             tuple(sorted(bad, key=lambda q: q.file)))
+    storage.write_text(join(staging_url, REQUEST_NAME), request.to_json())
     return staging_url
 
 
-def read_request(storage: Storage, staging_url: str) -> dict:
-    return json.loads(storage.read_text(join(staging_url, REQUEST_NAME)))
+def read_request(storage: Storage, staging_url: str) -> PublishRequest:
+    return PublishRequest.from_json(storage.read_text(join(staging_url, REQUEST_NAME)))
 
 
-def publish(storage: Storage, staging_url: str, output_url: str, request: dict, overwrite: bool,
+def publish(storage: Storage, staging_url: str, output_url: str, request: PublishRequest, overwrite: bool,
             keep_versions: int = versions.DEFAULT_KEEP) -> Manifest:
     """Commit the staged dataset as a new version of `output_url`; returns the published
     manifest (files relative to `output_url`)."""
@@ -99,27 +97,25 @@ def publish(storage: Storage, staging_url: str, output_url: str, request: dict, 
     return published
 
 
-def version_manifest(request: dict) -> Manifest:
+def version_manifest(request: PublishRequest) -> Manifest:
     """The version's own manifest (files relative to its folder), named by its content."""
-    manifest = build_manifest(request["name"], request["space"], request["shards"],
-                              request["quarantine"], request["source"])
+    manifest = build_manifest(request)
     digest = hashlib.sha256(manifest.to_json().encode()).hexdigest()
-    manifest.version = f"{VERSION_PREFIX}{digest[:16]}"
+    manifest.version = version_folder(digest)
     return manifest
 
 
 MOVERS = 32          # concurrent server-side moves: 820,000 shards one by one would take hours
 
 
-def place(storage: Storage, staging_url: str, version_url: str, request: dict,
+def place(storage: Storage, staging_url: str, version_url: str, request: PublishRequest,
           version: Manifest) -> None:
     """Move the staged files into the version folder; its manifest, written last, says the
     folder is complete (a complete folder is never written again)."""
     if storage.exists(join(version_url, MANIFEST_NAME)):
         return
-    moves = ([(join(staging_url, i.get("staged", i["file"])), join(version_url, i["file"]))
-              for i in request["shards"]]
-             + [(join(staging_url, i["file"]), join(version_url, i["file"])) for i in request["quarantine"]])
+    moves = ([(join(staging_url, i.staged_file), join(version_url, i.file)) for i in request.shards]
+             + [(join(staging_url, i.file), join(version_url, i.file)) for i in request.quarantine])
     if moves:
         move_staged(storage, *moves[0])
         pause_for_test("placing")
@@ -163,67 +159,65 @@ def pause_for_test(phase: str) -> None:
         time.sleep(0.1)
 
 
-def fill_empty_shards(storage, staging_url, name, space, shard_infos):
+def fill_empty_shards(storage: Storage, staging_url: str, name: str, space: LabelSpace,
+                      shard_infos: list[ShardInfo]) -> tuple[ShardInfo, ...]:
     """A shard index no record hashed to still gets its (empty) file, so `-of-N` is complete."""
-    present = {(i["split"], i["index"]) for i in shard_infos}
-    totals = {i["split"]: i["shards"] for i in shard_infos}
+    present = {(i.split, i.index) for i in shard_infos}
+    totals = {i.split: i.shards for i in shard_infos}
     filled = list(shard_infos)
     for split, shards in totals.items():
         for index in range(shards):
             if (split, index) not in present:
-                file_name = sharding.shard_name(name, split, index, shards)
+                file_name = shard_files(name, split).name(index, shards)
                 filled.append(ShardBuilder(space).write(
-                    storage, join(staging_url, file_name),
-                    split=split, index=index, shards=shards, file=file_name))
-    return sorted(filled, key=lambda i: (SPLITS.index(i["split"]), i["index"]))
+                    storage, join(staging_url, file_name), split, index, shards, file_name))
+    return tuple(sorted(filled, key=lambda i: (SPLITS.index(i.split), i.index)))
 
 
-def build_manifest(name, space, shard_infos, quarantine, source) -> Manifest:
-    classes = space["classes"]
-    splits = {}
+def build_manifest(request: PublishRequest) -> Manifest:
+    space, splits = request.space, {}
     for split in SPLITS:
-        infos = [i for i in shard_infos if i["split"] == split]
+        infos = [i for i in request.shards if i.split == split]
         if not infos:
             continue
-        mean, std = pixel_statistics(infos)
+        mean, std = pixel_statistics([i.pixel_stats for i in infos])
         splits[split] = Split(
-            shards=[Shard(file=i["file"], records=i["records"], bytes=i["bytes"],
-                          sha256=i["sha256"]) for i in infos],
-            class_counts=[sum(i["class_counts"][c] for i in infos) for c in range(len(classes))],
-            pixel_mean=mean, pixel_std=std, image_sizes=sizes.of_shards(infos),
-            attribute_counts={a: [sum(i["attribute_counts"][a][c] for i in infos)
-                                  for c in range(len(names))]
-                              for a, names in space["attributes"].items()})
-    bad = quarantine_files.summary(quarantine)
+            shards=[Shard(file=i.file, records=i.records, bytes=i.bytes, sha256=i.sha256) for i in infos],
+            class_counts=[sum(i.class_counts[c] for i in infos) for c in range(len(space.classes))],
+            pixel_mean=mean, pixel_std=std, image_sizes=image_sizes(infos),
+            attribute_counts={a: [sum(i.attribute_counts[a][c] for i in infos) for c in range(len(names))]
+                              for a, names in space.attributes.items()})
+    bad = quarantine_files.summary(request.quarantine)
     return Manifest(
-        name=name, classes=classes,
-        image_shape=one_shape(shard_infos),
+        name=request.name, classes=list(space.classes),
+        image_shape=one_shape(request.shards),
         splits=splits,
         quarantine=bad,
-        source=source, label_attributes=space["attributes"],
+        source=request.source, label_attributes={a: list(c) for a, c in space.attributes.items()},
         duplicates=bad["by_reason"].get("duplicate", 0),
-        empty_classes=[c for k, c in enumerate(classes)
+        empty_classes=[c for k, c in enumerate(space.classes)
                        if not any(s.class_counts[k] for s in splits.values())])
 
 
-def one_shape(shard_infos: list[dict]) -> list[int] | None:
+def one_shape(shard_infos: tuple[ShardInfo, ...]) -> list[int] | None:
     """[height, width, channels] when every image of the dataset has it, else None."""
-    sides = [sizes.add(shard_infos, key) for key in ("heights", "widths", "channel_counts")]
+    sides = [summed(getattr(i, key) for i in shard_infos) for key in ("heights", "widths", "channel_counts")]
     if all(len(values) == 1 for values in sides):
         return [int(next(iter(values))) for values in sides]
     return None
 
 
-def pixel_statistics(infos: list[dict]) -> tuple[list[float] | None, list[float] | None]:
-    """Per-channel mean/std over all shards, summed in shard order (so the result is
-    deterministic); None when the split mixes channel counts."""
-    channels = {c for i in infos for c in i["pixel_stats"]}
+def pixel_statistics(stats: list[dict[int, PixelSums]]) -> tuple[list[float] | None, list[float] | None]:
+    """Per-channel mean/std over all shards (each shard's PixelSums by channel count), summed in
+    shard order (so the result is deterministic); None when the split mixes channel counts."""
+    channels = {c for shard in stats for c in shard}
     if len(channels) != 1:
         return None, None
     c = channels.pop()
-    pixels = sum(i["pixel_stats"][c][0] for i in infos if c in i["pixel_stats"])
-    sums = [sum(i["pixel_stats"][c][1][k] for i in infos if c in i["pixel_stats"]) for k in range(int(c))]
-    squares = [sum(i["pixel_stats"][c][2][k] for i in infos if c in i["pixel_stats"]) for k in range(int(c))]
+    present = [shard[c] for shard in stats if c in shard]
+    pixels = sum(p.pixels for p in present)
+    sums = [sum(p.sums[k] for p in present) for k in range(c)]
+    squares = [sum(p.squares[k] for p in present) for k in range(c)]
     mean = [s / pixels for s in sums]
     std = [max(q / pixels - m * m, 0.0) ** 0.5 for q, m in zip(squares, mean)]
     return [round(m, 6) for m in mean], [round(s, 6) for s in std]

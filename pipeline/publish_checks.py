@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import collections
 
-from pipeline.dataset import sizes
 from pipeline.dataset.manifest import SPLITS
 from pipeline.dataset.storage import Storage, join
+from pipeline.elements import PublishRequest, image_sizes, summed
 
 
 class Unpublishable(Exception):
     """The staged dataset has no records, or a split with none; the message says why."""
 
 
-def refusal(request: dict) -> str | None:
+def refusal(request: PublishRequest) -> str | None:
     """Why the request must not be published (zero records, or a split whose records were
     all quarantined), or None."""
     records = split_records(request)
@@ -26,21 +26,21 @@ def refusal(request: dict) -> str | None:
     return None
 
 
-def split_records(request: dict) -> dict[str, int]:
+def split_records(request: PublishRequest) -> dict[str, int]:
     records: dict[str, int] = collections.Counter()
-    for info in request["shards"]:
-        records[info["split"]] += info["records"]
+    for info in request.shards:
+        records[info.split] += info.records
     return {split: records[split] for split in SPLITS if split in records}
 
 
-def empty_classes(request: dict) -> list[str]:
+def empty_classes(request: PublishRequest) -> list[str]:
     """Classes of the label space that no published record has."""
-    classes = request["space"]["classes"]
-    counts = [sum(i["class_counts"][c] for i in request["shards"]) for c in range(len(classes))]
+    classes = request.space.classes
+    counts = [sum(i.class_counts[c] for i in request.shards) for c in range(len(classes))]
     return [name for name, count in zip(classes, counts) if count == 0]
 
 
-def warnings(request: dict) -> list[str]:
+def warnings(request: PublishRequest) -> list[str]:
     """One line per problem a trainer would meet later (pass --channels / --resize to fix)."""
     lines = []
     empty = empty_classes(request)
@@ -48,12 +48,12 @@ def warnings(request: dict) -> list[str]:
         lines.append(f"{len(empty)} class(es) have no records: {', '.join(empty[:10])}"
                      f"{' ...' if len(empty) > 10 else ''} (the trainer still gives them an "
                      "output; --strict_classes refuses such a dataset)")
-    channels = channel_counts(request)
+    channels = summed(i.channel_counts for i in request.shards)
     if len(channels) > 1:
         counts = ", ".join(f"{n:,} with {c} channel(s)" for c, n in sorted(channels.items()))
         lines.append(f"images disagree in channels ({counts}): the splits get no pixel "
                      "statistics; pass --channels 1 or 3 to convert them all")
-    summary = sizes.of_shards(request["shards"])
+    summary = image_sizes(request.shards)
     if summary and not summary.fixed:
         (h0, h, h1), (w0, w, w1) = summary.height, summary.width
         lines.append(f"images differ in size (height {h0}-{h1}, median {h}; width {w0}-{w1}, median "
@@ -62,17 +62,9 @@ def warnings(request: dict) -> list[str]:
     return lines
 
 
-def channel_counts(request: dict) -> dict[int, int]:
-    counts: dict[int, int] = collections.Counter()
-    for info in request["shards"]:
-        for channels, n in info.get("channel_counts", {}).items():
-            counts[int(channels)] += n
-    return dict(counts)
-
-
-def keep_quarantine(storage: Storage, staging_url: str, folder_url: str, request: dict) -> int:
+def keep_quarantine(storage: Storage, staging_url: str, folder_url: str, request: PublishRequest) -> int:
     """A refused run's quarantine files, moved to `folder_url` for inspection (nothing else of
     the run is kept); returns the number of entries."""
-    for info in request["quarantine"]:
-        storage.move(join(staging_url, info["file"]), join(folder_url, info["file"]))
-    return sum(info["entries"] for info in request["quarantine"])
+    for info in request.quarantine:
+        storage.move(join(staging_url, info.file), join(folder_url, info.file))
+    return sum(info.entries for info in request.quarantine)

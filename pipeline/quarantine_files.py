@@ -10,18 +10,16 @@ import json
 import apache_beam as beam
 
 from pipeline import sharding
+from pipeline.dataset.naming import QUARANTINE_FILES
 from pipeline.dataset.quarantine import reason_kind
 from pipeline.dataset.storage import Storage, join
+from pipeline.elements import QuarantineFileInfo
 
 ENTRIES_PER_FILE = 200_000       # ~60 MB of JSON lines: what one writer holds at a time
 
 
 def file_count(entries: int, per_file: int = ENTRIES_PER_FILE) -> int:
     return max(1, -(-entries // per_file))
-
-
-def file_name(index: int, count: int) -> str:
-    return f"quarantine-{index:05d}-of-{count:05d}.jsonl"
 
 
 def file_key(entry: dict, total: int, per_file: int) -> tuple[tuple[int, int], dict]:
@@ -34,7 +32,7 @@ def jsonl(entries) -> str:
 
 
 class WriteQuarantineFile(beam.DoFn):
-    """((index, count), entries) -> its file in staging, and the file's info."""
+    """((index, count), entries) -> its file in staging, and the file's QuarantineFileInfo."""
 
     def __init__(self, storage: Storage, staging_url: str):
         self.storage, self.staging_url = storage, staging_url
@@ -42,14 +40,15 @@ class WriteQuarantineFile(beam.DoFn):
     def process(self, element):
         (index, count), entries = element
         entries = sorted(entries, key=lambda q: (q["id"], q["reason"], q["source"]))
-        name = file_name(index, count)
+        name = QUARANTINE_FILES.name(index, count)
         self.storage.write_text(join(self.staging_url, name), jsonl(entries))
         by_reason = collections.Counter(reason_kind(q["reason"]) for q in entries)
-        yield {"file": name, "entries": len(entries), "by_reason": dict(sorted(by_reason.items()))}
+        yield QuarantineFileInfo(name, len(entries), dict(sorted(by_reason.items())))
 
 
 class WriteQuarantine(beam.PTransform):
-    """quarantine entries -> infos of the files they were written to (none when there are none)."""
+    """quarantine entries -> QuarantineFileInfos of the files they were written to (none when
+    there are none)."""
 
     def __init__(self, storage: Storage, staging_url: str, per_file: int = ENTRIES_PER_FILE):
         super().__init__()
@@ -63,10 +62,10 @@ class WriteQuarantine(beam.PTransform):
                 | "WriteFile" >> beam.ParDo(WriteQuarantineFile(self.storage, self.staging_url)))
 
 
-def summary(infos: list[dict]) -> dict:
+def summary(infos: list[QuarantineFileInfo]) -> dict:
     """The manifest's `quarantine`: the count, the counts by reason, the files (sorted)."""
     by_reason: collections.Counter = collections.Counter()
     for info in infos:
-        by_reason.update(info["by_reason"])
-    return {"count": sum(i["entries"] for i in infos), "by_reason": dict(sorted(by_reason.items())),
-            "files": sorted(i["file"] for i in infos)}
+        by_reason.update(info.by_reason)
+    return {"count": sum(i.entries for i in infos), "by_reason": dict(sorted(by_reason.items())),
+            "files": sorted(i.file for i in infos)}

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import collections
-import os
-import tempfile
-import threading
 
 from pipeline import images
 from pipeline.dataset import records, tfrecord
 from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.storage import Storage
+from pipeline.elements import LabelSpace, PixelSums, ShardInfo
 
 
 class ShardBuilder:
     """Accumulates one shard's examples, label counts and pixel sums."""
 
-    def __init__(self, space: dict):
-        self.space = space
+    def __init__(self, space: LabelSpace):
         self.examples: list[bytes] = []
-        self.class_counts = [0] * len(space["classes"])
-        self.attribute_counts = {a: [0] * len(c) for a, c in space["attributes"].items()}
-        # Counted by value (pipeline/dataset/sizes.py): bounded by the largest side, not the images.
+        self.class_counts = [0] * len(space.classes)
+        self.attribute_counts = {a: [0] * len(c) for a, c in space.attributes.items()}
+        # Counted by value (pipeline/dataset/image_sizes.py): bounded by the largest side, not the images.
         self.heights: collections.Counter = collections.Counter()
         self.widths: collections.Counter = collections.Counter()
         self.formats: collections.Counter = collections.Counter()
@@ -33,15 +30,15 @@ class ShardBuilder:
     def count(self) -> int:
         return len(self.examples)
 
-    def add(self, candidate: dict, prepared: images.PreparedImage):
+    def add(self, prepared: images.PreparedImage, record_id: str, label: int, label_name: str,
+            attributes: dict[str, int]) -> None:
         info = prepared.info
         self.examples.append(records.encode_example(records.ImageRecord(
-            id=candidate["id"], image=prepared.data, image_format=info.format,
+            id=record_id, image=prepared.data, image_format=info.format,
             height=info.height, width=info.width, channels=info.channels,
-            label=candidate["label"], label_name=candidate["label_name"],
-            attributes=candidate["attributes"])))
-        self.class_counts[candidate["label"]] += 1
-        for attribute, value in candidate["attributes"].items():
+            label=label, label_name=label_name, attributes=attributes)))
+        self.class_counts[label] += 1
+        for attribute, value in attributes.items():
             self.attribute_counts[attribute][value] += 1
         self.heights[info.height] += 1
         self.widths[info.width] += 1
@@ -52,36 +49,26 @@ class ShardBuilder:
         acc[1] = [a + b for a, b in zip(acc[1], prepared.pixel_sum)]
         acc[2] = [a + b for a, b in zip(acc[2], prepared.pixel_sq_sum)]
 
-    def write(self, storage: Storage, url: str, **info) -> dict:
-        stats = {str(c): v for c, v in sorted(self.stats.items())}
-        return write_shard_file(storage, url, self.examples, **info,
-                                class_counts=self.class_counts,
-                                attribute_counts=self.attribute_counts,
-                                pixel_stats=stats, heights=by_value(self.heights),
-                                widths=by_value(self.widths), formats=dict(sorted(self.formats.items())),
-                                channel_counts=by_value(self.channel_counts))
+    def write(self, storage: Storage, url: str, split: str, index: int, shards: int, file: str,
+              staged: str | None = None) -> ShardInfo:
+        """Write the shard to `url` (`file` in the dataset, `staged` in staging if not `file`)."""
+        size, digest = write_shard_file(storage, url, self.examples)
+        return ShardInfo(
+            split=split, index=index, shards=shards, file=file, records=self.count, bytes=size,
+            sha256=digest, class_counts=tuple(self.class_counts),
+            attribute_counts={a: tuple(c) for a, c in self.attribute_counts.items()},
+            pixel_stats={c: PixelSums(p, tuple(s), tuple(q)) for c, (p, s, q) in sorted(self.stats.items())},
+            heights=dict(sorted(self.heights.items())), widths=dict(sorted(self.widths.items())),
+            formats=dict(sorted(self.formats.items())),
+            channel_counts=dict(sorted(self.channel_counts.items())), staged=staged)
 
 
-def by_value(counts: collections.Counter) -> dict[str, int]:
-    """{"value": n} in ascending order of the value (JSON keys are strings)."""
-    return {str(v): counts[v] for v in sorted(counts)}
-
-
-def write_shard_file(storage: Storage, url: str, examples: list[bytes], **info) -> dict:
-    """Write examples as a TFRecord file: locally beside the target then renamed, or locally
-    then uploaded when the URL is remote, so no reader ever sees a half-written shard."""
-    remote = url.startswith("s3://")
-    local_dir = tempfile.mkdtemp(prefix="shard-") if remote else None
-    path = (os.path.join(local_dir, "shard.tfrecord") if remote
-            else f"{url}.{os.getpid()}-{threading.get_ident()}.partial")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "wb") as f:
-        tfrecord.write_records(f, examples)
-    digest, size = file_digest(path)
-    if remote:
-        storage.upload(path, url)
-        os.remove(path)
-        os.rmdir(local_dir)
-    else:
-        os.replace(path, url)
-    return dict(info, records=len(examples), bytes=size, sha256=digest)
+def write_shard_file(storage: Storage, url: str, examples: list[bytes]) -> tuple[int, str]:
+    """Write examples as a TFRecord file, complete or not at all (Storage.writing: beside the
+    target then renamed, or locally then uploaded), so no reader ever sees a half-written shard.
+    Returns (bytes, sha256)."""
+    with storage.writing(url) as path:
+        with open(path, "wb") as f:
+            tfrecord.write_records(f, examples)
+        digest, size = file_digest(path)
+    return size, digest

@@ -28,7 +28,3 @@ def num_shards(num_records: int, num_bytes: int, num_readers: int,
 
 def shard_index(record_id: str, shards: int) -> int:
     return min(int(unit_hash(record_id, "shard:") * shards), shards - 1)
-
-
-def shard_name(dataset: str, split: str, index: int, shards: int) -> str:
-    return f"{dataset}-{split}.tfrecord-{index:05d}-of-{shards:05d}"

@@ -15,11 +15,11 @@ import json
 import posixpath
 import time
 
-from pipeline.dataset.manifest import (MANIFEST_NAME, PUBLISHED_NAME, VERSION_PREFIX, Manifest)
+from pipeline.dataset.manifest import Manifest
+from pipeline.dataset.naming import FLAT_MANIFEST, MANIFEST_NAME, PUBLISHED_NAME, is_version_folder
 from pipeline.dataset.storage import Storage, join
 
 DEFAULT_KEEP = 2
-FLAT_MANIFEST = "flat-manifest.json"
 
 
 def current(storage: Storage, output_url: str) -> tuple[str | None, str | None]:
@@ -54,7 +54,7 @@ def children(storage: Storage, output_url: str) -> list[str]:
     except FileNotFoundError:
         return []
     return [posixpath.basename(url) for url, size in entries
-            if size is None and posixpath.basename(url).startswith(VERSION_PREFIX)]
+            if size is None and is_version_folder(posixpath.basename(url))]
 
 
 def published_at(storage: Storage, output_url: str, name: str) -> float | None:

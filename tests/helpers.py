@@ -5,6 +5,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from pipeline.images import DEFAULT_MAX_PIXELS, ImageInfo, prepare_image
+
 
 def png(height=28, width=28, channels=1, seed=0) -> bytes:
     pixels = np.random.default_rng(seed).integers(0, 255, (height, width, channels), np.uint8)
@@ -12,6 +14,11 @@ def png(height=28, width=28, channels=1, seed=0) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """What the job's full decode check makes of these bytes (format, size, channels)."""
+    return prepare_image(data, max_pixels).info
 
 
 def jpeg(height=28, width=28) -> bytes:

@@ -1,6 +1,7 @@
 """The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
 
-pipeline.dataset (the contract) imports no Beam, no trainer, no infra; the trainer imports
+pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
+two reader modules (load.py, crops.py), which the job never imports; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
 import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra."""
 import ast
@@ -11,14 +12,27 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def imports(path: pathlib.Path) -> set[str]:
+def imports(path: pathlib.Path, when_imported: bool = False) -> set[str]:
+    """Every module `path` imports; `when_imported`: only those its import runs (not the ones
+    inside functions or classes)."""
+    tree = ast.parse(path.read_text())
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in (module_level(tree) if when_imported else ast.walk(tree)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found |= {f"{node.module}.{alias.name}" for alias in node.names}
     return found
+
+
+def module_level(tree: ast.Module):
+    """The nodes an import of the module runs: all but what is inside functions and classes."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            yield node
+            stack.extend(ast.iter_child_nodes(node))
 
 
 def offending(folder: str, allowed, root: pathlib.Path = ROOT) -> dict[str, set[str]]:
@@ -44,6 +58,21 @@ def within(module: str, package: str) -> bool:
 def test_the_contract_imports_no_beam_trainer_or_infra():
     assert not offending("pipeline/dataset", lambda m: top(m) not in ("apache_beam", "trainer", "horovod", "infra")
                          and (top(m) != "pipeline" or within(m, "pipeline.dataset")))
+
+
+TENSORFLOW_READERS = {"pipeline/dataset/load.py", "pipeline/dataset/crops.py"}
+
+
+def test_the_contract_imports_tensorflow_only_in_its_two_reader_modules():
+    importers = {str(path.relative_to(ROOT)) for path in (ROOT / "pipeline" / "dataset").rglob("*.py")
+                 if any(top(m) == "tensorflow" for m in imports(path, when_imported=True))}
+    assert importers == TENSORFLOW_READERS
+
+
+def test_the_job_never_imports_tensorflow_or_the_reader_modules():
+    readers = {"pipeline.dataset.load", "pipeline.dataset.crops", "pipeline.dataset.sizing"}
+    bad = offending("pipeline", lambda m: top(m) != "tensorflow" and not any(within(m, r) for r in readers))
+    assert not {path: found for path, found in bad.items() if not path.startswith("pipeline/dataset/")}
 
 
 def test_trainer_imports_only_the_contract_from_pipeline():

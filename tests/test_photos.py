@@ -14,7 +14,7 @@ import tensorflow as tf
 from PIL import Image
 
 from infra.local import photos
-from pipeline.dataset import records, sizes, tfrecord
+from pipeline.dataset import image_sizes, records, tfrecord
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import join
 from tests.conftest import ingest_folders, run_cli
@@ -51,7 +51,7 @@ def test_ingest_keeps_every_original_and_summarises_sizes_per_split(storage, wri
         for record in stored:
             assert record.image == written[record.id], record.id          # byte-identical
         with_pil = [Image.open(io.BytesIO(written[r.id])) for r in stored]
-        expected = sizes.ImageSizes.from_counts(
+        expected = image_sizes.ImageSizes.from_counts(
             count(im.height for im in with_pil), count(im.width for im in with_pil),
             count({"JPEG": "jpeg", "PNG": "png"}[im.format] for im in with_pil),
             count(r.channels for r in stored))
@@ -123,7 +123,7 @@ def test_serving_the_original_bytes_predicts_what_evaluation_computed(storage, w
     from pipeline.dataset.reader import stage
     from trainer import data
     from trainer.keras import keras
-    from pipeline.dataset.sizing import ResizeCrop
+    from pipeline.dataset.crops import ResizeCrop
 
     run, _ = cnn_run
     manifest = read_manifest(storage, dataset)
@@ -155,7 +155,7 @@ def jpeg(height: int, width: int, channels: int = 3, seed: int = 0) -> bytes:
 
 
 def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
-    from pipeline.dataset.sizing import ResizeCrop
+    from pipeline.dataset.crops import ResizeCrop
 
     data = jpeg(300, 420)
     key = tf.constant([7, 11], tf.int64)
@@ -168,7 +168,7 @@ def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
 
 def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
     from trainer.augment import PhotoAugmentation
-    from pipeline.dataset.sizing import ResizeCrop
+    from pipeline.dataset.crops import ResizeCrop
 
     augment = PhotoAugmentation((48, 48, 3), seed=5, flip=True, sizing=ResizeCrop(48, 48, 3))
     record = ((tf.constant(jpeg(200, 260)), tf.constant(b"jpeg"), tf.constant(200, tf.int64),
@@ -186,7 +186,7 @@ def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
 
 @pytest.mark.parametrize("height, width", [(1, 1), (3, 500), (500, 3), (64, 64), (480, 640)])
 def test_the_center_crop_takes_the_middle_of_any_image(height, width):
-    from pipeline.dataset.sizing import ResizeCrop
+    from pipeline.dataset.crops import ResizeCrop
 
     column = np.broadcast_to(np.arange(width, dtype=np.float32)[None, :, None], (height, width, 1))
     crop = ResizeCrop(16, 16, 1).center_crop(tf.constant(column)).numpy()
@@ -196,7 +196,7 @@ def test_the_center_crop_takes_the_middle_of_any_image(height, width):
 
 
 def test_which_path_the_manifest_chooses(storage, dataset):
-    from pipeline.dataset.sizing import ImageSizeError, ResizeCrop, choose
+    from pipeline.dataset.crops import ImageSizeError, ResizeCrop, choose
 
     manifest = read_manifest(storage, dataset)
     assert choose(manifest, (40, 56)) == ResizeCrop(40, 56, 3)

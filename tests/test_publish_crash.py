@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipeline.dataset.manifest import MANIFEST_NAME, read_manifest
+from pipeline.dataset.manifest import read_manifest
+from pipeline.dataset.naming import DEDUPED, MANIFEST_NAME
 from pipeline.dataset.storage import join
-from pipeline.dedupe import DEDUPED
 from pipeline.publish import publish, read_request, version_manifest
 from tests.test_publish_versions import (IMAGES, copy_images, ingest, ingest_command, kill,
                                          paused_job, reads_completely)
@@ -44,11 +44,11 @@ def test_kill_during_publish_leaves_the_previous_version_whole(storage, first, p
         assert current == first["text"]
     if phase == "placing":
         # Dedupe wrote a new file; the shard writer's own file (pre-dedupe bytes) is untouched.
-        info, = [s for s in request["shards"] if s.get("staged", "").startswith(DEDUPED + "/")]
-        assert sha256(storage.read_bytes(join(staging, info["file"]))) != info["sha256"]
-        copy = join(staging, info["staged"])
-        placed = join(OUTPUT, version_manifest(request).version, info["file"])
-        assert sha256(storage.read_bytes(copy if storage.exists(copy) else placed)) == info["sha256"]
+        info, = [s for s in request.shards if (s.staged or "").startswith(DEDUPED + "/")]
+        assert sha256(storage.read_bytes(join(staging, info.file))) != info.sha256
+        copy = join(staging, info.staged)
+        placed = join(OUTPUT, version_manifest(request).version, info.file)
+        assert sha256(storage.read_bytes(copy if storage.exists(copy) else placed)) == info.sha256
 
 
 def sha256(data: bytes) -> str:

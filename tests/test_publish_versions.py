@@ -15,10 +15,10 @@ import time
 import pytest
 
 from pipeline.dataset import reader
-from pipeline.dataset.manifest import MANIFEST_NAME, PUBLISHED_NAME, Manifest, read_manifest
+from pipeline.dataset.manifest import Manifest, read_manifest
+from pipeline.dataset.naming import FLAT_MANIFEST, MANIFEST_NAME, PUBLISHED_NAME
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import WriteConflict, join
-from pipeline.versions import FLAT_MANIFEST
 from tests.conftest import ROOT, run_cli
 from tests.helpers import png
 from tests.test_ingest import read_shards
@@ -176,6 +176,22 @@ def test_conditional_writes_create_once_and_replace_only_what_was_read(storage, 
     storage.delete(url)
     with pytest.raises(WriteConflict):
         storage.write_bytes(url, b"four", if_match=second)             # deleted since it was read
+
+
+@pytest.mark.parametrize("where", ["s3", "local"])
+def test_a_conditional_delete_removes_only_what_was_read(storage, tmp_path, where):
+    url = "s3://publish/conditional/LOCK" if where == "s3" else str(tmp_path / "LOCK")
+    storage.ensure_bucket(url)
+    first = storage.write_bytes(url, b"ours")
+    second = storage.write_bytes(url, b"theirs", if_match=first)       # taken over meanwhile
+    with pytest.raises(WriteConflict):
+        storage.delete(url, if_match=first)
+    assert storage.read_bytes(url) == b"theirs"
+    storage.delete(url, if_match=second)
+    assert not storage.exists(url)
+    with pytest.raises(WriteConflict):
+        storage.delete(url, if_match=second)                           # gone already
+    storage.delete(url)                                                # unconditional: no error
 
 
 def test_a_local_dataset_is_versioned_too(storage, tmp_path):

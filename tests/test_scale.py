@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that
 from pipeline import quarantine_files
 from pipeline.dataset.quarantine import entry
 from pipeline.dataset.storage import Storage
+from pipeline.elements import QuarantineFileInfo
 from pipeline.sources.labels import ReadLabelsPart, SplitLabelsFile, parse_labels
 
 CSV = "key,label,split\n" + "".join(
@@ -47,9 +48,9 @@ def test_the_quarantine_is_written_as_sorted_files_with_their_counts(tmp_path):
     entries = [entry(f"id-{i:02d}", f"s3://raw/{i}", "corrupt image: truncated" if i % 3 else "no image")
                for i in range(10)]
     def infos_match(infos):            # runs in the pipeline, on the infos it returned
-        assert sum(i["entries"] for i in infos) == 10 and len(infos) <= 4, infos
-        assert all(i["file"].endswith("-of-00004.jsonl") for i in infos), infos
-        assert sum(n for i in infos for n in i["by_reason"].values()) == 10
+        assert sum(i.entries for i in infos) == 10 and len(infos) <= 4, infos
+        assert all(i.file.endswith("-of-00004.jsonl") for i in infos), infos
+        assert sum(n for i in infos for n in i.by_reason.values()) == 10
 
     with BeamTestPipeline() as p:
         infos = (p | beam.Create(entries[::-1])
@@ -62,9 +63,8 @@ def test_the_quarantine_is_written_as_sorted_files_with_their_counts(tmp_path):
 
 
 def test_the_quarantine_summary_adds_the_files_up():
-    infos = [{"file": "quarantine-00001-of-00002.jsonl", "entries": 2, "by_reason": {"no image": 2}},
-             {"file": "quarantine-00000-of-00002.jsonl", "entries": 3,
-              "by_reason": {"no image": 1, "corrupt image": 2}}]
+    infos = [QuarantineFileInfo("quarantine-00001-of-00002.jsonl", 2, {"no image": 2}),
+             QuarantineFileInfo("quarantine-00000-of-00002.jsonl", 3, {"no image": 1, "corrupt image": 2})]
     assert quarantine_files.summary(infos) == {
         "count": 5, "by_reason": {"corrupt image": 2, "no image": 3},
         "files": ["quarantine-00000-of-00002.jsonl", "quarantine-00001-of-00002.jsonl"]}

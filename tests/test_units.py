@@ -2,14 +2,15 @@
 import pytest
 
 from pipeline import images, sharding, splits
+from pipeline.dataset import naming
 from pipeline.sources.labels import LabelsFileError, parse_labels
-from tests.helpers import jpeg, png
+from tests.helpers import inspect_image, jpeg, png
 
 
 def test_inspect_image_describes_png_and_jpeg():
-    assert images.inspect_image(png(28, 20, 1)) == images.ImageInfo("png", 28, 20, 1)
-    assert images.inspect_image(png(8, 8, 3)).channels == 3
-    assert images.inspect_image(jpeg(10, 12)) == images.ImageInfo("jpeg", 10, 12, 3)
+    assert inspect_image(png(28, 20, 1)) == images.ImageInfo("png", 28, 20, 1)
+    assert inspect_image(png(8, 8, 3)).channels == 3
+    assert inspect_image(jpeg(10, 12)) == images.ImageInfo("jpeg", 10, 12, 3)
 
 
 @pytest.mark.parametrize("data, reason", [
@@ -20,12 +21,12 @@ def test_inspect_image_describes_png_and_jpeg():
 ])
 def test_inspect_image_rejects_bad_bytes_with_a_reason(data, reason):
     with pytest.raises(images.BadImage, match=reason):
-        images.inspect_image(data)
+        inspect_image(data)
 
 
 def test_inspect_image_refuses_too_many_pixels_before_decoding():
     with pytest.raises(images.BadImage, match="too many pixels"):
-        images.inspect_image(png(100, 100), max_pixels=5000)
+        inspect_image(png(100, 100), max_pixels=5000)
 
 
 def test_split_assignment_is_stable_and_close_to_the_ratios():
@@ -66,7 +67,7 @@ def test_shard_count_rule(records, size, readers, expected):
 def test_shard_index_is_in_range_and_stable():
     assert all(0 <= sharding.shard_index(f"k{i}", 7) < 7 for i in range(1000))
     assert sharding.shard_index("k1", 7) == sharding.shard_index("k1", 7)
-    assert sharding.shard_name("fm", "train", 3, 64) == "fm-train.tfrecord-00003-of-00064"
+    assert naming.shard_files("fm", "train").name(3, 64) == "fm-train.tfrecord-00003-of-00064"
 
 
 def test_labels_csv_rows_and_missing_columns():
@@ -102,7 +103,7 @@ def test_prepare_image_converts_and_resizes_only_when_asked():
     assert kept.data == grey and kept.info == images.ImageInfo("png", 10, 8, 1)
     rgb = images.prepare_image(grey, channels=3, size=(4, 6))
     assert rgb.info == images.ImageInfo("png", 4, 6, 3) and rgb.pixels == 24
-    assert images.inspect_image(rgb.data) == rgb.info
+    assert inspect_image(rgb.data) == rgb.info
     white = images.prepare_image(png(2, 2, 3, seed=1), channels=1)
     assert len(white.pixel_sum) == 1 and 0 <= white.pixel_sum[0] <= 4
 
@@ -117,9 +118,39 @@ def test_duplicates_keep_the_smallest_id():
 
 
 def test_pixel_statistics_pool_shards_exactly():
+    from pipeline.elements import PixelSums
     from pipeline.publish import pixel_statistics
 
-    shard = {"pixel_stats": {"1": [4, [2.0], [1.5]]}}
-    mean, std = pixel_statistics([shard, shard, {"pixel_stats": {}}])
+    shard = {1: PixelSums(4, (2.0,), (1.5,))}
+    mean, std = pixel_statistics([shard, shard, {}])
     assert mean == [0.5] and std == [round((1.5 / 4 - 0.25) ** 0.5, 6)]
-    assert pixel_statistics([shard, {"pixel_stats": {"3": [1, [0, 0, 0], [0, 0, 0]]}}]) == (None, None)
+    assert pixel_statistics([shard, {3: PixelSums(1, (0, 0, 0), (0, 0, 0))}]) == (None, None)
+
+
+def test_names_are_built_and_parsed_by_one_template():
+    shards = naming.shard_files("fm", "validation")
+    assert shards.parse(shards.name(7, 12)) == (7, 12)
+    assert shards.parse("fm-train.tfrecord-00007-of-00012") is None        # another split's
+    assert naming.QUARANTINE_FILES.parse("quarantine-00002-of-00003.jsonl") == (2, 3)
+    assert naming.QUARANTINE_FILES.parse("quarantine.jsonl") is None
+    assert naming.is_staging_folder(naming.staging_folder("abc")) and not naming.is_staging_folder("v-1")
+    assert naming.is_version_folder(naming.version_folder("0123456789abcdef" * 4))
+    assert naming.version_folder("0123456789abcdef" * 4) == "v-0123456789abcdef"
+
+
+def test_every_flag_of_the_job_takes_both_spellings():
+    import argparse
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.options import IngestOptions
+
+    parser = argparse.ArgumentParser()
+    IngestOptions._add_argparse_args(parser)
+    flags = [s for a in parser._actions for s in a.option_strings if s.startswith("--") and "_" in s]
+    assert {"--fetch_threads", "--cassandra_retries", "--num_readers"} <= set(flags)
+    assert all(s in a.option_strings for a in parser._actions for f in a.option_strings
+               if f in flags for s in [f.replace("_", "-")])
+    options = PipelineOptions(["--fetch-threads", "3", "--cassandra-page-size=7", "--num_readers", "2"])
+    parsed = options.view_as(IngestOptions)
+    assert (parsed.fetch_threads, parsed.cassandra_page_size, parsed.num_readers) == (3, 7, 2)

@@ -18,6 +18,7 @@ from infra.local import fashion_mnist
 from infra.nightly import config as nightly_config
 from infra.local.s3server import LocalS3
 from pipeline.dataset.local_paths import user_cache_dir
+from pipeline.dataset.naming import MANIFEST_NAME
 from pipeline.dataset.storage import Storage, join
 
 ROOT = "s3://nightly"
@@ -42,7 +43,7 @@ def seed(storage: Storage, limit: int) -> dict:
     if not storage.exists(urls["labels"]):
         urls = fashion_mnist.upload(storage, raw, limit=limit, log=lambda line: print(line, flush=True))
     evaluation = f"{ROOT}/datasets/fashion_mnist-eval"
-    if not storage.exists(join(evaluation, "manifest.json")):
+    if not storage.exists(join(evaluation, MANIFEST_NAME)):
         code = subprocess.call([sys.executable, "-m", "pipeline", "--source", urls["images"],
                                 "--labels_file", urls["labels"], "--classes", urls["classes"],
                                 "--output", evaluation, "--num_readers", "2",

@@ -1,10 +1,10 @@
 """One nightly run at a time: a lock object beside the models, with an expiry kept fresh by a
 heartbeat, so a crashed run's lock goes stale and the next run takes it over.
 
-On S3 the lock is created with a conditional PUT (If-None-Match: *) and refreshed or taken over
-only with If-Match on the ETag last seen, so two runs can never both believe they hold it
-(S3 has supported both since 2024; so do MinIO and moto). On a local root the same is done with
-O_EXCL creation and an atomic rename.
+The lock is created with a create-only write and refreshed, taken over or deleted only if it
+still has the token last seen (Storage's conditional writes and deletes: If-None-Match/If-Match
+on S3, an flock'd compare of the content on a local root), so two runs can never both believe
+they hold it.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 
-from pipeline.dataset.storage import Storage, StorageError, is_s3, split_s3
+from pipeline.dataset.storage import Storage, StorageError, WriteConflict
 
 
 class LockHeld(Exception):
@@ -36,7 +36,7 @@ class NightlyLock:
         self.storage, self.url, self.ttl, self.log = storage, url, ttl_seconds, log
         self.body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
                      "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        self.token = None          # S3 ETag (or local nonce) of the lock as we last wrote it
+        self.token = None          # Storage's token of the lock as we last wrote it
         self.lost = False
         self._stop = threading.Event()
         self._thread = None
@@ -114,91 +114,38 @@ class NightlyLock:
         body = dict(self.body, nonce=uuid.uuid4().hex, expires=time.time() + self.ttl)
         return body, json.dumps(body).encode()
 
-    # -- S3 or local primitives ----------------------------------------------------------------
+    # -- compare and swap on Storage -----------------------------------------------------------
     def _create(self) -> bool:
-        body, data = self._payload()
-        if is_s3(self.url):
-            return self._written(body, self._s3_put(data, IfNoneMatch="*"))
-        os.makedirs(os.path.dirname(self.url), exist_ok=True)
-        try:
-            fd = os.open(self.url, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self.token = body["nonce"]
-        return self._written(body, True)
-
-    def _written(self, body: dict, ok: bool) -> bool:
-        if ok:
-            self.body = body
-        return ok
+        return self._write(if_none_match=True)
 
     def _replace(self, token) -> bool:
-        """Overwrite the lock only if it is still the version we saw (compare and swap)."""
-        if is_s3(self.url):
-            body, data = self._payload()
-            condition = {"IfMatch": token} if token else {"IfNoneMatch": "*"}
-            return self._written(body, self._s3_put(data, **condition))
-        moved = f"{self.url}.{uuid.uuid4().hex}"
+        """Overwrite the lock only if it is still the version we saw (compare and swap); no
+        token (nothing was there): only if nothing is there still."""
+        return self._write(if_match=token) if token else self._write(if_none_match=True)
+
+    def _write(self, **condition) -> bool:
+        body, data = self._payload()
         try:
-            os.rename(self.url, moved)            # atomic: exactly one contender wins it
-        except FileNotFoundError:
-            return self._create()
-        with open(moved, "rb") as f:
-            seen = json.loads(f.read() or b"{}").get("nonce")
-        if token is not None and seen != token:   # someone replaced it since we looked
-            os.rename(moved, self.url)
+            self.token = self.storage.write_bytes(self.url, data, **condition)
+        except WriteConflict:
             return False
-        os.remove(moved)
-        return self._create()
+        self.body = body
+        return True
 
     def _read(self):
-        token = None
+        """(the lock's body, its token), (None, None) when there is none, ({}, token) when its
+        content is torn or foreign (treated as stale)."""
         try:
-            if is_s3(self.url):
-                bucket, key = split_s3(self.url)
-                response = self.storage._call("read", self.url, self.storage.s3.get_object,
-                                              Bucket=bucket, Key=key)
-                text = response["Body"].read()
-                token = response["ETag"]
-            else:
-                with open(self.url, "rb") as f:
-                    text = f.read()
-                token = None
-            body = json.loads(text)
-            return body, token if is_s3(self.url) else body.get("nonce")
+            data, token = self.storage.read_versioned(self.url)
         except FileNotFoundError:
             return None, None
-        except ValueError:                        # torn or foreign content: treat as stale
+        try:
+            return json.loads(data), token
+        except ValueError:
             return {}, token
 
     def _delete(self, token) -> None:
-        if is_s3(self.url):
-            bucket, key = split_s3(self.url)
-            try:
-                self.storage._call("delete", self.url, self.storage.s3.delete_object,
-                                   Bucket=bucket, Key=key, IfMatch=token)
-            except (StorageError, FileNotFoundError):
-                pass                              # taken over meanwhile: not ours to delete
-        else:
-            try:
-                os.remove(self.url)
-            except FileNotFoundError:
-                pass
-
-    def _s3_put(self, data: bytes, **condition) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        bucket, key = split_s3(self.url)
         try:
-            response = self.storage.s3.put_object(Bucket=bucket, Key=key, Body=data, **condition)
-        except BotoCoreError as e:                  # connection refused/reset after retries
-            raise StorageError(f"write lock {self.url}: {e}") from None
-        except ClientError as e:
-            code = e.response.get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
-                return False
-            raise StorageError(f"write lock {self.url}: {code or e}") from None
-        self.token = response["ETag"]
-        return True
+            self.storage.delete(self.url, if_match=token)
+        except (StorageError, FileNotFoundError):
+            pass                              # taken over meanwhile: not ours to delete

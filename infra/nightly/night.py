@@ -12,6 +12,7 @@ import uuid
 from infra.nightly import datacheck, evaluate, launch, promote, supervise
 from infra.nightly.lock import LockLost, NightlyLock
 from pipeline.dataset.manifest import DatasetNotFound, read_manifest
+from pipeline.dataset.naming import MANIFEST_NAME
 from pipeline.dataset.storage import Storage, StorageError, join
 
 
@@ -65,7 +66,7 @@ class Night:
 
     def ingest(self) -> None:
         span = self.config.span_url(self.date)
-        published = self.storage.exists(join(span, "manifest.json"))
+        published = self.storage.exists(join(span, MANIFEST_NAME))
         if published:
             say(f"span {span} is already published; not ingesting it again")
         else:

@@ -4,10 +4,19 @@
     example_proto.py  tf.train.Example's wire format, declared without TensorFlow
     tfrecord.py       the TFRecord file framing, written and read without TensorFlow
     manifest.py       manifest.json: the shard list with sha256s, classes, statistics (the commit point)
+    naming.py         every file and folder name of a dataset and of a run's staging, built and parsed
     quarantine.py     what a quarantine entry holds and how its reasons are counted
-    storage.py        files by URL: s3:// (boto3) or local paths
+    image_sizes.py    each split's image sizes, formats and channels (the manifest's image_sizes)
+    storage.py        files by URL (s3:// or local paths), one backend per scheme: backends/
+    local_files.py    atomic and conditional local writes and deletes, a local file's sha256
     reader.py         a split's shards for one (rank, size): which files, staged and sha256-checked
+    shard_cache.py    shards fetched ahead of a reader within a disk budget, sha256-checked
+    crops.py          photos of many sizes to one input size: random-resized and center crops (TensorFlow)
+    load.py           a split as a tf.data.Dataset, for any reader (TensorFlow)
+    sizing.py         crops.py's old name, kept until the trainer imports crops.py
 
-This package imports neither Beam nor the trainer (tests/test_layering.py checks it); TensorFlow
-only where a reader needs it. The trainer and the nightly import nothing else from pipeline/.
+This package imports neither Beam nor the trainer, and TensorFlow only in crops.py and load.py
+(and inside records.parse_spec, when a reader calls it), so the ingestion job never loads it
+(tests/test_layering.py checks these arrows). The trainer and the nightly import nothing else from
+pipeline/.
 """

@@ -1,5 +1,5 @@
 """A published split as a tf.data.Dataset: for a notebook, an inference or analysis job, and the
-trainer (which adds its order, augmentation and batching: trainer/data.py).
+trainer's input (which adds its order, augmentation and batching).
 
     from pipeline.dataset.load import load
     ds = load("s3://bucket/datasets/photos", "test", image_size=224)   # (image, label) pairs
@@ -8,10 +8,11 @@ trainer (which adds its order, augmentation and batching: trainer/data.py).
 One rank's files (rank of size) are fetched as they are read (shard_cache.py: sha256-checked,
 within a disk budget, in a folder of this process's own), parsed and decoded in parallel. Images
 of a dataset of one size come as they are stored; photos of many sizes, or with `image_size`, as
-the central crop resized to it (the evaluation's and the serving signature's crop: sizing.py).
+the central crop resized to it (the evaluation's and the serving signature's crop: crops.py).
 Images are float32 in [0, 1] (no standardisation: Manifest's pixel_mean/pixel_std are there to
-apply), labels int64 indices into the manifest's classes. TensorFlow is imported here only: the
-ingestion job never imports this module."""
+apply), labels int64 indices into the manifest's classes. TensorFlow is imported here and in
+crops.py only (records.parse_spec imports it when called): the ingestion job never imports
+either module."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ from pipeline.dataset import records
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.reader import RankShare, rank_share
 from pipeline.dataset.shard_cache import ShardCache
-from pipeline.dataset.sizing import ResizeCrop, choose
+from pipeline.dataset.crops import ResizeCrop, choose
 from pipeline.dataset.storage import Storage
 
 AUTOTUNE = tf.data.AUTOTUNE

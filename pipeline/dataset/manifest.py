@@ -7,8 +7,9 @@ TFDS's dataset_info.json, but it is also the commit point: shards without a mani
 dataset. No timestamps inside, so the same input gives a
 byte-identical manifest.
 
-Files are named relative to the dataset directory. A dataset published by the current job
-keeps each version in its own folder, named by the content (`v-<sha256 of its manifest>`):
+Files are named relative to the dataset directory (every name is made in naming.py). A dataset
+published by the current job keeps each version in its own folder, named by the content
+(`v-<sha256 of its manifest>`):
 
     <dataset>/manifest.json            the commit point: names files as v-<id>/<file>
     <dataset>/v-<id>/manifest.json     the same version on its own (files relative to v-<id>/)
@@ -24,14 +25,11 @@ import dataclasses
 import json
 
 from pipeline.dataset import records
+from pipeline.dataset.naming import MANIFEST_NAME
 from pipeline.dataset.quarantine import files as quarantine_files
-from pipeline.dataset.sizes import ImageSizes
+from pipeline.dataset.image_sizes import ImageSizes
 from pipeline.dataset.storage import Storage, join
 
-MANIFEST_NAME = "manifest.json"
-QUARANTINE_NAME = "quarantine.jsonl"
-VERSION_PREFIX = "v-"
-PUBLISHED_NAME = "PUBLISHED.json"
 SPLITS = ("train", "validation", "test")
 
 

@@ -8,7 +8,7 @@ for a reader is never removed. So training starts once its first shard is local,
 arrive while earlier ones are read, and the files on disk never exceed the budget. A share that
 fits is fetched once and kept, as full staging would.
 
-No TensorFlow here: the trainer wraps `paths()` in tf.data (trainer/data.py)."""
+No TensorFlow here: the trainer's input and load.py wrap `paths()` in tf.data."""
 from __future__ import annotations
 
 import collections

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from pipeline.dataset.storage import Storage
-from pipeline.sources.rows import relative_key
+from pipeline.dataset.storage import Storage, relative
 
 FOLDERS = "folders"
 
@@ -18,7 +17,7 @@ class ListTopLevel(beam.DoFn):
 
     def process(self, source: str):
         for url, size in self.storage.list_children(source):
-            key = relative_key(url, source)
+            key = relative(url, source)
             if url in self.skip or key.startswith("."):
                 continue
             if size is None:
@@ -37,7 +36,7 @@ class ListFiles(beam.DoFn):
     def process(self, element):
         source, folder = element
         for url, size in self.storage.list(folder):
-            key = relative_key(url, source)
+            key = relative(url, source)
             if url in self.skip or any(part.startswith(".") for part in key.split("/")):
                 continue
             yield key, (url, size)

@@ -7,22 +7,10 @@
 """
 from __future__ import annotations
 
-import posixpath
-
 QUARANTINE = "quarantine"          # the tag of every step's side output of rejected inputs
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 
 def image_row(key: str, url: str, size: int, label: str | None = None, split: str = "",
               attributes: dict | None = None) -> dict:
     return {"id": key, "source": url, "url": url, "image": None, "size": size, "label": label,
             "split": split, "attributes": attributes or {}}
-
-
-def relative_key(url: str, prefix: str) -> str:
-    return posixpath.relpath(url, prefix.rstrip("/")) if url.startswith("s3://") else \
-        posixpath.relpath(url.replace("\\", "/"), prefix.rstrip("/").replace("\\", "/"))
-
-
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_EXTENSIONS)

@@ -14,25 +14,26 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from pipeline import images, progress, sharding
-from pipeline.dataset import quarantine
+from pipeline.dataset import naming, quarantine
 from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.elements import Candidate, LabelSpace
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
 
 HASHES = "hashes"
 
 
-def size_of(candidate) -> tuple[str, tuple[int, int]]:
-    return candidate["split"], (1, candidate["size"])
+def size_of(candidate: Candidate) -> tuple[str, tuple[int, int]]:
+    return candidate.split, (1, candidate.size)
 
 
-def shard_key(candidate, shard_counts):
-    shards = shard_counts[candidate["split"]]
-    return (candidate["split"], sharding.shard_index(candidate["id"], shards), shards), candidate
+def shard_key(candidate: Candidate, shard_counts: dict[str, int]):
+    shards = shard_counts[candidate.split]
+    return (candidate.split, sharding.shard_index(candidate.id, shards), shards), candidate
 
 
 class WriteShard(beam.DoFn):
-    """((split, index, shards), candidates) -> one TFRecord file in the staging dir + its stats.
+    """((split, index, shards), [Candidate]) -> one TFRecord file in the staging dir, its ShardInfo.
 
     Reads the shard's images (a thread pool: object stores are latency bound), validates and
     normalises them, and writes them sorted by id, so the same input gives byte-identical files.
@@ -53,24 +54,23 @@ class WriteShard(beam.DoFn):
     def teardown(self):
         self.pool.shutdown(wait=False)
 
-    def process(self, element, space):
+    def process(self, element, space: LabelSpace):
         (split, index, shards), candidates = element
-        file_name = sharding.shard_name(self.name, split, index, shards)
+        file_name = naming.shard_files(self.name, split).name(index, shards)
         shard = ShardBuilder(space)
         for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
             if problem:
                 self.bad.inc()
                 self.progress.add(quarantined=1)
                 yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
-                    candidate["id"], candidate["source"], problem))
+                    candidate.id, candidate.source, problem))
                 continue
-            shard.add(candidate, prepared)
-            yield beam.pvalue.TaggedOutput(HASHES, (digest, (candidate["id"], candidate["source"], file_name)))
+            shard.add(prepared, candidate.id, candidate.label, candidate.label_name, candidate.attributes)
+            yield beam.pvalue.TaggedOutput(HASHES, (digest, (candidate.id, candidate.source, file_name)))
         for entry in shard.duplicate_ids:
             yield beam.pvalue.TaggedOutput(QUARANTINE, entry)
         self.written.inc(shard.count)
-        info = shard.write(self.storage, join(self.staging_url, file_name),
-                           split=split, index=index, shards=shards, file=file_name)
+        info = shard.write(self.storage, join(self.staging_url, file_name), split, index, shards, file_name)
         self.progress.add(quarantined=len(shard.duplicate_ids), shards=1)
         yield info
 
@@ -82,9 +82,9 @@ class WriteShard(beam.DoFn):
 
     def _prepare(self, candidate):
         try:
-            data = candidate["image"]
+            data = candidate.image
             if data is None:
-                data = self.storage.read_bytes(candidate["url"])
+                data = self.storage.read_bytes(candidate.url)
             prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size)
             return candidate, prepared, hashlib.sha256(data).hexdigest(), None
         except FileNotFoundError:
@@ -97,15 +97,15 @@ class WriteShard(beam.DoFn):
             return candidate, None, None, f"unreadable object: {e}"
 
 
-def unique_ids(candidates, shard: "ShardBuilder") -> list[dict]:
+def unique_ids(candidates, shard: ShardBuilder) -> list[Candidate]:
     """Sort by id; a second row with an id already seen is a duplicate id, never a second record."""
     kept, seen = [], {}
-    for c in sorted(candidates, key=lambda c: (c["id"], c["source"])):
-        if c["id"] in seen:
+    for c in sorted(candidates, key=lambda c: (c.id, c.source)):
+        if c.id in seen:
             shard.duplicate_ids.append(quarantine.entry(
-                c["id"], c["source"], f"duplicate id: also read from {seen[c['id']]}"))
+                c.id, c.source, f"duplicate id: also read from {seen[c.id]}"))
         else:
-            seen[c["id"]] = c["source"]
+            seen[c.id] = c.source
             kept.append(c)
     return kept
 
@@ -125,7 +125,7 @@ def shard_count(split_size, num_shards: int, num_readers: int, target_shard_byte
 
 
 class WriteShards(beam.PTransform):
-    """candidates -> (shard infos, quarantine, content hashes (sha256, (id, source, file))).
+    """Candidates -> (ShardInfos, quarantine, content hashes (sha256, (id, source, file))).
 
     Shard counts per split come from the candidates' count and listed bytes (sharding.py)
     unless `num_shards` fixes them."""
@@ -138,13 +138,14 @@ class WriteShards(beam.PTransform):
 
     def expand(self, candidates):
         shard_counts = (candidates
-                        | "SizeOf" >> beam.Map(size_of)
-                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)
+                        | "SizeOf" >> beam.Map(size_of)                  # (split, (1, bytes))
+                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)  # (split, (records, bytes))
                         | "ShardCount" >> beam.Map(shard_count, self.num_shards, self.num_readers,
-                                                   self.target_shard_bytes))
+                                                   self.target_shard_bytes))   # (split, shards)
         written = (candidates
                    | "ShardKey" >> beam.Map(shard_key, beam.pvalue.AsDict(shard_counts))
+                   # ((split, index, shards), Candidate)
                    | "GroupByShard" >> beam.GroupByKey()          # ids and URLs, never image bytes
                    | "WriteShard" >> beam.ParDo(self.writer, beam.pvalue.AsSingleton(self.space))
-                   .with_outputs(QUARANTINE, HASHES, main="infos"))
+                   .with_outputs(QUARANTINE, HASHES, main="infos"))   # ShardInfo
         return written.infos, written[QUARANTINE], written[HASHES]

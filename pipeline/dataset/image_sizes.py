@@ -2,12 +2,12 @@
 
 Photos keep their own sizes (ingestion does not resize unless asked), so one `image_shape` no
 longer describes a dataset. Each shard counts its images by height, by width, by format and by
-channel count; publish adds the shards' counts and keeps this summary per split. Counting by
-value keeps what a shard returns bounded by the largest side (a few thousand values), not by the
-number of images. The trainer reads it to pick its preprocessing (sizing.py)."""
+channel count; publish adds the shards' counts up (pipeline/elements.py) and keeps this summary
+per split. Counting by value keeps what a shard returns bounded by the largest side (a few
+thousand values), not by the number of images. The trainer reads it to pick its preprocessing
+(crops.py)."""
 from __future__ import annotations
 
-import collections
 import dataclasses
 
 
@@ -53,19 +53,3 @@ def spread(counts: dict) -> tuple[int, int, int]:
             return (values[0][0], value, values[-1][0])
     raise AssertionError("unreachable")
 
-
-def add(infos: list[dict], key: str) -> dict:
-    """The shards' counts under `key` ({value: n}) added up."""
-    total: collections.Counter = collections.Counter()
-    for info in infos:
-        total.update({str(k): n for k, n in info.get(key, {}).items()})
-    return dict(total)
-
-
-def of_shards(infos: list[dict]) -> ImageSizes | None:
-    """The summary of these shards' images (None when they hold none)."""
-    heights = add(infos, "heights")
-    if not heights:
-        return None
-    return ImageSizes.from_counts(heights, add(infos, "widths"), add(infos, "formats"),
-                                  add(infos, "channel_counts"))
