@@ -8,6 +8,7 @@ DirectRunner the two designs measured about the same speed: README, "Benchmarks"
 from __future__ import annotations
 
 import hashlib
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
@@ -15,12 +16,18 @@ from apache_beam.metrics import Metrics
 
 from pipeline import images, progress, sharding
 from pipeline.dataset import naming, quarantine
-from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.dataset.backends.s3_faults import backoff
+from pipeline.dataset.storage import Storage, StorageError, TransientStorageError, join
 from pipeline.elements import Candidate, LabelSpace
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
 
 HASHES = "hashes"
+# A shard whose reads or upload kept failing on a transient fault (after the store's own
+# retries) is written again, whole, inside the step: the DirectRunner never retries a bundle,
+# and on runners that do (Flink, Dataflow) writing a shard twice gives the same bytes.
+SHARD_ATTEMPTS = 3
+log = logging.getLogger("pipeline")
 
 
 def size_of(candidate: Candidate) -> tuple[str, tuple[int, int]]:
@@ -46,6 +53,7 @@ class WriteShard(beam.DoFn):
         self.fetch_threads = fetch_threads
         self.written = Metrics.counter("ingest", "images_written")
         self.bad = Metrics.counter("ingest", "quarantined_images")
+        self.retried = Metrics.counter("ingest", "shards_written_again")
 
     def setup(self):
         self.pool = ThreadPoolExecutor(self.fetch_threads)
@@ -55,30 +63,46 @@ class WriteShard(beam.DoFn):
         self.pool.shutdown(wait=False)
 
     def process(self, element, space: LabelSpace):
+        (split, index, shards), _ = element
+        for attempt in range(SHARD_ATTEMPTS):
+            try:
+                outputs = self._write(element, space, first_try=attempt == 0)
+                break
+            except TransientStorageError as e:
+                if attempt + 1 == SHARD_ATTEMPTS:
+                    raise
+                self.retried.inc()
+                log.warning("shard %s %d-of-%d: %s; writing it again (try %d of %d)",
+                            split, index, shards, e, attempt + 2, SHARD_ATTEMPTS)
+                backoff(attempt + 2)
+        yield from outputs
+
+    def _write(self, element, space: LabelSpace, first_try: bool) -> list:
+        """Everything one shard yields, its file written last (so a try that fails yields nothing)."""
         (split, index, shards), candidates = element
         file_name = naming.shard_files(self.name, split).name(index, shards)
-        shard = ShardBuilder(space)
-        for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard)):
+        shard, outputs = ShardBuilder(space), []
+        for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard), first_try):
             if problem:
-                self.bad.inc()
-                self.progress.add(quarantined=1)
-                yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
-                    candidate.id, candidate.source, problem))
+                outputs.append(beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
+                    candidate.id, candidate.source, problem)))
                 continue
             shard.add(prepared, candidate.id, candidate.label, candidate.label_name, candidate.attributes)
-            yield beam.pvalue.TaggedOutput(HASHES, (digest, (candidate.id, candidate.source, file_name)))
-        for entry in shard.duplicate_ids:
-            yield beam.pvalue.TaggedOutput(QUARANTINE, entry)
-        self.written.inc(shard.count)
+            outputs.append(beam.pvalue.TaggedOutput(HASHES, (digest, (candidate.id, candidate.source, file_name))))
+        outputs += [beam.pvalue.TaggedOutput(QUARANTINE, entry) for entry in shard.duplicate_ids]
         info = shard.write(self.storage, join(self.staging_url, file_name), split, index, shards, file_name)
-        self.progress.add(quarantined=len(shard.duplicate_ids), shards=1)
-        yield info
+        bad = sum(1 for o in outputs if o.tag == QUARANTINE) - len(shard.duplicate_ids)
+        self.written.inc(shard.count)
+        self.bad.inc(bad)
+        self.progress.add(quarantined=bad + len(shard.duplicate_ids), shards=1)
+        return outputs + [info]
 
-    def _prepared(self, candidates):
+    def _prepared(self, candidates, count_progress: bool = True):
         """Yield (candidate, PreparedImage, sha256 of the source bytes, problem) in id order."""
         for start in range(0, len(candidates), 256):   # bounded memory: 256 images in flight
             yield from self.pool.map(self._prepare, candidates[start:start + 256])
-            self.progress.add(read=min(256, len(candidates) - start))
+            if count_progress:                          # a shard written again is read once
+                self.progress.add(read=min(256, len(candidates) - start))
 
     def _prepare(self, candidate):
         try:
@@ -92,7 +116,7 @@ class WriteShard(beam.DoFn):
         except images.BadImage as e:
             return candidate, None, None, str(e)
         except StorageError:
-            raise     # the store failing after boto's retries: fail the job, never drop images
+            raise     # the store failing after every retry: never drop an image (process retries)
         except Exception as e:  # bytes PIL chokes on in a way it does not report as bad
             return candidate, None, None, f"unreadable object: {e}"
 

@@ -22,8 +22,9 @@ from typing import Iterator
 from pipeline.dataset.backends.base import Backend, StorageError, WriteConflict
 from pipeline.dataset.backends.local import LocalBackend
 from pipeline.dataset.backends.s3 import S3Backend, S3Settings, split_s3
+from pipeline.dataset.backends.s3_faults import TransientStorageError
 
-__all__ = ["BACKENDS", "S3Settings", "Storage", "StorageError", "WriteConflict", "check_url",
+__all__ = ["BACKENDS", "S3Settings", "Storage", "StorageError", "TransientStorageError", "WriteConflict", "check_url",
            "is_local", "join", "relative", "split_s3", "unsupported"]
 
 BACKENDS: dict[str, type[Backend]] = {"s3": S3Backend, "": LocalBackend}   # by scheme; "": a path

@@ -14,7 +14,9 @@ import tempfile
 import threading
 from typing import Iterator
 
+from pipeline.dataset.backends import s3_faults
 from pipeline.dataset.backends.base import Backend, StorageError, WriteConflict
+from pipeline.dataset.backends.s3_faults import TransientStorageError
 
 SCHEME = "s3://"
 REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
@@ -68,7 +70,7 @@ class S3Backend(Backend):
             from botocore.config import Config
 
             s = self.settings
-            config = Config(retries={"max_attempts": 5, "mode": "standard"},
+            config = Config(retries={"total_max_attempts": s3_faults.ATTEMPTS, "mode": "standard"},
                             max_pool_connections=32, connect_timeout=10, read_timeout=120)
             client = boto3.session.Session().client(
                 "s3", endpoint_url=s.endpoint_url, region_name=s.region, config=config,
@@ -79,9 +81,11 @@ class S3Backend(Backend):
         return client
 
     def _call(self, what: str, url: str, fn, *args, **kwargs):
-        """Run one boto3 call; turn its failure into FileNotFoundError, WriteConflict or a
-        StorageError naming the URL."""
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        """Run one boto3 call (botocore retries it); turn its failure into FileNotFoundError,
+        WriteConflict, TransientStorageError (worth retrying later) or a StorageError, each
+        naming the URL and what the server answered."""
+        from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError,
+                                         EndpointConnectionError, NoCredentialsError)
 
         try:
             return fn(*args, **kwargs)
@@ -97,15 +101,25 @@ class S3Backend(Backend):
                 raise StorageError(f"{what} {url}: {code}: the store refused these credentials "
                                    "or this access (--s3_access_key_id / --s3_secret_access_key "
                                    "or AWS_* variables, and the bucket's policy)") from None
-            raise StorageError(f"{what} {url}: {code or e}") from None
+            error = TransientStorageError if s3_faults.is_transient(code) else StorageError
+            raise error(f"{what} {url}: S3 at {self.where} answered {s3_faults.answered(e)}") from None
         except NoCredentialsError:
             raise StorageError(f"{what} {url}: no S3 credentials found (pass "
                                "--s3_access_key_id and --s3_secret_access_key, or set "
                                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)") from None
+        except (EndpointConnectionError, ConnectTimeoutError) as e:
+            raise TransientStorageError(f"{what} {url}: cannot reach S3 at {self.where} "
+                                        f"({s3_faults.ATTEMPTS} tries): {e}") from None
+        except s3_faults.broken_body_errors() as e:
+            raise TransientStorageError(f"{what} {url}: S3 at {self.where} answered, but its reply "
+                                        f"broke off ({s3_faults.ATTEMPTS} tries): {e}") from None
         except BotoCoreError as e:
-            where = (self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
-                     or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
-            raise StorageError(f"{what} {url}: cannot reach S3 at {where}: {e}") from None
+            raise StorageError(f"{what} {url}: S3 at {self.where}: {e}") from None
+
+    @property
+    def where(self) -> str:
+        return (self.settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or "the default AWS endpoint")
 
     def exists(self, url: str) -> bool:
         try:
@@ -121,18 +135,19 @@ class S3Backend(Backend):
         return self.read_versioned(url)[0]
 
     def read_versioned(self, url: str) -> tuple[bytes, str]:
-        response = self._call("read", url, self.client.get_object, **self._key(url))
-        return self._call("read", url, response["Body"].read), response["ETag"]
+        data, response = s3_faults.read_body(url, lambda: self._call(
+            "read", url, self.client.get_object, **self._key(url)))
+        return data, response["ETag"]
 
     def read_range(self, url: str, start: int, end: int) -> bytes:
         try:
-            response = self._call("read", url, self.client.get_object, **self._key(url),
-                                  Range=f"bytes={start}-{end - 1}")
+            data, _ = s3_faults.read_body(url, lambda: self._call(
+                "read", url, self.client.get_object, **self._key(url), Range=f"bytes={start}-{end - 1}"))
         except StorageError as e:
             if "InvalidRange" in str(e):          # past the end (an empty object has no byte 0)
                 return b""
             raise
-        return self._call("read", url, response["Body"].read)
+        return data
 
     def list(self, prefix_url: str) -> Iterator[tuple[str, int]]:
         for bucket, page in self._pages(prefix_url):
@@ -183,6 +198,11 @@ class S3Backend(Backend):
                                   **condition)
         except FileNotFoundError:      # If-Match on an object that is gone
             raise WriteConflict(f"write {url}: deleted by someone else meanwhile") from None
+        except WriteConflict:
+            token = s3_faults.ours_already(self.read_versioned, url, data)   # a lost reply?
+            if token is None:
+                raise
+            return token
         return response["ETag"]
 
     def delete(self, url: str, if_match: str | None = None) -> None:
