@@ -27,7 +27,7 @@ def build(model_name: str, size: int, classes: int):
     if model_name == "resnet50":
         return tf.keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes,
                                               classifier_activation=None)
-    from trainer.models import build_model
+    from trainer.model.models import build_model
     return build_model(model_name, (size, size, 3), classes)
 
 
@@ -62,7 +62,8 @@ def worker(args) -> None:
     """One rank: pinned as the trainer pins it, times `steps` steps after a warm-up."""
     import horovod.tensorflow.keras as hvd
 
-    from trainer import devices, objective, precision
+    from trainer.model import objective, precision
+    from trainer.runtime import devices
     hvd.init()
     device = devices.place(hvd.local_rank(), hvd.local_size())
     devices.use_threads(devices.threads_per_rank(hvd.local_size()))

@@ -37,8 +37,8 @@ from pipeline.dataset.manifest import Manifest, Shard, Split, read_manifest, wri
 from pipeline.dataset.reader import rank_share, stage
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
-from trainer import data
-from trainer.augment import PhotoAugmentation
+from trainer.input import datasets as data
+from trainer.input.augment import PhotoAugmentation
 from pipeline.dataset.sizing import ResizeCrop
 
 SIZE, BATCH = 224, 64

@@ -37,8 +37,8 @@ def worker(args) -> None:
     threads = args.threads or 1
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from trainer import objective, precision
-    from trainer.models import build_model
+    from trainer.model import objective, precision
+    from trainer.model.models import build_model
 
     base, callbacks, rank = objective.make_optimizer("sgd", 0.01, 0.9), [], 0
     precision.set_policy(args.precision)
@@ -100,7 +100,7 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    from trainer.devices import DEFAULT_CYCLE_TIME_MS, cpu_budget
+    from trainer.runtime.devices import DEFAULT_CYCLE_TIME_MS, cpu_budget
 
     cores = cpu_budget()
     me = [sys.executable, "-m", "benchmarks.trainer_scaling", "--model", args.model,

@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.dataset.storage import StorageError
     from pipeline.dataset.reader import ShardChecksumError
     from pipeline.dataset.sizing import ImageSizeError
-    from trainer.agree import ReportedByRankZero
-    from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
     from trainer.config import TrainConfig
+    from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
+    from trainer.runtime.agree import ReportedByRankZero
     from trainer.train import train
 
     try:

@@ -22,7 +22,7 @@ class InputConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     erase: float = 0.0               # --erase: probability of random erasing per image
-    image_size: tuple[int, int] | None = None     # (height, width): photos cropped to it (sizing.py)
+    image_size: tuple[int, int] | None = None     # (height, width): photos cropped to it (sizing)
     cache_limit_gb: float = 20.0     # shard files on local disk per rank (pipeline/dataset/shard_cache.py)
     memory_cache_gb: float = 2.0     # decoded images kept in memory per rank, when they fit
 

@@ -5,7 +5,7 @@ import argparse
 import re
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")    # Keras policy names
-# --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/precision.py).
+# --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/model/precision.py).
 XLA_ENV = {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}
 
 DESCRIPTION = """Train an image classifier on a published dataset with synchronous data-parallel

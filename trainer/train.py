@@ -15,17 +15,20 @@ from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage
-from trainer import agree, data, devices, faults, heads as heads_lib, inputcheck, objective, precision, warmstart
-from trainer.batching import BatchPlan, plan_batches
-from trainer.checkpoints import CheckpointStore, latest_position, resume
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
-from trainer.finish import finish
 from trainer.flags import AUGMENT_FROM_UPDATES
+from trainer.input import datasets
+from trainer.input.batching import BatchPlan, plan_batches
 from trainer.keras import keras
-from trainer.models import MODEL_NAMES, build_model, random_generators
-from trainer.run import Run, fit_and_score, fit_elastic, rank_inputs, weights_digest
-from trainer.schedule import WarmupDecay
+from trainer.model import heads as heads_lib, objective, precision
+from trainer.model.models import MODEL_NAMES, build_model, random_generators
+from trainer.model.schedule import WarmupDecay
+from trainer.results.finish import finish
+from trainer.runtime import agree, devices, faults, inputcheck
+from trainer.runtime.run import Run, fit_and_score, fit_elastic, rank_inputs, weights_digest
+from trainer.state import warmstart
+from trainer.state.checkpoints import CheckpointStore, latest_position, resume
 
 __all__ = ["train", "UsageError"]
 
@@ -89,7 +92,7 @@ def train(config: TrainConfig) -> dict | None:
 
     # Model (same initial weights on every rank), warm start, frozen layers.
     model = heads_lib.attach(build_model(config.model.name, shape, len(manifest.classes),
-                                         config.model.weight_decay, data.Standardize.from_manifest(manifest)),
+                                         config.model.weight_decay, datasets.Standardize.from_manifest(manifest)),
                              heads, config.model.weight_decay)
     warm = None
     if config.model.init_from and latest is None:
@@ -102,7 +105,7 @@ def train(config: TrainConfig) -> dict | None:
         say(f"frozen: {warmstart.describe_frozen(model, frozen)}", flush=True)
 
     # Optimizer: LR scaled with the global batch, with a warm-up (Goyal et al.); Horovod's
-    # allreduce (and loss scaling for float16: trainer/precision.py).
+    # allreduce (and loss scaling for float16: trainer/model/precision.py).
     o = config.optimizer
     schedule = make_schedule(config, batches)
     optimizer = precision.build_optimizer(hvd, objective.make_optimizer(o.name, schedule, o.momentum),
@@ -139,13 +142,13 @@ def train(config: TrainConfig) -> dict | None:
               "samples": run.samples,
               "init_from": warm, "frozen": frozen, "settings": config.settings(),
               "tensorboard": run.tensorboard_url, "input_check": checked}
-    return finish(storage, config, model, scored, heads, shape, data.Standardize.from_manifest(manifest),
+    return finish(storage, config, model, scored, heads, shape, datasets.Standardize.from_manifest(manifest),
                   started, report, sizing)
 
 
 def agreement(elastic: bool, rank: int):
     """How a check before training runs: on every rank, or on rank 0 for everyone, its failure
-    reaching every rank (trainer/agree.py). Elastic: no collective before the elastic loop (a
+    reaching every rank (trainer/runtime/agree.py). Elastic: no collective before the elastic loop (a
     process that joins later would wait in it forever), so each rank checks for itself."""
     if elastic:
         return (lambda check: check()), (lambda check: check())

@@ -12,8 +12,8 @@ import time
 import tensorflow as tf
 
 from trainer.keras import keras
-from trainer.models import build_model
-from trainer.objective import make_loss
+from trainer.model.models import build_model
+from trainer.model.objective import make_loss
 
 
 def input_rate(dataset: tf.data.Dataset, batches: int, batch_size: int, warmup: int = 3) -> float:

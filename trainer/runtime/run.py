@@ -13,16 +13,18 @@ import horovod.tensorflow.keras as hvd
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
-from trainer import faults, heads as heads_lib, precise_bn, precision
-from trainer.batching import BatchPlan
-from trainer.checkpoints import CheckpointStore
 from trainer.config import TrainConfig
-from trainer.guards import StopOnNonFiniteLoss
-from trainer.inputs import RankInputs
+from trainer.input.batching import BatchPlan
+from trainer.input.rank_inputs import RankInputs
 from trainer.keras import keras
-from trainer.profiling import ProfileSteps
-from trainer.progress import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
+from trainer.model import heads as heads_lib, precise_bn, precision
+from trainer.results import scores
+from trainer.runtime import faults
+from trainer.runtime.callbacks import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
                               UploadDirectory)
+from trainer.runtime.guards import StopOnNonFiniteLoss
+from trainer.runtime.profiling import ProfileSteps
+from trainer.state.checkpoints import CheckpointStore
 
 
 def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, shape, threads: int,
@@ -45,7 +47,7 @@ class Run:
     checkpoint: tf.train.Checkpoint
     store: CheckpointStore
     shards: ShardCache                             # this process's, kept when an elastic world changes
-    fault_flag: tf.Variable | None = None          # trainer/faults.py, tests only
+    fault_flag: tf.Variable | None = None          # trainer/runtime/faults.py, tests only
     history: list = dataclasses.field(default_factory=list)        # one entry per epoch
     samples: list = dataclasses.field(default_factory=list)        # (epoch, loss, lr), per step
 
@@ -136,12 +138,12 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
     precise_statistics(run, inputs)
-    return heads_lib.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
+    return scores.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Sum, name=name).numpy())
 
 
 def precise_statistics(run: Run, inputs: RankInputs) -> None:
-    """Batch-norm statistics of the final weights before scoring and export (precise_bn.py)."""
+    """Batch-norm statistics of the final weights before scoring and export (trainer/model/precise_bn.py)."""
     count = min(run.config.precise_bn, run.steps)      # at most one pass over this rank's share
     updated = precise_bn.recompute(run.model, inputs.statistics(), count, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Average, name=name))

@@ -14,11 +14,11 @@ import tensorflow as tf
 
 from pipeline.dataset.load import decode_image
 from pipeline.dataset.storage import Storage, join
-from trainer.heads import by_head
+from trainer.model.heads import by_head
 
 
 def serving_function(model, shape, heads: list, standardize, sizing=None):
-    """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix.
+    """`heads`: the run's heads (trainer/model/heads.py); each one's outputs are named with its prefix.
     `sizing` (photos): the evaluation's center crop, so served predictions equal evaluated ones."""
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(image_bytes):

@@ -19,11 +19,11 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.dataset.storage import Storage, join
-from trainer import backbones, heads
-from trainer.checkpoints import MARKER, CheckpointStore
 from trainer.errors import UsageError
 from trainer.keras import keras
-from trainer.models import HEAD, MODEL_NAMES, build_model
+from trainer.model import backbones, heads
+from trainer.model.models import HEAD, MODEL_NAMES, build_model
+from trainer.state.checkpoints import MARKER, CheckpointStore
 
 ALL_BUT_HEAD = "all-but-head"
 WEIGHTS_FILES = (".h5", ".hdf5", ".keras")

@@ -7,11 +7,11 @@ from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import rank_share
 from pipeline.dataset.shard_cache import ShardCache
-from trainer import data
-from trainer.augment import Augmentation, PhotoAugmentation
 from trainer.config import InputConfig
 from trainer.errors import UsageError
-from trainer.in_memory import DecodedImages
+from trainer.input import datasets
+from trainer.input.augment import Augmentation, PhotoAugmentation
+from trainer.input.in_memory import DecodedImages
 
 SPLITS = ("train", "validation", "test")
 
@@ -23,7 +23,7 @@ class RankInputs:
         self.shape, self.threads, self.rank, self.size = shape, threads, rank, size
         self.outputs = outputs          # several heads: {model output: attribute}
         self.batch_size = batch_size    # this rank's
-        self.standardize = data.Standardize.from_manifest(manifest)
+        self.standardize = datasets.Standardize.from_manifest(manifest)
         self.sizing = sizing_lib.choose(manifest, config.image_size)      # None: one fixed size
         # Shards reach disk as they are read, within --cache-limit-gb (this process's own folder).
         self.splits = {split: rank_share(manifest, split, rank, size, cache) for split in SPLITS}
@@ -33,7 +33,7 @@ class RankInputs:
                              f"{len(manifest.splits['train'].shards)} shards); use fewer processes")
         train = manifest.splits["train"]
         encoded = train.num_bytes / max(1, train.num_records)      # photos are cached undecoded
-        self.plan = data.epoch_plan(count, shape, steps=steps, batch_size=self.batch_size,
+        self.plan = datasets.epoch_plan(count, shape, steps=steps, batch_size=self.batch_size,
                                     seed=config.seed + rank, record_bytes=encoded if self.sizing else None,
                                     memory_limit=config.memory_cache_gb * 2**30)
         photos = {"sizing": self.sizing} if self.sizing else {}
@@ -50,7 +50,7 @@ class RankInputs:
 
     def training(self, start: tuple[int, int]):
         share = self.splits["train"]
-        return data.training_dataset(share, self.shape, self.plan, start=start,
+        return datasets.training_dataset(share, self.shape, self.plan, start=start,
                                      augmentation=self.augmentation, threads=self.threads,
                                      shard_records=share.shard_records, standardize=self.standardize,
                                      outputs=self.outputs, sizing=self.sizing, in_memory=self.decoded())
@@ -67,7 +67,7 @@ class RankInputs:
 
     def evaluation(self, split: str, batch_size: int, **options):
         share = self.splits[split]
-        return data.eval_dataset(share, self.shape, batch_size=batch_size, threads=self.threads,
+        return datasets.eval_dataset(share, self.shape, batch_size=batch_size, threads=self.threads,
                                  shard_records=share.shard_records, standardize=self.standardize,
                                  outputs=self.outputs, sizing=self.sizing, **options)
 
@@ -85,4 +85,4 @@ class RankInputs:
 
     def batch_ids(self, epoch: int, batch: int) -> list[str]:
         share = self.splits["train"]
-        return data.batch_record_ids(share, share.shard_records, self.plan, epoch, batch)
+        return datasets.batch_record_ids(share, share.shard_records, self.plan, epoch, batch)
