@@ -10,7 +10,6 @@ import tensorflow as tf
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
-from pipeline.dataset import sizing as sizing_lib
 from pipeline.dataset.manifest import Manifest, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.shard_cache import ShardCache
@@ -18,8 +17,8 @@ from pipeline.dataset.storage import Storage
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.flags import AUGMENT_FROM_UPDATES
-from trainer.input import datasets
 from trainer.input.batching import BatchPlan, plan_batches
+from trainer.input.model_input import ModelInput
 from trainer.keras import keras
 from trainer.model import heads as heads_lib, objective, precision
 from trainer.model.models import MODEL_NAMES, build_model, random_generators
@@ -51,7 +50,7 @@ def train(config: TrainConfig) -> dict | None:
     rank, size = hvd.rank(), hvd.size()
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
     on_every_rank, on_rank_zero = agreement(elastic, rank)
-    manifest, heads, shape, sizing = on_every_rank(lambda: checked_inputs(config, storage))
+    manifest, heads, model_input = on_every_rank(lambda: checked_inputs(config, storage))
     say = print if rank == 0 else (lambda *a, **k: None)
     if hvd.local_rank() == 0:
         print(f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
@@ -71,10 +70,10 @@ def train(config: TrainConfig) -> dict | None:
     say(f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
         f"{batches.global_batch}{f' ({d.accumulate} accumulated batches)' if d.accumulate > 1 else ''}, "
         f"{device}, {d.precision}{', XLA' if d.xla else ''}{', fp16 allreduce' if d.fp16_allreduce else ''}, "
-        f"image {shape}, {len(manifest.classes)} classes, {batches.steps_per_epoch} steps per epoch"
+        f"image {model_input.shape}, {len(manifest.classes)} classes, {batches.steps_per_epoch} steps per epoch"
         f"{', elastic' if elastic else ''}", flush=True)
-    if sizing:
-        say(sizing.describe(bool(config.inputs.augment)), flush=True)
+    if model_input.sizing:
+        say(model_input.sizing.describe(bool(config.inputs.augment)), flush=True)
     if heads_lib.describe(heads):
         say(heads_lib.describe(heads), flush=True)
     for line in record_sharding(manifest, size):
@@ -84,15 +83,15 @@ def train(config: TrainConfig) -> dict | None:
                         config.inputs.cache_limit_gb * 2**30)
     checked = None
     if config.check_input:
-        checked = check_input(config, rank_inputs(config, manifest, heads, shape, threads, batches,
+        checked = check_input(config, rank_inputs(config, manifest, heads, model_input, threads, batches,
                                                   rank, size, shards).training((0, 0)),
-                              shape, len(manifest.classes), batches.steps_per_epoch, say)
+                              model_input.shape, len(manifest.classes), batches.steps_per_epoch, say)
         if config.check_input == "only":
             return checked
 
     # Model (same initial weights on every rank), warm start, frozen layers.
-    model = heads_lib.attach(build_model(config.model.name, shape, len(manifest.classes),
-                                         config.model.weight_decay, datasets.Standardize.from_manifest(manifest)),
+    model = heads_lib.attach(build_model(config.model.name, model_input.shape, len(manifest.classes),
+                                         config.model.weight_decay, model_input.standardize),
                              heads, config.model.weight_decay)
     warm = None
     if config.model.init_from and latest is None:
@@ -119,7 +118,7 @@ def train(config: TrainConfig) -> dict | None:
     if latest is not None and precision.loss_scale(optimizer) is not None:
         say(f"loss scale {precision.loss_scale(optimizer):g} restored", flush=True)
     optimizer.iterations.assign(start[0] * steps + start[1])     # the schedule follows the position
-    run = Run(config, storage, manifest, heads, shape, threads, batches, model, checkpoint, store, shards,
+    run = Run(config, storage, manifest, heads, model_input, threads, batches, model, checkpoint, store, shards,
               fault_flag)
 
     if elastic:
@@ -142,8 +141,7 @@ def train(config: TrainConfig) -> dict | None:
               "samples": run.samples,
               "init_from": warm, "frozen": frozen, "settings": config.settings(),
               "tensorboard": run.tensorboard_url, "input_check": checked}
-    return finish(storage, config, model, scored, heads, shape, datasets.Standardize.from_manifest(manifest),
-                  started, report, sizing)
+    return finish(storage, config, model, scored, heads, model_input, started, report)
 
 
 def agreement(elastic: bool, rank: int):
@@ -157,8 +155,8 @@ def agreement(elastic: bool, rank: int):
 
 
 def checked_inputs(config: TrainConfig, storage: Storage):
-    """The flags checked, then the dataset's manifest, heads, the model's input shape and how
-    photos are cropped to it (None: the dataset's one image size, as it is)."""
+    """The flags checked, then the dataset's manifest, heads and what the model takes (its image
+    shape, how photos are cropped to it, the standardisation): each computed once, here."""
     check_flags(config)
     manifest = read_manifest(storage, config.inputs.dataset)
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
@@ -166,8 +164,7 @@ def checked_inputs(config: TrainConfig, storage: Storage):
     if largest.bytes > config.inputs.cache_limit_gb * 2**30:
         raise UsageError(f"--cache-limit-gb {config.inputs.cache_limit_gb:g} is smaller than shard "
                          f"{largest.file} ({largest.bytes / 2**30:.2f} GiB): each process needs room for one")
-    sizing = sizing_lib.choose(manifest, config.inputs.image_size)
-    return manifest, heads, sizing.shape if sizing else tuple(manifest.image_shape), sizing
+    return manifest, heads, ModelInput.of(manifest, config.inputs.image_size)
 
 
 def compile_args(heads, manifest, o, fault_flag) -> dict:

@@ -6,22 +6,23 @@ import json
 import os
 import time
 
+from trainer.input.model_input import ModelInput
 from trainer.model import heads as heads_lib
 from trainer.results import metrics, plots, scores
 from trainer.results.export import export_model
 
 
-def finish(storage, config, model, scored: dict, heads: list, shape, standardize, started: float,
-           report: dict, sizing=None) -> dict:
+def finish(storage, config, model, scored: dict, heads: list, model_input: ModelInput, started: float,
+           report: dict) -> dict:
     """`scored`: {head name: (confusion matrix, score histogram)} summed over ranks; `report`:
-    the fields every report has (train.py); `sizing`: how photos were cropped (pipeline/dataset/sizing.py)."""
+    the fields every report has (train.py); `model_input`: what the model was trained on."""
     result = scores.test_metrics(scored, heads)
     model_url, report_url = config.outputs.model_url(), config.outputs.report_url()
-    export_model(storage, model, model_url, config.local_dir(0, "export"), shape, heads, standardize,
-                 sizing)
+    export_model(storage, model, model_url, config.local_dir(0, "export"), heads, model_input)
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
-    report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
+    report = {**report, "test": result, "model_dir": model_url,
+              "standardization": model_input.standardize.to_json(),
               "plots": write_plots(storage, report, scored, heads, result, report_url,
                                    config.local_dir(0, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}

@@ -15,6 +15,7 @@ from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
 from trainer.config import TrainConfig
 from trainer.input.batching import BatchPlan
+from trainer.input.model_input import ModelInput
 from trainer.input.rank_inputs import RankInputs
 from trainer.keras import keras
 from trainer.model import heads as heads_lib, precise_bn, precision
@@ -27,9 +28,9 @@ from trainer.runtime.profiling import ProfileSteps
 from trainer.state.checkpoints import CheckpointStore
 
 
-def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, shape, threads: int,
+def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, model_input: ModelInput, threads: int,
                 batches: BatchPlan, rank: int, size: int, cache: ShardCache) -> RankInputs:
-    return RankInputs(config.inputs, manifest, shape, threads, batches.steps_per_epoch,
+    return RankInputs(config.inputs, manifest, model_input, threads, batches.steps_per_epoch,
                       batches.per_rank, rank, size, cache, heads_lib.label_outputs(heads))
 
 
@@ -40,7 +41,7 @@ class Run:
     storage: Storage
     manifest: Manifest
     heads: list
-    shape: tuple
+    model_input: ModelInput
     threads: int
     batches: BatchPlan
     model: keras.Model
@@ -65,7 +66,7 @@ class Run:
         return join(outputs.checkpoint_dir, "tensorboard") if outputs.tensorboard else None
 
     def inputs(self, rank: int, size: int) -> RankInputs:
-        return rank_inputs(self.config, self.manifest, self.heads, self.shape, self.threads,
+        return rank_inputs(self.config, self.manifest, self.heads, self.model_input, self.threads,
                            self.batches, rank, size, self.shards)
 
     def callbacks(self, position: Position, inputs: RankInputs) -> list:
@@ -106,7 +107,7 @@ class Run:
         meta = {"dataset": self.config.inputs.dataset, "world_size": hvd.size(),
                 "model": self.config.model.name, "global_batch": self.global_batch,
                 "accumulate": self.batches.accumulate, "precision": self.config.devices.precision,
-                "image_shape": list(self.shape), "classes": self.manifest.classes}
+                "image_shape": list(self.model_input.shape), "classes": self.manifest.classes}
         if not heads_lib.single(self.heads):
             meta["heads"] = {h.attribute: h.classes for h in self.heads}
         return meta
