@@ -64,6 +64,7 @@ def worker(args) -> None:
 
     from trainer.model import objective, precision
     from trainer.runtime import devices
+    from trainer.train import distributed_optimizer
     hvd.init()
     device = devices.place(hvd.local_rank(), hvd.local_size())
     devices.use_threads(devices.threads_per_rank(hvd.local_size()))
@@ -74,8 +75,7 @@ def worker(args) -> None:
     else:
         ds = synthetic(args.image_size, args.batch_size, classes)
     model = build(args.model, args.image_size, classes)
-    optimizer = precision.build_optimizer(hvd, objective.make_optimizer("sgd", 0.01, 0.9), args.precision,
-                                          False, 1)
+    optimizer = distributed_optimizer(objective.make_optimizer("sgd", 0.01, 0.9), args.precision, False, 1)
     model.compile(optimizer=optimizer, loss=objective.make_loss(classes))
     model.fit(ds, steps_per_epoch=args.warmup, verbose=0,
               callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0)])

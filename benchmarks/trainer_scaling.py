@@ -45,9 +45,10 @@ def worker(args) -> None:
     precision.set_xla(args.xla)
     if args.worker == "horovod":
         import horovod.tensorflow.keras as hvd
+        from trainer.train import distributed_optimizer
         hvd.init()
         rank = hvd.rank()
-        optimizer = precision.build_optimizer(hvd, base, args.precision, args.fp16_allreduce, 1)
+        optimizer = distributed_optimizer(base, args.precision, args.fp16_allreduce, 1)
         callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)]
     else:
         optimizer = base

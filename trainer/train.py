@@ -35,24 +35,26 @@ __all__ = ["train", "UsageError"]
 def train(config: TrainConfig) -> dict | None:
     started = time.monotonic()
     storage = Storage(endpoint_url=config.s3_endpoint_url)
-    if config.outputs.profile:
-        os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")   # lets rank 0 start it for a few steps
+    if config.outputs.profile:   # Horovod: a timeline rank 0 can start and stop for a few steps
+        os.environ.setdefault("HOROVOD_TIMELINE", "DYNAMIC")
     keras.utils.set_random_seed(config.inputs.seed)  # first: the input order and the weights come from it
     keras.backend.experimental.enable_tf_random_generator()   # dropout's RNG state can be saved
-    devices.default_cycle_time()                          # read by hvd.init()
+    devices.default_cycle_time()      # Horovod: how often it fuses ready tensors, read by hvd.init()
+    # Horovod: initialise; horovodrun started this same program once per rank.
     hvd.init()
     # Horovod: one GPU per rank, picked by the local rank, before the first TensorFlow op.
     device = devices.place(hvd.local_rank(), hvd.local_size())
+    # Horovod: the host's CPUs shared by the ranks on it.
     threads = devices.threads_per_rank(hvd.local_size(), config.devices.threads)
     devices.use_threads(threads)
     precision.set_policy(config.devices.precision)
     precision.set_xla(config.devices.xla)
-    rank, size = hvd.rank(), hvd.size()
-    elastic = os.environ.get("HOROVOD_ELASTIC") == "1"
+    rank, size = hvd.rank(), hvd.size()       # Horovod: this process's place among all of them
+    elastic = os.environ.get("HOROVOD_ELASTIC") == "1"       # Horovod: horovodrun --min-np/--max-np
     on_every_rank, on_rank_zero = agreement(elastic, rank)
     manifest, heads, model_input = on_every_rank(lambda: checked_inputs(config, storage))
     say = print if rank == 0 else (lambda *a, **k: None)
-    if hvd.local_rank() == 0:
+    if hvd.local_rank() == 0:      # Horovod: one line per host
         print(f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
               f"{'one GPU each (memory growth on)' if device != 'CPU' else 'CPU only'}, "
               f"{threads} CPU thread(s) each", flush=True)
@@ -103,12 +105,11 @@ def train(config: TrainConfig) -> dict | None:
     if frozen:
         say(f"frozen: {warmstart.describe_frozen(model, frozen)}", flush=True)
 
-    # Optimizer: LR scaled with the global batch, with a warm-up (Goyal et al.); Horovod's
-    # allreduce (and loss scaling for float16: trainer/model/precision.py).
+    # Optimizer: the learning rate scaled with the global batch, after a warm-up (Goyal et al.).
     o = config.optimizer
     schedule = make_schedule(config, batches)
-    optimizer = precision.build_optimizer(hvd, objective.make_optimizer(o.name, schedule, o.momentum),
-                                          d.precision, d.fp16_allreduce, d.accumulate)
+    optimizer = distributed_optimizer(objective.make_optimizer(o.name, schedule, o.momentum),
+                                      d.precision, d.fp16_allreduce, d.accumulate)
     fault_flag = tf.Variable(0.0, trainable=False) if faults.planned() else None
     model.compile(optimizer=optimizer, **compile_args(heads, manifest, o, fault_flag))
     precision.base_optimizer(optimizer)._create_all_weights(model.trainable_variables)   # slots exist
@@ -124,15 +125,15 @@ def train(config: TrainConfig) -> dict | None:
     if elastic:
         scored = fit_elastic(run, start)
     else:
-        # Every rank starts from rank 0's variables (and loss scale). Before training, not after
-        # its first batch as Horovod's callback does: that would also overwrite the other ranks'
+        # Horovod: every rank starts from rank 0's variables (and loss scale). Before training, not
+        # after its first batch as Horovod's callback does: that would also overwrite the other ranks'
         # batch-norm statistics mid-epoch, so a resumed run would not match an uninterrupted one.
         hvd_tf.broadcast_variables(model.variables + optimizer.variables()
                                    + precision.loss_scale_variables(optimizer), root_rank=0)
         scored = fit_and_score(run, start)
 
     print(f"rank {hvd.rank()} weights sha256 {weights_digest(model)}", flush=True)
-    if hvd.rank() != 0:
+    if hvd.rank() != 0:        # Horovod: rank 0 alone exports the model and writes the report
         return None
     report = {"dataset": config.inputs.dataset, "model": config.model.name, "world_size": hvd.size(),
               "elastic": elastic, "epochs": config.epochs, "resumed_from": latest, "steps_per_epoch": steps,
@@ -144,12 +145,25 @@ def train(config: TrainConfig) -> dict | None:
     return finish(storage, config, model, scored, heads, model_input, started, report)
 
 
+def distributed_optimizer(base, precision_name: str, fp16_allreduce: bool, accumulate: int):
+    """`base` (SGD or Adam) inside Horovod's DistributedOptimizer, inside a LossScaleOptimizer for
+    mixed_float16: the order Keras builds and the only one Horovod 0.28.1 accepts
+    (trainer/model/precision.py)."""
+    # Horovod: average the gradients over ranks (allreduce) before each update: as float16 on the
+    # wire with --fp16-allreduce; --accumulate batches summed on each rank first.
+    distributed = hvd.DistributedOptimizer(
+        base, compression=hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none,
+        backward_passes_per_step=accumulate, average_aggregated_gradients=True)
+    return precision.loss_scaled(distributed, precision_name)
+
+
 def agreement(elastic: bool, rank: int):
     """How a check before training runs: on every rank, or on rank 0 for everyone, its failure
     reaching every rank (trainer/runtime/agree.py). Elastic: no collective before the elastic loop (a
     process that joins later would wait in it forever), so each rank checks for itself."""
     if elastic:
         return (lambda check: check()), (lambda check: check())
+    # Horovod: every rank's outcome allgathered, or rank 0's broadcast.
     return (lambda check: agree.on_every_rank(check, rank, hvd_tf.allgather_object),
             lambda check: agree.on_rank_zero(check, rank, hvd_tf.broadcast_object))
 

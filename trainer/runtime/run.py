@@ -74,15 +74,20 @@ class Run:
         optimizer = self.model.optimizer
         scale = (lambda: precision.loss_scale(optimizer)) if precision.loss_scale_variables(optimizer) else None
         callbacks = [*self.fault_callbacks(position),
+                     # Horovod: the epoch's metrics averaged over ranks, so every rank logs and
+                     # decides (guards, checkpoints) on the same numbers.
                      hvd.callbacks.MetricAverageCallback(),
+                     # Horovod: batch-norm moving statistics averaged over ranks (allreduce).
                      AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
                                          position, outputs.checkpoint_every),
                      StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids, scale,
                                          self.config.divergence_factor),
                      *heads_lib.callbacks(self.heads, hvd.rank())]
+        # Horovod: progress lines, checkpoints and logs on rank 0 only, so that ranks never
+        # write over each other's files.
         if hvd.rank() != 0:
             return callbacks
-        images_per_step = self.batches.per_rank * hvd.size()
+        images_per_step = self.batches.per_rank * hvd.size()       # Horovod: over all ranks
         moment = lambda: {"loss_scale": precision.loss_scale(optimizer)}   # noqa: E731
         callbacks += [ProgressLogger(self.config.epochs, position, images_per_step, outputs.log_every,
                                      self.history, self.samples),
@@ -91,7 +96,7 @@ class Run:
         if outputs.profile:
             profile = self.config.local_dir(hvd.rank(), "profile")
             uploader = UploadDirectory(self.storage, profile, join(outputs.checkpoint_dir, "profile"))
-            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
+            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))   # Horovod: + timeline
         if self.tensorboard_url:
             logs = self.config.local_dir(hvd.rank(), "tensorboard")
             callbacks += [keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
@@ -121,7 +126,7 @@ class Run:
 def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dict:
     """Train from `start` = (epoch, batch) to the last epoch, then score the test split: every
     rank scores its own files and the sums are added over ranks ({head: (confusion, histogram)})."""
-    rank, size = hvd.rank(), hvd.size()
+    rank, size = hvd.rank(), hvd.size()     # Horovod: elastic: the world as it is now
     inputs = run.inputs(rank, size)
     position = Position(run.steps, start)
     # Extra callbacks (elastic commits) last: they then commit what the others left, e.g. the
@@ -139,6 +144,7 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
     precise_statistics(run, inputs)
+    # Horovod: each rank scores its own test files; the counts are added over ranks (allreduce).
     return scores.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Sum, name=name).numpy())
 
@@ -146,6 +152,7 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
 def precise_statistics(run: Run, inputs: RankInputs) -> None:
     """Batch-norm statistics of the final weights before scoring and export (trainer/model/precise_bn.py)."""
     count = min(run.config.precise_bn, run.steps)      # at most one pass over this rank's share
+    # Horovod: each rank's averages averaged over ranks (allreduce), so every rank holds one model.
     updated = precise_bn.recompute(run.model, inputs.statistics(), count, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Average, name=name))
     if updated and hvd.rank() == 0:
@@ -157,15 +164,15 @@ def fit_elastic(run: Run, start: tuple[int, int]) -> dict:
     """Horovod elastic: processes may leave or join. The state (weights, optimizer, position) is
     committed in memory every --commit-every steps; when a process dies, the others roll back
     to the last commit, re-form the ring, re-partition the input and go on."""
+    # Horovod: the state committed in memory, and restored on every rank after the world changes.
     state = hvd.elastic.KerasState(run.model, epoch=start[0], batch=start[1])
-
     scale = precision.loss_scale_variables(run.model.optimizer)
 
-    @hvd.elastic.run
+    @hvd.elastic.run      # Horovod: run again from the last commit when processes leave or join
     def train_elastic(state):
         print(f"rank {hvd.rank()} of {hvd.size()}: training from epoch {state.epoch + 1} "
               f"batch {state.batch}", flush=True)
-        if scale:       # KerasState syncs the optimizer's variables, not the loss scale's
+        if scale:       # Horovod: KerasState syncs the optimizer's variables, not the loss scale's
             hvd_tf.broadcast_variables(scale, root_rank=0)
         return fit_and_score(run, (state.epoch, state.batch), lambda position: [
             CommitState(state, position, run.config.outputs.commit_every)])
