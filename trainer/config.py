@@ -107,9 +107,9 @@ class TrainConfig:
         return f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
     def local_dir(self, rank: int, *parts: str) -> str:
-        """Where this rank of this job writes locally (checkpoints before upload, the export,
-        plots, logs): <cache-dir>/jobs/<job id>/rank-<r>, so jobs sharing a host never touch
-        each other's files. (Staged shards are content-addressed and shared: reader.py.)"""
+        """Where this rank of this job writes locally (its shards as they are fetched,
+        checkpoints before upload, the export, plots, logs): <cache-dir>/jobs/<job id>/rank-<r>,
+        so jobs and ranks sharing a host never touch each other's files."""
         return os.path.join(self.inputs.cache_dir, "jobs", self.job_id, f"rank-{rank}", *parts)
 
     @classmethod

@@ -21,7 +21,7 @@ from pipeline.dataset.load import decoded, encoded_records, record_ids
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import RankShare
 from pipeline.dataset.sizing import ResizeCrop
-from trainer.input.augment import Augmentation, PhotoAugmentation
+from trainer.input.augment import Augmentation
 from trainer.input.in_memory import DecodedImages
 
 AUTOTUNE = tf.data.AUTOTUNE

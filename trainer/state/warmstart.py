@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.dataset.storage import Storage, join
+from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.keras import keras
 from trainer.model import backbones, heads
@@ -38,6 +39,15 @@ class LayerWeights:
     @classmethod
     def of(cls, model: keras.Model) -> "LayerWeights":
         return cls(model.name, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
+
+
+def from_config(storage: Storage, config: TrainConfig, model: keras.Model, rank: int) -> dict:
+    """--init-from (and --restore) into `model`: what was loaded, and which layers were restored
+    and which start new."""
+    url = config.model.init_from
+    source, described = load_source(storage, url, config.local_dir(rank, "warmstart"), rank)
+    restore = list(config.model.restore) if config.model.restore else None
+    return {"source": described, "url": url, **transfer(source, model, restore)}
 
 
 def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tuple[LayerWeights, str]:
