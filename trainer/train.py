@@ -146,63 +146,6 @@ def place(config: TrainConfig) -> tuple[str, int]:
     return device, threads
 
 
-def host_line(device: str, threads: int) -> str:
-    return (f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
-            f"{'one GPU each (memory growth on)' if device != 'CPU' else 'CPU only'}, "
-            f"{threads} CPU thread(s) each")
-
-
-def start_lines(config: TrainConfig, manifest: Manifest, heads: list, model_input: ModelInput,
-                batches: BatchPlan, device: str, elastic: bool) -> list[str]:
-    """What rank 0 says before training: the run in one line, then photo crops, heads, and
-    splits with fewer shard files than processes, when there are any."""
-    d, size = config.devices, batches.size
-    numerics = f"{d.precision}{', XLA' if d.xla else ''}{', fp16 allreduce' if d.fp16_allreduce else ''}"
-    lines = [f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
-             f"{batches.global_batch}{f' ({d.accumulate} accumulated batches)' if d.accumulate > 1 else ''}, "
-             f"{device}, {numerics}, image {model_input.shape}, {len(manifest.classes)} classes, "
-             f"{batches.steps_per_epoch} steps per epoch{', elastic' if elastic else ''}"]
-    if model_input.sizing:
-        lines.append(model_input.sizing.describe(bool(config.inputs.augment)))
-    if heads_lib.describe(heads):
-        lines.append(heads_lib.describe(heads))
-    return lines + record_sharding(manifest, size)
-
-
-def freeze(config: TrainConfig, model, say) -> list[str]:
-    """--freeze (and --unfreeze-top): the frozen layers, said in one line."""
-    if not config.model.freeze:
-        return []
-    frozen = warmstart.freeze(model, config.model.freeze, config.model.unfreeze_top)
-    if frozen:
-        say(f"frozen: {warmstart.describe_frozen(model, frozen)}", flush=True)
-    return frozen
-
-
-def resumed_position(store: CheckpointStore, checkpoint: tf.train.Checkpoint, latest: dict | None,
-                     steps: int, rank: int, say) -> tuple[int, int]:
-    """(epoch, batch) to train from: (0, 0), or the checkpoint rank 0 chose, restored; the
-    optimizer's step counter, which the learning rate schedule reads, set to match."""
-    optimizer = checkpoint.optimizer
-    start = resume(store, checkpoint, latest, steps, rank, say) if latest is not None else (0, 0)
-    if latest is not None and precision.loss_scale(optimizer) is not None:
-        say(f"loss scale {precision.loss_scale(optimizer):g} restored", flush=True)
-    optimizer.iterations.assign(start[0] * steps + start[1])
-    return start
-
-
-def distributed_optimizer(base, precision_name: str, fp16_allreduce: bool, accumulate: int):
-    """`base` (SGD or Adam) inside Horovod's DistributedOptimizer, inside a LossScaleOptimizer for
-    mixed_float16: the order Keras builds and the only one Horovod 0.28.1 accepts
-    (trainer/model/precision.py)."""
-    # Horovod: average the gradients over ranks (allreduce) before each update: as float16 on the
-    # wire with --fp16-allreduce; --accumulate batches summed on each rank first.
-    distributed = hvd.DistributedOptimizer(
-        base, compression=hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none,
-        backward_passes_per_step=accumulate, average_aggregated_gradients=True)
-    return precision.loss_scaled(distributed, precision_name)
-
-
 def agreement(elastic: bool, rank: int):
     """How a check before training runs: on every rank, or on rank 0 for everyone, its failure
     reaching every rank (trainer/runtime/agree.py). Elastic: no collective before the elastic loop (a
@@ -227,16 +170,6 @@ def checked_inputs(config: TrainConfig, storage: Storage):
     return manifest, heads, ModelInput.of(manifest, config.inputs.image_size)
 
 
-def compile_args(heads, manifest, o, fault_flag) -> dict:
-    """Loss and metrics; the loss poisoned by the fault-injection hook when a test asks."""
-    args = heads_lib.compile_args(heads, manifest, o.label_smoothing, o.class_weights)
-    if fault_flag is not None:
-        loss = args["loss"]
-        args["loss"] = ({k: faults.poison(f, fault_flag) for k, f in loss.items()}
-                        if isinstance(loss, dict) else faults.poison(loss, fault_flag))
-    return args
-
-
 def check_flags(config: TrainConfig) -> None:
     m, o, d, out = config.model, config.optimizer, config.devices, config.outputs
     if m.name not in MODEL_NAMES:
@@ -255,24 +188,10 @@ def check_flags(config: TrainConfig) -> None:
                              "saved between the batches of one update would lose their gradients")
 
 
-def make_schedule(config: TrainConfig, batches: BatchPlan) -> WarmupDecay:
-    """In optimizer updates: the LR scales with the images per update (Goyal et al.)."""
-    o, epochs, updates = config.optimizer, config.epochs, batches.updates_per_epoch
-    boundaries = o.decay_epochs or (epochs * 0.5, epochs * 0.75)
-    return WarmupDecay(o.lr, batches.global_batch / config.batch_size, int(o.warmup_epochs * updates),
-                       epochs * updates, o.decay, [int(e * updates) for e in boundaries], o.decay_factor,
-                       batches.accumulate)
-
-
-def record_sharding(manifest: Manifest, size: int) -> list[str]:
-    """Say so when a split has fewer shard files than processes: every process then reads all of
-    its files and keeps every size-th record (more reading per process than file sharding)."""
-    lines = []
-    for name, split in manifest.splits.items():
-        if split.shards and files_for_rank(split.shards, 0, size)[1]:
-            lines.append(f"{name}: {len(split.shards)} shard file(s) for {size} processes: each process "
-                         f"reads all of them and keeps one record in {size} ({split.num_records} records)")
-    return lines
+def host_line(device: str, threads: int) -> str:
+    return (f"host {socket.gethostname()}: {hvd.local_size()} rank(s), "
+            f"{'one GPU each (memory growth on)' if device != 'CPU' else 'CPU only'}, "
+            f"{threads} CPU thread(s) each")
 
 
 def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainConfig:
@@ -289,3 +208,84 @@ def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainC
            f"{updates} updates, {'at least' if augment else 'fewer than'} {AUGMENT_FROM_UPDATES}")
     say(f"augmentation {'on' if augment else 'off'} (--augment auto: {why})", flush=True)
     return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment))
+
+
+def start_lines(config: TrainConfig, manifest: Manifest, heads: list, model_input: ModelInput,
+                batches: BatchPlan, device: str, elastic: bool) -> list[str]:
+    """What rank 0 says before training: the run in one line, then photo crops, heads, and
+    splits with fewer shard files than processes, when there are any."""
+    d, size = config.devices, batches.size
+    numerics = f"{d.precision}{', XLA' if d.xla else ''}{', fp16 allreduce' if d.fp16_allreduce else ''}"
+    lines = [f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
+             f"{batches.global_batch}{f' ({d.accumulate} accumulated batches)' if d.accumulate > 1 else ''}, "
+             f"{device}, {numerics}, image {model_input.shape}, {len(manifest.classes)} classes, "
+             f"{batches.steps_per_epoch} steps per epoch{', elastic' if elastic else ''}"]
+    if model_input.sizing:
+        lines.append(model_input.sizing.describe(bool(config.inputs.augment)))
+    if heads_lib.describe(heads):
+        lines.append(heads_lib.describe(heads))
+    return lines + record_sharding(manifest, size)
+
+
+def record_sharding(manifest: Manifest, size: int) -> list[str]:
+    """Say so when a split has fewer shard files than processes: every process then reads all of
+    its files and keeps every size-th record (more reading per process than file sharding)."""
+    lines = []
+    for name, split in manifest.splits.items():
+        if split.shards and files_for_rank(split.shards, 0, size)[1]:
+            lines.append(f"{name}: {len(split.shards)} shard file(s) for {size} processes: each process "
+                         f"reads all of them and keeps one record in {size} ({split.num_records} records)")
+    return lines
+
+
+def freeze(config: TrainConfig, model, say) -> list[str]:
+    """--freeze (and --unfreeze-top): the frozen layers, said in one line."""
+    if not config.model.freeze:
+        return []
+    frozen = warmstart.freeze(model, config.model.freeze, config.model.unfreeze_top)
+    if frozen:
+        say(f"frozen: {warmstart.describe_frozen(model, frozen)}", flush=True)
+    return frozen
+
+
+def make_schedule(config: TrainConfig, batches: BatchPlan) -> WarmupDecay:
+    """In optimizer updates: the LR scales with the images per update (Goyal et al.)."""
+    o, epochs, updates = config.optimizer, config.epochs, batches.updates_per_epoch
+    boundaries = o.decay_epochs or (epochs * 0.5, epochs * 0.75)
+    return WarmupDecay(o.lr, batches.global_batch / config.batch_size, int(o.warmup_epochs * updates),
+                       epochs * updates, o.decay, [int(e * updates) for e in boundaries], o.decay_factor,
+                       batches.accumulate)
+
+
+def distributed_optimizer(base, precision_name: str, fp16_allreduce: bool, accumulate: int):
+    """`base` (SGD or Adam) inside Horovod's DistributedOptimizer, inside a LossScaleOptimizer for
+    mixed_float16: the order Keras builds and the only one Horovod 0.28.1 accepts
+    (trainer/model/precision.py)."""
+    # Horovod: average the gradients over ranks (allreduce) before each update: as float16 on the
+    # wire with --fp16-allreduce; --accumulate batches summed on each rank first.
+    distributed = hvd.DistributedOptimizer(
+        base, compression=hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none,
+        backward_passes_per_step=accumulate, average_aggregated_gradients=True)
+    return precision.loss_scaled(distributed, precision_name)
+
+
+def compile_args(heads, manifest, o, fault_flag) -> dict:
+    """Loss and metrics; the loss poisoned by the fault-injection hook when a test asks."""
+    args = heads_lib.compile_args(heads, manifest, o.label_smoothing, o.class_weights)
+    if fault_flag is not None:
+        loss = args["loss"]
+        args["loss"] = ({k: faults.poison(f, fault_flag) for k, f in loss.items()}
+                        if isinstance(loss, dict) else faults.poison(loss, fault_flag))
+    return args
+
+
+def resumed_position(store: CheckpointStore, checkpoint: tf.train.Checkpoint, latest: dict | None,
+                     steps: int, rank: int, say) -> tuple[int, int]:
+    """(epoch, batch) to train from: (0, 0), or the checkpoint rank 0 chose, restored; the
+    optimizer's step counter, which the learning rate schedule reads, set to match."""
+    optimizer = checkpoint.optimizer
+    start = resume(store, checkpoint, latest, steps, rank, say) if latest is not None else (0, 0)
+    if latest is not None and precision.loss_scale(optimizer) is not None:
+        say(f"loss scale {precision.loss_scale(optimizer):g} restored", flush=True)
+    optimizer.iterations.assign(start[0] * steps + start[1])
+    return start
