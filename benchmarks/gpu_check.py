@@ -27,7 +27,7 @@ def build(model_name: str, size: int, classes: int):
     if model_name == "resnet50":
         return tf.keras.applications.ResNet50(weights=None, input_shape=(size, size, 3), classes=classes,
                                               classifier_activation=None)
-    from trainer.models import build_model
+    from trainer.model.models import build_model
     return build_model(model_name, (size, size, 3), classes)
 
 
@@ -62,7 +62,9 @@ def worker(args) -> None:
     """One rank: pinned as the trainer pins it, times `steps` steps after a warm-up."""
     import horovod.tensorflow.keras as hvd
 
-    from trainer import devices, objective, precision
+    from trainer.model import objective, precision
+    from trainer.runtime import devices
+    from trainer.train import distributed_optimizer
     hvd.init()
     device = devices.place(hvd.local_rank(), hvd.local_size())
     devices.use_threads(devices.threads_per_rank(hvd.local_size()))
@@ -73,8 +75,7 @@ def worker(args) -> None:
     else:
         ds = synthetic(args.image_size, args.batch_size, classes)
     model = build(args.model, args.image_size, classes)
-    optimizer = precision.build_optimizer(hvd, objective.make_optimizer("sgd", 0.01, 0.9), args.precision,
-                                          False, 1)
+    optimizer = distributed_optimizer(objective.make_optimizer("sgd", 0.01, 0.9), args.precision, False, 1)
     model.compile(optimizer=optimizer, loss=objective.make_loss(classes))
     model.fit(ds, steps_per_epoch=args.warmup, verbose=0,
               callbacks=[hvd.callbacks.BroadcastGlobalVariablesCallback(0)])

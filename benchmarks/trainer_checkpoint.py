@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from infra.local.s3server import LocalS3
 from pipeline.dataset.storage import Storage
-from trainer.checkpoints import CheckpointStore
-from trainer.models import build_model
+from trainer.model.models import build_model
+from trainer.state.checkpoints import CheckpointStore
 
 
 def timed_saves(store: CheckpointStore, checkpoint, repeat: int) -> tuple[float, float]:

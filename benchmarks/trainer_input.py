@@ -31,8 +31,8 @@ from pipeline.dataset import records
 from pipeline.dataset.load import decoded, decoded_batches
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage, join
-from trainer import data
-from trainer.augment import Augmentation
+from trainer.input import datasets as data
+from trainer.input.augment import Augmentation
 
 BATCH = 128
 

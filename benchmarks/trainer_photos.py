@@ -38,8 +38,8 @@ from pipeline.dataset.naming import shard_files
 from pipeline.dataset.reader import rank_share, stage
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
-from trainer import data
-from trainer.augment import PhotoAugmentation
+from trainer.input import datasets as data
+from trainer.input.augment import PhotoAugmentation
 from pipeline.dataset.crops import ResizeCrop
 
 SIZE, BATCH = 224, 64

@@ -37,17 +37,18 @@ def worker(args) -> None:
     threads = args.threads or 1
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from trainer import objective, precision
-    from trainer.models import build_model
+    from trainer.model import objective, precision
+    from trainer.model.models import build_model
 
     base, callbacks, rank = objective.make_optimizer("sgd", 0.01, 0.9), [], 0
     precision.set_policy(args.precision)
     precision.set_xla(args.xla)
     if args.worker == "horovod":
         import horovod.tensorflow.keras as hvd
+        from trainer.train import distributed_optimizer
         hvd.init()
         rank = hvd.rank()
-        optimizer = precision.build_optimizer(hvd, base, args.precision, args.fp16_allreduce, 1)
+        optimizer = distributed_optimizer(base, args.precision, args.fp16_allreduce, 1)
         callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0)]
     else:
         optimizer = base
@@ -100,7 +101,7 @@ def main():
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    from trainer.devices import DEFAULT_CYCLE_TIME_MS, cpu_budget
+    from trainer.runtime.devices import DEFAULT_CYCLE_TIME_MS, cpu_budget
 
     cores = cpu_budget()
     me = [sys.executable, "-m", "benchmarks.trainer_scaling", "--model", args.model,

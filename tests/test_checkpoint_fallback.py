@@ -12,7 +12,7 @@ import tensorflow as tf
 from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 from tests.test_trainer_faults import horovod
-from trainer.checkpoints import MARKER, CheckpointStore, latest_position
+from trainer.state.checkpoints import MARKER, CheckpointStore, latest_position
 
 
 def stored_sha256(storage, url: str) -> str:

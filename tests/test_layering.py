@@ -3,7 +3,9 @@
 pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
 two reader modules (load.py, crops.py), which the job never imports; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
-import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra."""
+import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra. Inside the
+trainer, input/ and model/ never import runtime/ or results/ (what trains and what is trained on
+does not depend on how the ranks run it or on what is written at the end)."""
 import ast
 import pathlib
 
@@ -91,6 +93,24 @@ def test_sources_import_the_contract_and_each_other_only():
 @pytest.mark.parametrize("folder", ["pipeline", "trainer"])
 def test_nothing_outside_infra_tests_and_benchmarks_imports_infra(folder):
     assert not offending(folder, lambda m: top(m) != "infra")
+
+
+def outside_runtime_and_results(module: str) -> bool:
+    return not within(module, "trainer.runtime") and not within(module, "trainer.results")
+
+
+@pytest.mark.parametrize("room", ["trainer/input", "trainer/model"])
+def test_the_trainers_input_and_model_never_import_its_runtime_or_results(room):
+    assert not offending(room, outside_runtime_and_results)
+
+
+def test_a_trainer_room_that_imports_the_runtime_or_results_is_caught(tmp_path):
+    """The check above can fail: a model module importing the fit loop and the results is found."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "m.py").write_text("from trainer.runtime.run import Run\nfrom trainer import results\n"
+                                             "from trainer.model import heads\n")
+    assert offending("model", outside_runtime_and_results, tmp_path) == {
+        "model/m.py": {"trainer.runtime.run.Run", "trainer.results"}}
 
 
 def test_a_module_that_breaks_an_arrow_is_caught(tmp_path):

@@ -121,7 +121,7 @@ def test_serving_the_original_bytes_predicts_what_evaluation_computed(storage, w
     the test shards through the trainer's tf.data pipeline: the probabilities agree."""
     from pipeline.dataset.load import record_ids
     from pipeline.dataset.reader import stage
-    from trainer import data
+    from trainer.input import datasets as data
     from trainer.keras import keras
     from pipeline.dataset.crops import ResizeCrop
 
@@ -167,7 +167,7 @@ def test_the_fused_jpeg_crop_decodes_the_same_pixels_as_a_full_decode():
 
 
 def test_crops_follow_the_key_so_a_resumed_run_crops_alike():
-    from trainer.augment import PhotoAugmentation
+    from trainer.input.augment import PhotoAugmentation
     from pipeline.dataset.crops import ResizeCrop
 
     augment = PhotoAugmentation((48, 48, 3), seed=5, flip=True, sizing=ResizeCrop(48, 48, 3))

@@ -4,8 +4,8 @@ dropout), whatever they were before."""
 import numpy as np
 import tensorflow as tf
 
-from trainer import precise_bn
 from trainer.keras import keras
+from trainer.model import precise_bn
 
 
 def model_with_two_batch_norms():

@@ -16,14 +16,15 @@ from pipeline.dataset.manifest import Manifest, Shard, Split, write_manifest
 from pipeline.dataset.storage import Storage
 from tests.conftest import run_cli
 from tests.helpers import png
-from trainer import backbones, warmstart
 from trainer.config import TrainConfig
-from trainer.data import Standardize
 from trainer.errors import UsageError
 from trainer.flags import parser
+from trainer.input.datasets import Standardize
 from trainer.keras import keras
+from trainer.model import backbones
+from trainer.model.models import build_model
+from trainer.state import warmstart
 from trainer.train import check_flags
-from trainer.models import build_model
 
 BACKBONES = sorted(backbones.BACKBONES)
 PLAIN = {"resnet50": keras.applications.ResNet50, "mobilenet_v2": keras.applications.MobileNetV2,

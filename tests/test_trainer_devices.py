@@ -5,11 +5,11 @@ import collections
 
 import pytest
 
-from trainer import devices
-from trainer.batching import plan_batches
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.flags import parser
+from trainer.input.batching import plan_batches
+from trainer.runtime import devices
 
 Device = collections.namedtuple("PhysicalDevice", "name device_type")   # tf.config's shape
 FOUR = [Device(f"/physical_device:GPU:{i}", "GPU") for i in range(4)]

@@ -16,9 +16,10 @@ from pipeline.dataset.manifest import Manifest, Split, read_manifest
 from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 from tests.test_cli_errors import one_clear_line
-from trainer import heads, objective, warmstart
 from trainer.errors import UsageError
-from trainer.models import build_model
+from trainer.model import heads, objective
+from trainer.model.models import build_model
+from trainer.state import warmstart
 
 COLORS = ("red", "green", "blue")        # attribute "color": which channel the bar lights
 BARS = ("horizontal", "vertical")        # attribute "bar": its direction (flips and crops keep it)

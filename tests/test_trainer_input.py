@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipeline.dataset import records, tfrecord
-from trainer import data
-from trainer.augment import Augmentation
+from trainer.input import datasets as data
+from trainer.input.augment import Augmentation
 from tests.helpers import png
 
 SHAPE = (8, 8, 1)

@@ -5,11 +5,13 @@ import pytest
 import tensorflow as tf
 
 from pipeline.dataset.manifest import Manifest, Shard, Split
-from trainer import evaluate, objective, warmstart
-from trainer.data import Standardize
 from trainer.errors import UsageError
-from trainer.models import MODELS, build_model
-from trainer.schedule import WarmupDecay
+from trainer.input.datasets import Standardize
+from trainer.model import objective
+from trainer.model.models import MODELS, build_model
+from trainer.model.schedule import WarmupDecay
+from trainer.results import metrics as evaluate
+from trainer.state import warmstart
 
 
 def lr(schedule, step):
@@ -96,7 +98,7 @@ def test_standardize_uses_manifest_statistics_or_plain_scaling():
 
 
 def test_the_cycle_time_default_leaves_the_users_and_the_autotuners_choice():
-    from trainer.devices import DEFAULT_CYCLE_TIME_MS, default_cycle_time
+    from trainer.runtime.devices import DEFAULT_CYCLE_TIME_MS, default_cycle_time
 
     unset = {}
     assert default_cycle_time(unset) == DEFAULT_CYCLE_TIME_MS and unset == {"HOROVOD_CYCLE_TIME": "20"}
@@ -108,7 +110,7 @@ def test_the_cycle_time_default_leaves_the_users_and_the_autotuners_choice():
 
 def test_an_error_is_agreed_on_every_rank_and_named_by_rank_when_not_all_found_it():
     """The collective is replaced by the list it would return (the real one: test_trainer_cli)."""
-    from trainer import agree
+    from trainer.runtime import agree
 
     def failing():
         raise UsageError("bucket x does not exist")

@@ -35,6 +35,6 @@ def test_tensorflow_imported_first_without_the_variable_is_one_clear_error():
 
 
 def test_the_trainer_takes_keras_from_one_module():
-    found = [p.name for p in (ROOT / "trainer").glob("*.py")
+    found = [p.name for p in (ROOT / "trainer").rglob("*.py")
              if p.name != "keras.py" and re.search(r"\btf\.keras\.\w", p.read_text())]
     assert not found, f"these use tf.keras directly instead of trainer.keras: {found}"

@@ -13,13 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.xla and "--tf_xla_auto_jit" not in os.environ.get("TF_XLA_FLAGS", ""):   # before TensorFlow
         os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {XLA_ENV['TF_XLA_FLAGS']}".strip()
 
-    from pipeline.dataset.manifest import DatasetNotFound
-    from pipeline.dataset.storage import StorageError
-    from pipeline.dataset.reader import ShardChecksumError
-    from pipeline.dataset.sizing import ImageSizeError
-    from trainer.agree import ReportedByRankZero
-    from trainer.errors import DIVERGED, USAGE, Diverged, UsageError
     from trainer.config import TrainConfig
+    from trainer.errors import DIVERGED, USAGE, USER_ERRORS, Diverged
+    from trainer.runtime.agree import ReportedByRankZero
     from trainer.train import train
 
     try:
@@ -30,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         if e.rank == 0 or not e.everywhere:     # a decision every rank took: one line, rank 0's
             print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return DIVERGED
-    except (DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError, UsageError) as e:
+    except USER_ERRORS as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return USAGE
     return 0

@@ -22,7 +22,7 @@ class InputConfig:
     brightness: float = 0.0
     contrast: float = 0.0
     erase: float = 0.0               # --erase: probability of random erasing per image
-    image_size: tuple[int, int] | None = None     # (height, width): photos cropped to it (sizing.py)
+    image_size: tuple[int, int] | None = None     # (height, width): photos cropped to it (sizing)
     cache_limit_gb: float = 20.0     # shard files on local disk per rank (pipeline/dataset/shard_cache.py)
     memory_cache_gb: float = 2.0     # decoded images kept in memory per rank, when they fit
 
@@ -107,9 +107,9 @@ class TrainConfig:
         return f"{readable}-{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
     def local_dir(self, rank: int, *parts: str) -> str:
-        """Where this rank of this job writes locally (checkpoints before upload, the export,
-        plots, logs): <cache-dir>/jobs/<job id>/rank-<r>, so jobs sharing a host never touch
-        each other's files. (Staged shards are content-addressed and shared: reader.py.)"""
+        """Where this rank of this job writes locally (its shards as they are fetched,
+        checkpoints before upload, the export, plots, logs): <cache-dir>/jobs/<job id>/rank-<r>,
+        so jobs and ranks sharing a host never touch each other's files."""
         return os.path.join(self.inputs.cache_dir, "jobs", self.job_id, f"rank-{rank}", *parts)
 
     @classmethod

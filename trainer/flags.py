@@ -5,7 +5,7 @@ import argparse
 import re
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")    # Keras policy names
-# --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/precision.py).
+# --xla: XLA auto-clustering, on CPUs too; TensorFlow reads it when it starts (trainer/model/precision.py).
 XLA_ENV = {"TF_XLA_FLAGS": "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"}
 
 DESCRIPTION = """Train an image classifier on a published dataset with synchronous data-parallel
@@ -16,10 +16,13 @@ SGD. Launch one process per GPU (or CPU slot) with horovodrun, e.g.
 
 Rank 0 writes a checkpoint every epoch (and every --checkpoint-every steps); restarting with the
 same --checkpoint-dir resumes from the newest complete one, at the exact batch where it was
-written. Elastic mode (processes may come and go):
+written. Elastic mode (processes may come and go; it needs --global-batch-size):
 
-  horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh python -m trainer ... S3 endpoint and credentials come from boto3's usual chain
-(AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ...) or --s3-endpoint-url."""
+  horovodrun -np 2 --min-np 1 --max-np 2 --host-discovery-script ./hosts.sh \\
+      python -m trainer ... --global-batch-size 128
+
+S3 endpoint and credentials come from boto3's usual chain (AWS_ENDPOINT_URL_S3,
+AWS_ACCESS_KEY_ID, ...) or --s3-endpoint-url."""
 
 
 # --augment auto: crops from this many updates on (measured: docs/trainer.md "Defaults").
@@ -88,16 +91,18 @@ def add_device_flags(p: argparse.ArgumentParser) -> None:
                    "CPU limit or affinity, divided by the ranks on the host)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+def add_location_flags(p: argparse.ArgumentParser) -> None:
+    """Where the run reads and writes."""
     p.add_argument("--dataset", required=True, help="published dataset: directory (s3:// or local) "
                    "holding manifest.json")
     p.add_argument("--checkpoint-dir", required=True, help="where checkpoints go (s3:// or local); "
                    "reusing it resumes")
     p.add_argument("--model-dir", help="final SavedModel (default: <checkpoint-dir>/model)")
     p.add_argument("--report", help="JSON report (default: <checkpoint-dir>/report.json)")
+
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """What is trained, for how long, and when it counts as diverged."""
     p.add_argument("--model", default="cnn", help="cnn (3 convs + dropout, fast), cnn4 and cnn5 "
                    "(cnn with a 4th and a 5th conv: 1.5x and 2x the step time, more accurate on "
                    "long runs), shallow_cnn (7x7x64 conv, 3 more convs, 2 dense layers), resnet20 "
@@ -117,6 +122,10 @@ def parser() -> argparse.ArgumentParser:
                    help="after the last epoch, set the batch-norm statistics to their average over this "
                    "many training batches per process with the final weights (at most one epoch), "
                    "instead of the lagging moving average; 0: keep the moving average (default %(default)s)")
+
+
+def add_optimizer_flags(p: argparse.ArgumentParser) -> None:
+    """The optimizer, its learning rate schedule, and the loss."""
     p.add_argument("--lr", type=positive(float), default=0.025,
                    help="learning rate for a batch of --batch-size images; scaled linearly with the "
                    "global batch (x processes, or x --global-batch-size / --batch-size; default "
@@ -139,10 +148,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--class-weights", choices=("none", "balanced"), default="none",
                    help="balanced: weight each class by total / (classes x its count) from the "
                    "manifest's training class counts (for imbalanced data; default: none)")
+
+
+def add_augmentation_flags(p: argparse.ArgumentParser) -> None:
+    """Augmentation, the photos' input size, and the seed."""
     p.add_argument("--flip", action="store_true",
                    help="random horizontal flips in augmentation, for natural photos where a mirror "
                    "image is the same class (default: off; wrong for digits, text, many products)")
-    p.add_argument("--no-flip", action="store_true", help="the default now; kept for old command lines")
     p.add_argument("--brightness", type=fraction, default=0.0,
                    help="random brightness shift up to this much of the [0,1] range (default 0)")
     p.add_argument("--contrast", type=fraction, default=0.0,
@@ -163,6 +175,10 @@ def parser() -> argparse.ArgumentParser:
                    "photos of many sizes get their median shorter side, at most 224)")
     p.add_argument("--seed", type=int, default=42, help="seed of the weights, the input order and "
                    "the augmentation; the same seed gives the same run (default %(default)s)")
+
+
+def add_transfer_flags(p: argparse.ArgumentParser) -> None:
+    """Heads on label attributes, warm starts and frozen layers."""
     p.add_argument("--heads", metavar="ATTRIBUTES",
                    help="datasets with several label attributes (e.g. Cartoon Set): train one head "
                    "per attribute on one network, e.g. 'eye_color,hair' or 'all' (default: one head "
@@ -187,6 +203,10 @@ def parser() -> argparse.ArgumentParser:
                    help="with --freeze and a backbone: train the top N blocks again (e.g. resnet50: "
                    "conv5_block3, conv5_block2, ...; vgg16: block5, block4, ...), their batch-norm "
                    "layers staying frozen; for fine-tuning at a lower --lr (default %(default)s)")
+
+
+def add_tool_flags(p: argparse.ArgumentParser) -> None:
+    """Measurements and logs: the input check, the profiler, TensorBoard."""
     p.add_argument("--check-input", choices=("before", "only"),
                    help="measure the tf.data pipeline alone and the model step alone and say whether "
                    "training is input-bound: 'before' training, or 'only' (then exit)")
@@ -195,6 +215,10 @@ def parser() -> argparse.ArgumentParser:
                    "in <checkpoint-dir>/profile/")
     p.add_argument("--no-tensorboard", action="store_true",
                    help="no TensorBoard logs (default: <checkpoint-dir>/tensorboard)")
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """Local caches, checkpoint and commit rhythm, the global batch, logs, S3."""
     p.add_argument("--cache-dir", default="/tmp/trainer-cache",
                    help="local directory for shards and each job's files (default %(default)s)")
     p.add_argument("--cache-limit-gb", type=positive(float), default=20.0, metavar="GB",
@@ -222,5 +246,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=positive(float), default=10.0,
                    help="seconds between progress lines (default %(default)s)")
     p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    add_location_flags(p)
+    add_training_flags(p)
+    add_optimizer_flags(p)
+    add_augmentation_flags(p)
+    add_transfer_flags(p)
+    add_tool_flags(p)
+    add_run_flags(p)
     add_device_flags(p)
     return p

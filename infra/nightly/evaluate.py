@@ -39,7 +39,7 @@ def score(storage: Storage, model_urls: dict[str, str], dataset_url: str, split:
     import tensorflow as tf
     from pipeline.dataset import records
     from pipeline.dataset.reader import stage
-    from trainer import evaluate
+    from trainer.results import metrics as evaluate
 
     manifest = read_manifest(storage, dataset_url)
     if split not in manifest.splits or manifest.splits[split].num_records == 0:

@@ -1,7 +1,7 @@
-"""Numeric settings of a run: the Keras precision policy, the optimizer stack that goes with it,
-and XLA.
+"""Numeric settings of a run: the Keras precision policy, the loss scaling that goes with it, and
+XLA.
 
-The stack, outermost first:
+The optimizer stack, outermost first (built in trainer/train.py, distributed_optimizer):
   LossScaleOptimizer (mixed_float16 only; dynamic loss scaling)
     hvd.DistributedOptimizer (allreduce; fp16 compression; gradient accumulation)
       SGD / Adam
@@ -36,11 +36,9 @@ def set_xla(on: bool) -> None:
         tf.config.optimizer.set_jit("autoclustering")
 
 
-def build_optimizer(hvd, base, precision: str, fp16_allreduce: bool, accumulate: int):
-    """The optimizer stack above (`hvd`: horovod.tensorflow.keras)."""
-    distributed = hvd.DistributedOptimizer(
-        base, compression=hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none,
-        backward_passes_per_step=accumulate, average_aggregated_gradients=True)
+def loss_scaled(distributed, precision: str):
+    """The top of the stack above: `distributed` (hvd.DistributedOptimizer, built in
+    trainer/train.py) inside a dynamic LossScaleOptimizer for mixed_float16, as it is otherwise."""
     if precision == "mixed_float16":
         return keras.mixed_precision.LossScaleOptimizer(distributed, dynamic=True)
     return distributed

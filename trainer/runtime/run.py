@@ -13,21 +13,24 @@ import horovod.tensorflow.keras as hvd
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage, join
-from trainer import faults, heads as heads_lib, precise_bn, precision
-from trainer.batching import BatchPlan
-from trainer.checkpoints import CheckpointStore
 from trainer.config import TrainConfig
-from trainer.guards import StopOnNonFiniteLoss
-from trainer.inputs import RankInputs
+from trainer.input.batching import BatchPlan
+from trainer.input.model_input import ModelInput
+from trainer.input.rank_inputs import RankInputs
 from trainer.keras import keras
-from trainer.profiling import ProfileSteps
-from trainer.progress import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
+from trainer.model import heads as heads_lib, precise_bn, precision
+from trainer.results import scores
+from trainer.runtime import faults
+from trainer.runtime.callbacks import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
                               UploadDirectory)
+from trainer.runtime.guards import StopOnNonFiniteLoss
+from trainer.runtime.profiling import ProfileSteps
+from trainer.state.checkpoints import CheckpointStore
 
 
-def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, shape, threads: int,
+def rank_inputs(config: TrainConfig, manifest: Manifest, heads: list, model_input: ModelInput, threads: int,
                 batches: BatchPlan, rank: int, size: int, cache: ShardCache) -> RankInputs:
-    return RankInputs(config.inputs, manifest, shape, threads, batches.steps_per_epoch,
+    return RankInputs(config.inputs, manifest, model_input, threads, batches.steps_per_epoch,
                       batches.per_rank, rank, size, cache, heads_lib.label_outputs(heads))
 
 
@@ -38,14 +41,14 @@ class Run:
     storage: Storage
     manifest: Manifest
     heads: list
-    shape: tuple
+    model_input: ModelInput
     threads: int
     batches: BatchPlan
     model: keras.Model
     checkpoint: tf.train.Checkpoint
     store: CheckpointStore
     shards: ShardCache                             # this process's, kept when an elastic world changes
-    fault_flag: tf.Variable | None = None          # trainer/faults.py, tests only
+    fault_flag: tf.Variable | None = None          # trainer/runtime/faults.py, tests only
     history: list = dataclasses.field(default_factory=list)        # one entry per epoch
     samples: list = dataclasses.field(default_factory=list)        # (epoch, loss, lr), per step
 
@@ -63,7 +66,7 @@ class Run:
         return join(outputs.checkpoint_dir, "tensorboard") if outputs.tensorboard else None
 
     def inputs(self, rank: int, size: int) -> RankInputs:
-        return rank_inputs(self.config, self.manifest, self.heads, self.shape, self.threads,
+        return rank_inputs(self.config, self.manifest, self.heads, self.model_input, self.threads,
                            self.batches, rank, size, self.shards)
 
     def callbacks(self, position: Position, inputs: RankInputs) -> list:
@@ -71,15 +74,20 @@ class Run:
         optimizer = self.model.optimizer
         scale = (lambda: precision.loss_scale(optimizer)) if precision.loss_scale_variables(optimizer) else None
         callbacks = [*self.fault_callbacks(position),
+                     # Horovod: the epoch's metrics averaged over ranks, so every rank logs and
+                     # decides (guards, checkpoints) on the same numbers.
                      hvd.callbacks.MetricAverageCallback(),
+                     # Horovod: batch-norm moving statistics averaged over ranks (allreduce).
                      AverageNonTrainable(lambda v, name: hvd_tf.allreduce(v, op=hvd_tf.Average, name=name),
                                          position, outputs.checkpoint_every),
                      StopOnNonFiniteLoss(position, hvd.rank(), inputs.batch_ids, scale,
                                          self.config.divergence_factor),
                      *heads_lib.callbacks(self.heads, hvd.rank())]
+        # Horovod: progress lines, checkpoints and logs on rank 0 only, so that ranks never
+        # write over each other's files.
         if hvd.rank() != 0:
             return callbacks
-        images_per_step = self.batches.per_rank * hvd.size()
+        images_per_step = self.batches.per_rank * hvd.size()       # Horovod: over all ranks
         moment = lambda: {"loss_scale": precision.loss_scale(optimizer)}   # noqa: E731
         callbacks += [ProgressLogger(self.config.epochs, position, images_per_step, outputs.log_every,
                                      self.history, self.samples),
@@ -88,7 +96,7 @@ class Run:
         if outputs.profile:
             profile = self.config.local_dir(hvd.rank(), "profile")
             uploader = UploadDirectory(self.storage, profile, join(outputs.checkpoint_dir, "profile"))
-            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))
+            callbacks.append(ProfileSteps(profile, hvd_tf, done=uploader.upload))   # Horovod: + timeline
         if self.tensorboard_url:
             logs = self.config.local_dir(hvd.rank(), "tensorboard")
             callbacks += [keras.callbacks.TensorBoard(logs, update_freq="epoch", profile_batch=0),
@@ -104,7 +112,7 @@ class Run:
         meta = {"dataset": self.config.inputs.dataset, "world_size": hvd.size(),
                 "model": self.config.model.name, "global_batch": self.global_batch,
                 "accumulate": self.batches.accumulate, "precision": self.config.devices.precision,
-                "image_shape": list(self.shape), "classes": self.manifest.classes}
+                "image_shape": list(self.model_input.shape), "classes": self.manifest.classes}
         if not heads_lib.single(self.heads):
             meta["heads"] = {h.attribute: h.classes for h in self.heads}
         return meta
@@ -118,7 +126,7 @@ class Run:
 def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dict:
     """Train from `start` = (epoch, batch) to the last epoch, then score the test split: every
     rank scores its own files and the sums are added over ranks ({head: (confusion, histogram)})."""
-    rank, size = hvd.rank(), hvd.size()
+    rank, size = hvd.rank(), hvd.size()     # Horovod: elastic: the world as it is now
     inputs = run.inputs(rank, size)
     position = Position(run.steps, start)
     # Extra callbacks (elastic commits) last: they then commit what the others left, e.g. the
@@ -136,13 +144,15 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
     precise_statistics(run, inputs)
-    return heads_lib.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
+    # Horovod: each rank scores its own test files; the counts are added over ranks (allreduce).
+    return scores.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Sum, name=name).numpy())
 
 
 def precise_statistics(run: Run, inputs: RankInputs) -> None:
-    """Batch-norm statistics of the final weights before scoring and export (precise_bn.py)."""
+    """Batch-norm statistics of the final weights before scoring and export (trainer/model/precise_bn.py)."""
     count = min(run.config.precise_bn, run.steps)      # at most one pass over this rank's share
+    # Horovod: each rank's averages averaged over ranks (allreduce), so every rank holds one model.
     updated = precise_bn.recompute(run.model, inputs.statistics(), count, lambda v, name: hvd_tf.allreduce(
         v, op=hvd_tf.Average, name=name))
     if updated and hvd.rank() == 0:
@@ -154,15 +164,15 @@ def fit_elastic(run: Run, start: tuple[int, int]) -> dict:
     """Horovod elastic: processes may leave or join. The state (weights, optimizer, position) is
     committed in memory every --commit-every steps; when a process dies, the others roll back
     to the last commit, re-form the ring, re-partition the input and go on."""
+    # Horovod: the state committed in memory, and restored on every rank after the world changes.
     state = hvd.elastic.KerasState(run.model, epoch=start[0], batch=start[1])
-
     scale = precision.loss_scale_variables(run.model.optimizer)
 
-    @hvd.elastic.run
+    @hvd.elastic.run      # Horovod: run again from the last commit when processes leave or join
     def train_elastic(state):
         print(f"rank {hvd.rank()} of {hvd.size()}: training from epoch {state.epoch + 1} "
               f"batch {state.batch}", flush=True)
-        if scale:       # KerasState syncs the optimizer's variables, not the loss scale's
+        if scale:       # Horovod: KerasState syncs the optimizer's variables, not the loss scale's
             hvd_tf.broadcast_variables(scale, root_rank=0)
         return fit_and_score(run, (state.epoch, state.batch), lambda position: [
             CommitState(state, position, run.config.outputs.commit_every)])

@@ -6,21 +6,23 @@ import json
 import os
 import time
 
-from trainer import evaluate, heads as heads_lib, report as plots
-from trainer.export import export_model
+from trainer.input.model_input import ModelInput
+from trainer.model import heads as heads_lib
+from trainer.results import metrics, plots, scores
+from trainer.results.export import export_model
 
 
-def finish(storage, config, model, scored: dict, heads: list, shape, standardize, started: float,
-           report: dict, sizing=None) -> dict:
+def finish(storage, config, model, scored: dict, heads: list, model_input: ModelInput, started: float,
+           report: dict) -> dict:
     """`scored`: {head name: (confusion matrix, score histogram)} summed over ranks; `report`:
-    the fields every report has (train.py); `sizing`: how photos were cropped (sizing.py)."""
-    result = heads_lib.test_metrics(scored, heads)
+    the fields every report has (train.py); `model_input`: what the model was trained on."""
+    result = scores.test_metrics(scored, heads)
     model_url, report_url = config.outputs.model_url(), config.outputs.report_url()
-    export_model(storage, model, model_url, config.local_dir(0, "export"), shape, heads, standardize,
-                 sizing)
+    export_model(storage, model, model_url, config.local_dir(0, "export"), heads, model_input)
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
-    report = {**report, "test": result, "model_dir": model_url, "standardization": standardize.to_json(),
+    report = {**report, "test": result, "model_dir": model_url,
+              "standardization": model_input.standardize.to_json(),
               "plots": write_plots(storage, report, scored, heads, result, report_url,
                                    config.local_dir(0, "plots")),
               "wall_seconds": round(time.monotonic() - started, 1)}
@@ -37,7 +39,7 @@ def print_result(result: dict, scored: dict, heads: list) -> None:
     for h in heads:
         if not heads_lib.single(heads):
             print(f"{h.attribute}: test accuracy {result['heads'][h.attribute]['accuracy']:.4f}")
-        print(evaluate.format_confusion(scored[h.name][0], h.classes))
+        print(metrics.format_confusion(scored[h.name][0], h.classes))
 
 
 def write_plots(storage, report, scored, heads, result, report_url, local_dir) -> dict:
@@ -52,7 +54,7 @@ def write_plots(storage, report, scored, heads, result, report_url, local_dir) -
         suffix = h.prefix and f"_{h.attribute}"
         name = f"confusion_matrix{suffix}"
         made[name] = plots.confusion_matrix(scored[h.name][0], h.classes, os.path.join(local_dir, f"{name}.png"))
-        binary = heads_lib.head_result(result, heads, h).get("binary")
+        binary = scores.head_result(result, heads, h).get("binary")
         if binary:
             made[f"roc_pr{suffix}"] = plots.roc_pr(binary, os.path.join(local_dir, f"roc_pr{suffix}.png"))
     return plots.upload_beside(storage, made, report_url)

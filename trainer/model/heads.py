@@ -12,14 +12,11 @@ from __future__ import annotations
 import dataclasses
 import re
 
-import numpy as np
-
 from pipeline.dataset.manifest import Manifest
-from trainer import evaluate
 from trainer.errors import UsageError
 from trainer.keras import keras
-from trainer.models import HEAD, head_layer
-from trainer.objective import balanced_class_weights, balanced_weights, make_loss
+from trainer.model.models import HEAD, head_layer
+from trainer.model.objective import balanced_class_weights, balanced_weights, make_loss
 
 ALL = "all"
 LAYER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")   # what TensorFlow accepts in op names
@@ -180,39 +177,3 @@ def callbacks(heads: list[Head], rank: int) -> list:
 def by_head(heads: list[Head], values) -> dict:
     """Model outputs or labels as {head name: tensor}, for one head or several."""
     return {heads[0].name: values} if single(heads) else values
-
-
-def score(model, dataset, heads: list[Head], allreduce) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every rank scores its part of the split; per head, the confusion matrices and score
-    histograms of all ranks are summed with `allreduce(array, name)` (a collective)."""
-    sums = {h.name: evaluate.empty_scores(len(h.classes)) for h in heads}
-    for images, labels in dataset:
-        logits, labels = by_head(heads, model(images, training=False)), by_head(heads, labels)
-        for h in heads:
-            evaluate.add_scores(*sums[h.name], labels[h.name].numpy(), logits[h.name].numpy())
-    return {name: tuple(np.asarray(allreduce(part, f"test_{kind}_{name}")).astype(np.int64)
-                        for kind, part in zip(("confusion", "scores"), parts))
-            for name, parts in sums.items()}
-
-
-def test_metrics(scored: dict, heads: list[Head]) -> dict:
-    """Per head what evaluate.metrics reports (plus ROC/PR for two classes). One head on
-    `label`: those metrics themselves; several: per attribute, with `accuracy` the mean over
-    the heads (what the nightly job compares)."""
-    per_head = {}
-    for h in heads:
-        matrix, hist = scored[h.name]
-        per_head[h.name] = evaluate.metrics(matrix, h.classes)
-        if len(h.classes) == 2:
-            per_head[h.name]["binary"] = evaluate.roc_pr(hist, h.classes)
-    if single(heads):
-        return per_head[HEAD]
-    accuracies = [m["accuracy"] for m in per_head.values()]
-    return {"accuracy": sum(accuracies) / len(accuracies),
-            "examples": next(iter(per_head.values()))["examples"],
-            "heads": {h.attribute: per_head[h.name] for h in heads}}
-
-
-def head_result(result: dict, heads: list[Head], head: Head) -> dict:
-    """One head's part of test_metrics(...)."""
-    return result if single(heads) else result["heads"][head.attribute]

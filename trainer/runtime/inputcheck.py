@@ -11,9 +11,10 @@ import time
 
 import tensorflow as tf
 
+from trainer.config import TrainConfig
 from trainer.keras import keras
-from trainer.models import build_model
-from trainer.objective import make_loss
+from trainer.model.models import build_model
+from trainer.model.objective import make_loss
 
 
 def input_rate(dataset: tf.data.Dataset, batches: int, batch_size: int, warmup: int = 3) -> float:
@@ -38,6 +39,17 @@ def step_rate(model_name: str, shape, num_classes: int, batch_size: int, steps: 
     started = time.perf_counter()
     model.fit(batch, steps_per_epoch=steps, verbose=0)
     return steps * batch_size / (time.perf_counter() - started)
+
+
+def measure(config: TrainConfig, train_ds: tf.data.Dataset, shape, num_classes: int, steps: int, say) -> dict:
+    """--check-input: every rank measures at once (they share the host as in training); rank 0
+    reports."""
+    say("input check: measuring the tf.data pipeline alone, then the model step alone ...", flush=True)
+    input_ips = input_rate(train_ds, min(steps, 50), config.batch_size)
+    step_ips = step_rate(config.model.name, shape, num_classes, config.batch_size, 20)
+    result = verdict(input_ips, step_ips)
+    say(f"input check (per process): {result['verdict']}", flush=True)
+    return result
 
 
 def verdict(input_ips: float, step_ips: float) -> dict:

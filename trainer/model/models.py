@@ -1,5 +1,5 @@
 """Models by name, built for the manifest's image shape and class count: our own small models
-(below) and the ImageNet-class backbones of keras.applications (trainer/backbones.py).
+(below) and the ImageNet-class backbones of keras.applications (trainer/model/backbones.py).
 
 Every layer has an explicit name, stable across builds and class counts, so --init-from can
 restore weights layer by layer and --freeze can pick layers by name prefix. The classifier layer
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from trainer import backbones
 from trainer.keras import keras
+from trainer.model import backbones
 
 layers = keras.layers
 HEAD = "head"
@@ -151,7 +151,7 @@ def random_generators(model: keras.Model) -> dict[str, tf.random.Generator]:
 
 
 def build_model(name, input_shape, num_classes, weight_decay=5e-4, standardize=None) -> keras.Model:
-    """`standardize` (trainer.data.Standardize): what the input pipeline did to the images, for
+    """`standardize` (trainer.input.datasets.Standardize): what the input pipeline did to the images, for
     the backbones' input adapter to undo; our small models take the standardised images as they are."""
     if name in backbones.BACKBONES:
         return backbones.build(name, tuple(input_shape), head_layer(num_classes, _reg(weight_decay)),

@@ -1,12 +1,12 @@
 """ImageNet-class backbones from keras.applications, with our input adapter, pooling and head.
 
 Built with weights=None (nothing is ever downloaded); ImageNet weights come in through
---init-from a weights file, matched by layer name and shape (trainer/warmstart.py). So a
+--init-from a weights file, matched by layer name and shape (trainer/state/warmstart.py). So a
 backbone's layers keep keras.applications' own names (conv1_conv, block_16_project, ...), all
 in one flat model (no nested model: by-name matching and --freeze see every layer).
 
 What the backbone receives: our input pipeline feeds every model the same float images,
-standardised with the dataset's per-channel mean and std (trainer/data.py Standardize; also in
+standardised with the dataset's per-channel mean and std (trainer/input/datasets.py Standardize; also in
 the serving signature). ImageNet weights expect their own preprocessing, so the first layers
 turn our input into exactly that:
   unstandardize         Rescaling: back to 0..255 pixels with the dataset's mean and std
@@ -107,7 +107,7 @@ def check_input_shape(name: str, input_shape) -> None:
 
 def input_adapter(image, spec: Backbone, standardize=None):
     """Our standardised input -> what the backbone's ImageNet weights expect (module docstring).
-    `standardize`: trainer.data.Standardize of the run (its mean and std), None for plain /255.
+    `standardize`: trainer.input.datasets.Standardize of the run (its mean and std), None for plain /255.
     float32 layers: the undo of the standardisation should not round in float16."""
     mean = np.asarray(standardize.mean if standardize and standardize.std else 0.0, np.float32)
     std = np.asarray(standardize.std if standardize and standardize.std else 1.0, np.float32)
@@ -123,7 +123,7 @@ def input_adapter(image, spec: Backbone, standardize=None):
 def build(name: str, input_shape, head: layers.Layer, weight_decay: float = 0.0,
           standardize=None) -> keras.Model:
     """Backbone `name` for images of `input_shape`, our global pooling, then `head` (the
-    classifier layer, named "head": trainer/models.py head_layer)."""
+    classifier layer, named "head": trainer/model/models.py head_layer)."""
     spec = BACKBONES[name]
     check_input_shape(name, input_shape)
     image = layers.Input(tuple(input_shape), name="image")

@@ -23,6 +23,8 @@ class ProfileSteps(keras.callbacks.Callback):
         if not self.finished and not self.active and batch == self.first:
             os.makedirs(self.local_dir, exist_ok=True)
             tf.profiler.experimental.start(self.local_dir)
+            # Horovod: its timeline of the same steps (negotiation, fusion, allreduce); possible
+            # mid-run because train.py sets HOROVOD_TIMELINE=DYNAMIC before hvd.init().
             self.hvd.start_timeline(self.timeline, mark_cycles=True)
             self.active = True
 
@@ -36,7 +38,7 @@ class ProfileSteps(keras.callbacks.Callback):
 
     def _stop(self):
         tf.profiler.experimental.stop()
-        self.hvd.stop_timeline()
+        self.hvd.stop_timeline()        # Horovod: the timeline file is complete once stopped
         self.active, self.finished = False, True
         print(f"profile of steps {self.first + 1}-{self.last}: {self.local_dir} "
               "(TensorBoard --logdir, Profile tab; horovod_timeline.json in chrome://tracing)", flush=True)

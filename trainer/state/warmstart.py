@@ -19,11 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from pipeline.dataset.storage import Storage, join
-from trainer import backbones, heads
-from trainer.checkpoints import MARKER, CheckpointStore
+from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.keras import keras
-from trainer.models import HEAD, MODEL_NAMES, build_model
+from trainer.model import backbones, heads
+from trainer.model.models import HEAD, MODEL_NAMES, build_model
+from trainer.state.checkpoints import MARKER, CheckpointStore
 
 ALL_BUT_HEAD = "all-but-head"
 WEIGHTS_FILES = (".h5", ".hdf5", ".keras")
@@ -38,6 +39,15 @@ class LayerWeights:
     @classmethod
     def of(cls, model: keras.Model) -> "LayerWeights":
         return cls(model.name, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
+
+
+def from_config(storage: Storage, config: TrainConfig, model: keras.Model, rank: int) -> dict:
+    """--init-from (and --restore) into `model`: what was loaded, and which layers were restored
+    and which start new."""
+    url = config.model.init_from
+    source, described = load_source(storage, url, config.local_dir(rank, "warmstart"), rank)
+    restore = list(config.model.restore) if config.model.restore else None
+    return {"source": described, "url": url, **transfer(source, model, restore)}
 
 
 def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tuple[LayerWeights, str]:

@@ -89,8 +89,9 @@ def use_threads(threads: int) -> bool:
 
 # Horovod's background thread wakes every HOROVOD_CYCLE_TIME ms to negotiate and fuse the
 # tensors that are ready. Its 1 ms default made hvd.init() double the step time on this
-# machine's CPUs in 13 of 30 runs of benchmarks/trainer_scaling.py -np 1; 20 ms in 0 of 13. Set only when neither the user (HOROVOD_CYCLE_TIME, horovodrun
-# --cycle-time-ms) nor Horovod's autotuner (horovodrun --autotune, which tunes it) decides.
+# machine's CPUs in 13 of 30 runs of benchmarks/trainer_scaling.py -np 1; 20 ms in 0 of 13.
+# Set only when neither the user (HOROVOD_CYCLE_TIME, horovodrun --cycle-time-ms) nor
+# Horovod's autotuner (horovodrun --autotune, which tunes it) decides.
 DEFAULT_CYCLE_TIME_MS = "20"
 
 

@@ -47,7 +47,3 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "total_steps": self.total_steps, "decay": self.decay,
                 "boundaries": list(self.boundaries), "factor": self.factor,
                 "accumulate": self.accumulate}
-
-
-def WarmupCosine(base_lr, scale, warmup_steps, total_steps):   # the name earlier code used
-    return WarmupDecay(base_lr, scale, warmup_steps, total_steps, "cosine")

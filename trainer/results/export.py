@@ -14,12 +14,16 @@ import tensorflow as tf
 
 from pipeline.dataset.load import decode_image
 from pipeline.dataset.storage import Storage, join
-from trainer.heads import by_head
+from trainer.input.model_input import ModelInput
+from trainer.model.heads import by_head
 
 
-def serving_function(model, shape, heads: list, standardize, sizing=None):
-    """`heads`: the run's heads (trainer/heads.py); each one's outputs are named with its prefix.
-    `sizing` (photos): the evaluation's center crop, so served predictions equal evaluated ones."""
+def serving_function(model, heads: list, model_input: ModelInput):
+    """`heads`: the run's heads (trainer/model/heads.py); each one's outputs are named with its prefix.
+    `model_input`: training's shape and standardisation, and for photos the evaluation's center
+    crop, so served predictions equal evaluated ones."""
+    shape, sizing, standardize = model_input.shape, model_input.sizing, model_input.standardize
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def serve(image_bytes):
         images = tf.map_fn(lambda encoded: decode_image(encoded, shape, sizing), image_bytes,
@@ -38,13 +42,13 @@ def predictions(logits, classes: list[str]) -> dict:
             "classes": tf.tile(names[tf.newaxis], [tf.shape(probabilities)[0], 1])}
 
 
-def export_model(storage: Storage, model, url: str, local_root: str, shape, heads: list,
-                 standardize, sizing=None) -> None:
+def export_model(storage: Storage, model, url: str, local_root: str, heads: list,
+                 model_input: ModelInput) -> None:
     """SavedModel to local disk, upload every file, then a COMMITTED marker last."""
     local = os.path.join(local_root, "model")
     shutil.rmtree(local, ignore_errors=True)
     model.save(local, include_optimizer=False, save_format="tf",
-               signatures={"serving_default": serving_function(model, shape, heads, standardize, sizing)})
+               signatures={"serving_default": serving_function(model, heads, model_input)})
     for root, _, files in os.walk(local):
         for name in files:
             path = os.path.join(root, name)

@@ -1,9 +1,9 @@
 """tf.data input for one Horovod rank.
 
 Images of one size that fit in memory (the common case for small images): decoded once, in
-batches, before the first step (trainer/in_memory.py); then per epoch an order fixed by (seed,
+batches, before the first step (trainer/input/in_memory.py); then per epoch an order fixed by (seed,
 epoch), cut or cycled to steps x batch -> gather a batch by index -> augment the whole batch
-(trainer/augment.py) -> to float, standardise -> prefetch.
+(trainer/input/augment.py) -> to float, standardise -> prefetch.
 
 Otherwise: files (manifest) -> this rank's files, fetched as they are read and sha256-checked
 (pipeline/dataset/shard_cache.py) -> read one after another (pipeline/dataset/load.py) -> parse +
@@ -21,8 +21,8 @@ from pipeline.dataset.load import decoded, encoded_records, record_ids
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import RankShare
 from pipeline.dataset.sizing import ResizeCrop
-from trainer.augment import Augmentation, PhotoAugmentation
-from trainer.in_memory import DecodedImages
+from trainer.input.augment import Augmentation
+from trainer.input.in_memory import DecodedImages
 
 AUTOTUNE = tf.data.AUTOTUNE
 CACHE_LIMIT_BYTES = 2 * 2**30     # decoded images of one rank kept in memory below this

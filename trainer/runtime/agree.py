@@ -9,14 +9,7 @@ ReportedByRankZero and exit with the same code, silently.
 """
 from __future__ import annotations
 
-from pipeline.dataset.manifest import DatasetNotFound
-from pipeline.dataset.reader import ShardChecksumError
-from pipeline.dataset.sizing import ImageSizeError
-from pipeline.dataset.storage import StorageError
-from trainer.errors import USAGE, UsageError
-
-# What a check may raise that is the user's to fix (a bad flag, dataset, bucket or checkpoint).
-EXPECTED = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError, OSError)
+from trainer.errors import USAGE, USER_ERRORS, UsageError
 
 
 class ReportedByRankZero(Exception):
@@ -31,7 +24,9 @@ def outcome(check):
     """(value, None) or (None, the error's one line)."""
     try:
         return check(), None
-    except EXPECTED as e:
+    # Before training, an OSError is the user's to fix as well: a checkpoint or --init-from
+    # file that cannot be read. (During training one keeps its traceback.)
+    except (*USER_ERRORS, OSError) as e:
         return None, str(e) or type(e).__name__
 
 
