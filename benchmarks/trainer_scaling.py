@@ -10,7 +10,7 @@ machine's speed drifts), and the median and the spread (min-max) are printed.
             machinery on a CPU, not the GPU speed-up; see benchmarks/gpu_check.py for that)
 Every variant trains the trainer's model on one in-memory batch (no input cost), so the ratios
 isolate Horovod's allreduce, its launch and the numeric settings. They run with the trainer's
-HOROVOD_CYCLE_TIME (trainer/devices.py) unless the environment sets one; --cycle-times adds
+HOROVOD_CYCLE_TIME (trainer/runtime/devices.py) unless the environment sets one; --cycle-times adds
 -np 1 and -np 2 runs at each of those values, the measurement behind the trainer's default.
 
     python -m benchmarks.trainer_scaling [--model cnn] [--batch 64] [--steps 60] [--repeat 5]

@@ -1,4 +1,4 @@
-"""Precise batch-norm statistics (trainer/precise_bn.py) on a model small enough to check by hand:
+"""Precise batch-norm statistics (trainer/model/precise_bn.py) on a model small enough to check by hand:
 the moving statistics become the plain average of the batches' own (as inference sees them: no
 dropout), whatever they were before."""
 import numpy as np

@@ -1,4 +1,4 @@
-"""The keras.applications backbones (trainer/backbones.py): they build for RGB and grey images
+"""The keras.applications backbones (trainer/model/backbones.py): they build for RGB and grey images
 with our "head", refuse too small an image, feed the backbone what ImageNet weights expect,
 take weights from a Keras weights file by layer name and shape (local and from the S3 server),
 freeze and unfreeze by block with batch norm kept in inference mode. Their training under

@@ -45,7 +45,7 @@ def test_mixed_precision_trains_two_ranks_alike(precision, dataset, storage, tmp
 
 def test_a_float16_overflow_is_skipped_on_both_ranks_and_the_scale_survives_a_kill(dataset, storage, tmp_path,
                                                                                   monkeypatch):
-    """Rank 1's gradients are made infinite at step 3 (trainer/faults.py); the allreduce spreads
+    """Rank 1's gradients are made infinite at step 3 (trainer/runtime/faults.py); the allreduce spreads
     them, so both ranks skip that update and halve the loss scale, and the NaN guard stays quiet.
     Then a run is killed after a mid-epoch checkpoint and its relaunch restores that scale."""
     fault = {"TRAINER_FAULT_INF_GRADIENT": "1:3"}

@@ -110,15 +110,28 @@ def test_the_cycle_time_default_leaves_the_users_and_the_autotuners_choice():
 
 def test_an_error_is_agreed_on_every_rank_and_named_by_rank_when_not_all_found_it():
     """The collective is replaced by the list it would return (the real one: test_trainer_cli)."""
+    from pipeline.dataset.storage import TransientStorageError
+    from trainer.errors import OneLine
     from trainer.runtime import agree
 
     def failing():
         raise UsageError("bucket x does not exist")
 
+    def busy():
+        raise TransientStorageError("read s3://b/m: S3 at x answered 503 SlowDown after 8 tries")
+
+    missing = (2, "bucket x does not exist")
     with pytest.raises(agree.ReportedByRankZero):     # rank 1 stops, silently
-        agree.on_every_rank(lambda: 1, 1, lambda mine: [None, "bucket x does not exist"])
-    with pytest.raises(UsageError, match=r"^rank 1: bucket x does not exist$"):
-        agree.on_every_rank(lambda: 1, 0, lambda mine: [mine, "bucket x does not exist"])
-    with pytest.raises(UsageError, match=r"^bucket x does not exist$"):     # all ranks: no prefix
+        agree.on_every_rank(lambda: 1, 1, lambda mine: [None, missing])
+    with pytest.raises(OneLine, match=r"^rank 1: bucket x does not exist$"):
+        agree.on_every_rank(lambda: 1, 0, lambda mine: [mine, missing])
+    with pytest.raises(OneLine, match=r"^bucket x does not exist$") as stopped:   # all ranks: no prefix
         agree.on_every_rank(failing, 0, lambda mine: [mine, mine])
+    assert stopped.value.code == 2
+    with pytest.raises(OneLine, match="503 SlowDown") as stopped:   # a store that may recover: 75
+        agree.on_every_rank(busy, 0, lambda mine: [mine, mine])
+    assert stopped.value.code == 75
+    with pytest.raises(agree.ReportedByRankZero) as stopped:
+        agree.on_rank_zero(lambda: 1, 1, lambda value, root_rank: (None, (75, "busy")))
+    assert stopped.value.code == 75
     assert agree.on_rank_zero(lambda: {"step": 3}, 0, lambda value, root_rank: value) == {"step": 3}

@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {XLA_ENV['TF_XLA_FLAGS']}".strip()
 
     from trainer.config import TrainConfig
-    from trainer.errors import DIVERGED, USAGE, USER_ERRORS, Diverged
+    from trainer.errors import DIVERGED, USER_ERRORS, Diverged, OneLine, exit_code
     from trainer.runtime.agree import ReportedByRankZero
     from trainer.train import train
 
@@ -26,9 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         if e.rank == 0 or not e.everywhere:     # a decision every rank took: one line, rank 0's
             print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return DIVERGED
+    except OneLine as e:                 # agreed over ranks before training
+        print(f"trainer: error: {e}", file=sys.stderr, flush=True)
+        return e.code
     except USER_ERRORS as e:
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
-        return USAGE
+        return exit_code(e)
     return 0
 
 

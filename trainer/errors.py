@@ -1,7 +1,9 @@
-"""Errors the trainer reports as one line ("trainer: error: ...", exit 2), never a traceback."""
+"""Errors the trainer reports as one line ("trainer: error: ..."), never a traceback, and the
+exit codes that tell a scheduler what happened (README "Exit codes")."""
+from pipeline.dataset.image_sizes import ImageSizeError
 from pipeline.dataset.manifest import DatasetNotFound
 from pipeline.dataset.reader import ShardChecksumError
-from pipeline.dataset.storage import StorageError
+from pipeline.dataset.storage import StorageError, TransientStorageError
 
 
 class UsageError(Exception):
@@ -22,15 +24,25 @@ class NonFiniteLoss(Diverged):
     """A batch's loss became NaN or Inf on one rank."""
 
 
-USAGE, DIVERGED = 2, 3       # exit codes of python -m trainer
+# Exit codes of python -m trainer: 2 the flags, dataset or store need fixing; 3 training
+# diverged; 75 (EX_TEMPFAIL) the object store kept failing after every retry: run it again.
+USAGE, DIVERGED, TRANSIENT = 2, 3, 75
 
 
-def __getattr__(name: str):
-    """USER_ERRORS: what is the user's to fix (a bad flag, dataset, bucket or shard), printed as
-    one line with exit USAGE by trainer/__main__.py and agreed over ranks before training by
-    trainer/runtime/agree.py. Made on first use (PEP 562): ImageSizeError is defined in
-    pipeline/dataset/sizing.py, which imports TensorFlow, and flags-only code imports this module."""
-    if name != "USER_ERRORS":
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from pipeline.dataset.sizing import ImageSizeError
-    return (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError)
+# What is the user's to fix (a bad flag, dataset, bucket or shard): printed as one line by
+# trainer/__main__.py and agreed over ranks before training by trainer/runtime/agree.py.
+USER_ERRORS = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError)
+
+
+class OneLine(Exception):
+    """An error every rank agreed on before training: rank 0 prints `message`, all exit `code`."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code(error: BaseException) -> int:
+    """TRANSIENT for a store that kept failing in a way that may pass (a scheduler retries the
+    run; it resumes from its last checkpoint), USAGE for everything the user must fix."""
+    return TRANSIENT if isinstance(error, TransientStorageError) else USAGE

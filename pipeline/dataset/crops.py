@@ -20,16 +20,13 @@ import dataclasses
 
 import tensorflow as tf
 
+from pipeline.dataset.image_sizes import ImageSizeError
 from pipeline.dataset.manifest import Manifest
 
 __all__ = ["CENTER_FRACTION", "MIN_OBJECT_COVERED", "ImageSizeError", "ResizeCrop", "choose"]
 
 CENTER_FRACTION = 0.875        # of the shorter side: the evaluation crop of the ImageNet references
 MIN_OBJECT_COVERED = 0.1       # the box keeps at least this much of the image (TF's ResNet reference)
-
-
-class ImageSizeError(ValueError):
-    """Photos whose manifest cannot say which size to use (the trainer: one line, exit 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

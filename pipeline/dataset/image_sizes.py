@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 
+__all__ = ["ImageSizeError", "ImageSizes", "spread"]
+
+
+class ImageSizeError(ValueError):
+    """Photos whose manifest cannot say which size to use (the trainer: one line, exit 2)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageSizes:

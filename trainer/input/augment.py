@@ -12,7 +12,7 @@ import math
 
 import tensorflow as tf
 
-from pipeline.dataset.sizing import ResizeCrop
+from pipeline.dataset.crops import ResizeCrop
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ class Augmentation:
 
 @dataclasses.dataclass(frozen=True)
 class PhotoAugmentation(Augmentation):
-    """Photos (pipeline/dataset/sizing.py): a random-resized crop instead of the padded crop, then
+    """Photos (pipeline/dataset/crops.py): a random-resized crop instead of the padded crop, then
     the same flip, brightness and contrast, keyed by (seed, epoch, index in epoch). Records arrive
     undecoded."""
     sizing: ResizeCrop | None = None

@@ -9,7 +9,7 @@ Otherwise: files (manifest) -> this rank's files, fetched as they are read and s
 (pipeline/dataset/shard_cache.py) -> read one after another (pipeline/dataset/load.py) -> parse +
 decode (parallel map, in a fixed order) -> [cache] -> per epoch: shuffle by (seed, epoch), cut
 to steps x batch -> batch -> augment -> to float, standardise -> prefetch. Photos of many sizes
-(pipeline/dataset/sizing.py) are cached and shuffled still encoded, and each one is decoded
+(pipeline/dataset/crops.py) are cached and shuffled still encoded, and each one is decoded
 inside its random-resized crop before batching."""
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import tensorflow as tf
 from pipeline.dataset.load import decoded, encoded_records, record_ids
 from pipeline.dataset.manifest import Manifest
 from pipeline.dataset.reader import RankShare
-from pipeline.dataset.sizing import ResizeCrop
+from pipeline.dataset.crops import ResizeCrop
 from trainer.input.augment import Augmentation
 from trainer.input.in_memory import DecodedImages
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline.dataset import sizing as sizing_lib
+from pipeline.dataset import crops
 from pipeline.dataset.manifest import Manifest
 from trainer.input.datasets import Standardize
 
@@ -13,12 +13,12 @@ from trainer.input.datasets import Standardize
 @dataclasses.dataclass(frozen=True)
 class ModelInput:
     shape: tuple                            # (height, width, channels) the model takes
-    sizing: sizing_lib.ResizeCrop | None    # photos of many sizes: their crops; None: one size, as it is
+    sizing: crops.ResizeCrop | None    # photos of many sizes: their crops; None: one size, as it is
     standardize: Standardize                # the training split's pixel statistics
 
     @classmethod
     def of(cls, manifest: Manifest, image_size: tuple[int, int] | None) -> "ModelInput":
         """From the manifest and --image-size (raises ImageSizeError when photos need a size)."""
-        sizing = sizing_lib.choose(manifest, image_size)
+        sizing = crops.choose(manifest, image_size)
         return cls(sizing.shape if sizing else tuple(manifest.image_shape), sizing,
                    Standardize.from_manifest(manifest))

@@ -9,7 +9,7 @@ ReportedByRankZero and exit with the same code, silently.
 """
 from __future__ import annotations
 
-from trainer.errors import USAGE, USER_ERRORS, UsageError
+from trainer.errors import USAGE, USER_ERRORS, OneLine, exit_code
 
 
 class ReportedByRankZero(Exception):
@@ -21,13 +21,13 @@ class ReportedByRankZero(Exception):
 
 
 def outcome(check):
-    """(value, None) or (None, the error's one line)."""
+    """(value, None) or (None, (exit code, the error's one line))."""
     try:
         return check(), None
     # Before training, an OSError is the user's to fix as well: a checkpoint or --init-from
     # file that cannot be read. (During training one keeps its traceback.)
     except (*USER_ERRORS, OSError) as e:
-        return None, str(e) or type(e).__name__
+        return None, (exit_code(e), str(e) or type(e).__name__)
 
 
 def on_every_rank(check, rank: int, allgather_object):
@@ -37,7 +37,9 @@ def on_every_rank(check, rank: int, allgather_object):
     errors = allgather_object(error)
     failed = [(r, e) for r, e in enumerate(errors) if e is not None]
     if failed:
-        stop(rank, one_line(failed, len(errors)))
+        codes = {code for _, (code, _) in failed}
+        stop(rank, one_line([(r, line) for r, (_, line) in failed], len(errors)),
+             codes.pop() if len(codes) == 1 else USAGE)
     return value
 
 
@@ -46,7 +48,7 @@ def on_rank_zero(check, rank: int, broadcast_object):
     value, error = outcome(check) if rank == 0 else (None, None)
     value, error = broadcast_object((value, error), root_rank=0)
     if error is not None:
-        stop(rank, error)
+        stop(rank, error[1], error[0])
     return value
 
 
@@ -57,7 +59,7 @@ def one_line(failed: list[tuple[int, str]], size: int) -> str:
     return "; ".join(f"rank {', '.join(str(r) for r, e in failed if e == m)}: {m}" for m in messages)
 
 
-def stop(rank: int, message: str):
+def stop(rank: int, message: str, code: int):
     if rank == 0:
-        raise UsageError(message)
-    raise ReportedByRankZero(USAGE)
+        raise OneLine(message, code)
+    raise ReportedByRankZero(code)
