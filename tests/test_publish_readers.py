@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import join
 from tests.conftest import ROOT
@@ -59,3 +61,31 @@ def test_a_trainer_on_version_1_finishes_while_version_2_is_published(storage, f
     print(f"trainer staged its shards {min(os.path.getmtime(p) for p in staged) - committed:+.1f} s "
           "after version 2 was committed")
     assert min(os.path.getmtime(p) for p in staged) > committed - 1.0
+
+
+def test_load_of_every_split_reads_the_version_it_was_given_while_another_is_published(storage, fmnist, tmp_path):
+    """Three load() calls of one version, with version 2 committed between them: every split
+    comes from version 1 (its record counts differ from version 2's in every split)."""
+    from pipeline.dataset.load import current_version, load
+    from pipeline.dataset.manifest import DatasetNotFound
+
+    output = "s3://readers/datasets/pinned"
+    storage.ensure_bucket(output)
+    ingest(fmnist["images"], output, "--labels_file", fmnist["labels"], "--splits", "train:0.8,validation:0.2")
+    v1 = read_manifest(storage, output)
+    version = current_version(output)
+    assert version == v1.version
+    counts = {}
+    for split in ("train", "validation", "test"):
+        if split == "validation":           # version 2 goes live between the loads
+            ingest(fmnist["images"], output, "--labels_file", fmnist["labels"], "--splits",
+                   "train:0.4,validation:0.6", "--overwrite")
+        counts[split] = sum(1 for _ in load(output, split, version=version, cache_dir=str(tmp_path / split)))
+    v2 = read_manifest(storage, output)
+    assert v2.version != version
+    assert counts == {split: v1.splits[split].num_records for split in counts}
+    assert counts["train"] != v2.splits["train"].num_records           # so a mix would show
+    assert sum(1 for _ in load(output, "train", cache_dir=str(tmp_path / "now"))) == v2.splits["train"].num_records
+    for bad, message in (("../../etc", "is not a dataset version"), ("v-0000000000000000", "--keep_versions")):
+        with pytest.raises(DatasetNotFound, match=message):
+            load(output, "train", version=bad)

@@ -13,7 +13,7 @@ import tensorflow as tf
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
-from pipeline.dataset.manifest import Manifest, read_manifest
+from pipeline.dataset.manifest import Manifest, current_version, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.shard_cache import ShardCache
 from pipeline.dataset.storage import Storage
@@ -49,8 +49,10 @@ def train(config: TrainConfig) -> dict | None:
     on_every_rank, on_rank_zero = agreement(elastic, rank)
     say = print if rank == 0 else silent
 
-    # Data: the flags and the dataset checked on every rank; what the model takes, computed once.
-    manifest, heads, model_input = on_every_rank(lambda: checked_inputs(config, storage))
+    # Data: rank 0 picks the dataset's version (a publish meanwhile never splits the ranks);
+    # the flags and that version checked on every rank; what the model takes, computed once.
+    version = on_rank_zero(lambda: current_version(storage, config.inputs.dataset))
+    manifest, heads, model_input = on_every_rank(lambda: checked_inputs(config, storage, version))
     if hvd.local_rank() == 0:      # Horovod: one line per host
         print(host_line(device, threads), flush=True)
     # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone
@@ -157,11 +159,12 @@ def agreement(elastic: bool, rank: int):
             lambda check: agree.on_rank_zero(check, rank, hvd_tf.broadcast_object))
 
 
-def checked_inputs(config: TrainConfig, storage: Storage):
-    """The flags checked, then the dataset's manifest, heads and what the model takes (its image
-    shape, how photos are cropped to it, the standardisation): each computed once, here."""
+def checked_inputs(config: TrainConfig, storage: Storage, version: str | None):
+    """The flags checked, then the dataset's manifest (of `version`), heads and what the model
+    takes (its image shape, how photos are cropped to it, the standardisation): each computed
+    once, here."""
     check_flags(config)
-    manifest = read_manifest(storage, config.inputs.dataset)
+    manifest = read_manifest(storage, config.inputs.dataset, version)
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
     largest = max((s for split in manifest.splits.values() for s in split.shards), key=lambda s: s.bytes)
     if largest.bytes > config.inputs.cache_limit_gb * 2**30:

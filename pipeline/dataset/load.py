@@ -1,9 +1,12 @@
 """A published split as a tf.data.Dataset: for a notebook, an inference or analysis job, and the
 trainer's input (which adds its order, augmentation and batching).
 
-    from pipeline.dataset.load import load
+    from pipeline.dataset.load import current_version, load
     ds = load("s3://bucket/datasets/photos", "test", image_size=224)   # (image, label) pairs
     for images, labels in ds.batch(256): ...
+
+    version = current_version(url)               # several splits: one version for all of them
+    train, test = (load(url, split, version=version) for split in ("train", "test"))
 
 One rank's files (rank of size) are fetched as they are read (shard_cache.py: sha256-checked,
 within a disk budget, in a folder of this process's own), parsed and decoded in parallel. Images
@@ -21,6 +24,7 @@ import tempfile
 import tensorflow as tf
 
 from pipeline.dataset import records
+from pipeline.dataset import manifest as manifest_lib
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.reader import RankShare, rank_share
 from pipeline.dataset.shard_cache import ShardCache
@@ -32,13 +36,15 @@ READ_BUFFER = 8 * 2**20           # bytes read ahead in each shard file
 
 
 def load(url: str, split: str, rank: int = 0, size: int = 1, image_size: int | tuple[int, int] | None = None,
-         *, cache_dir: str | None = None, cache_limit_gb: float = 20.0,
+         *, version: str | None = None, cache_dir: str | None = None, cache_limit_gb: float = 20.0,
          storage: Storage | None = None) -> tf.data.Dataset:
     """(image, label) for every record of `split` that rank `rank` of `size` reads, in a fixed
     order. `image_size`: S or (height, width) for photos of many sizes (default: the median
-    shorter side, at most 224); a dataset of one image size is returned at its size unless given."""
+    shorter side, at most 224); a dataset of one image size is returned at its size unless given.
+    `version` (`current_version(url)`, or a manifest's `.version`) pins what is read: pass one
+    version to every split's load, and a publish in between never mixes two."""
     storage = storage or Storage()
-    manifest = read_manifest(storage, url)
+    manifest = read_manifest(storage, url, version)
     if split not in manifest.splits:
         raise KeyError(f"{url} has no split {split!r} (it has: {', '.join(manifest.splits)})")
     if isinstance(image_size, int):
@@ -50,6 +56,11 @@ def load(url: str, split: str, rank: int = 0, size: int = 1, image_size: int | t
     share = rank_share(manifest, split, rank, size, cache)
     return decoded(share, shape, share.shard_records, deterministic=True, sizing=sizing).map(
         lambda image, label: (tf.cast(image, tf.float32) / 255.0, label), num_parallel_calls=AUTOTUNE)
+
+
+def current_version(url: str, storage: Storage | None = None) -> str | None:
+    """The version `url` serves now (None for a dataset published before versions)."""
+    return manifest_lib.current_version(storage or Storage(), url)
 
 
 def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,

@@ -25,7 +25,7 @@ import dataclasses
 import json
 
 from pipeline.dataset import records
-from pipeline.dataset.naming import MANIFEST_NAME
+from pipeline.dataset.naming import MANIFEST_NAME, is_version_id
 from pipeline.dataset.quarantine import files as quarantine_files
 from pipeline.dataset.image_sizes import ImageSizes
 from pipeline.dataset.storage import Storage, join
@@ -158,7 +158,12 @@ class Manifest:
         return dataclasses.replace(self, splits=splits, quarantine=moved)
 
 
-def read_manifest(storage: Storage, dataset_url: str) -> Manifest:
+def read_manifest(storage: Storage, dataset_url: str, version: str | None = None) -> Manifest:
+    """The dataset's current manifest, or with `version` (`v-<id>`, e.g. a manifest's
+    `.version` read earlier) that version's, seen from the dataset URL like the current one:
+    read each split of one version by passing it, so a publish in between never mixes two."""
+    if version is not None:
+        return read_version(storage, dataset_url, version)
     url = join(dataset_url, MANIFEST_NAME)
     try:
         text = storage.read_text(url)
@@ -167,6 +172,25 @@ def read_manifest(storage: Storage, dataset_url: str) -> Manifest:
             f"no published dataset at {dataset_url}: {MANIFEST_NAME} is missing "
             "(shards without a manifest are an unfinished or crashed ingestion)") from None
     return Manifest.from_json(text)
+
+
+def current_version(storage: Storage, dataset_url: str) -> str | None:
+    """The version `dataset_url` serves now (None for a dataset published before versions)."""
+    return read_manifest(storage, dataset_url).version
+
+
+def read_version(storage: Storage, dataset_url: str, version: str) -> Manifest:
+    if not is_version_id(version):
+        raise DatasetNotFound(f"{version!r} is not a dataset version (v- and 16 hex digits)")
+    try:
+        manifest = Manifest.from_json(storage.read_text(join(dataset_url, version, MANIFEST_NAME)))
+    except FileNotFoundError:
+        raise DatasetNotFound(f"version {version} of {dataset_url} is not there (never "
+                              "published, or retired: --keep_versions)") from None
+    if manifest.version != version:
+        raise DatasetNotFound(f"{dataset_url}/{version}/{MANIFEST_NAME} names version "
+                              f"{manifest.version}: not a version folder this job wrote")
+    return manifest.under(version)
 
 
 def write_manifest(storage: Storage, dataset_url: str, manifest: Manifest, **condition) -> str:

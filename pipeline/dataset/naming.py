@@ -23,7 +23,7 @@ import re
 
 __all__ = ["DEDUPED", "FLAT_MANIFEST", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
            "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_staging_folder", "is_version_folder",
-           "probe", "progress_file", "refused_folder", "shard_files", "staging_folder", "version_folder"]
+           "is_version_id", "probe", "progress_file", "refused_folder", "shard_files", "staging_folder", "version_folder"]
 
 MANIFEST_NAME = "manifest.json"
 FLAT_MANIFEST = "flat-manifest.json"
@@ -66,6 +66,11 @@ def version_folder(manifest_sha256: str) -> str:
 
 def is_version_folder(name: str) -> bool:
     return name.startswith(VERSION_PREFIX)
+
+
+def is_version_id(name: str) -> bool:
+    """Exactly `v-` and 16 hex digits: what a reader may be asked to pin (never a path)."""
+    return re.fullmatch(re.escape(VERSION_PREFIX) + f"[0-9a-f]{{{VERSION_ID_CHARS}}}", name) is not None
 
 
 def staging_folder(run_id: str) -> str:
