@@ -8,7 +8,7 @@ import sys
 import time
 import traceback
 
-from pipeline import progress
+from pipeline import progress, staging
 from pipeline.dataset.naming import refused_folder
 from pipeline.dataset.storage import join
 from pipeline.logs import RunLog, quiet_logs
@@ -97,17 +97,16 @@ def run(options, storage, plan, run_log: RunLog) -> int:
     from pipeline.job import build
     from pipeline.summary import summary_line
 
-    for url in plan.stale_staging:
-        log.warning("%s was left by a crashed or concurrent run; it is not part of any "
-                    "dataset (delete it once no other run writes there)", url)
+    staging.remove(storage, plan.leftovers)      # of earlier runs into this output
     started = time.monotonic()
     log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,
              plan.staging)
     try:
-        with progress.Watcher(storage, plan.staging, log.info, plan.progress_seconds):
-            with beam.Pipeline(options=options) as p:    # the workers write into staging only
-                build(p, plan, storage)
-        manifest = commit_run(storage, plan)
+        with staging.Lease(storage, plan.staging, plan.lease_seconds):   # "this run is alive"
+            with progress.Watcher(storage, plan.staging, log.info, plan.progress_seconds):
+                with beam.Pipeline(options=options) as p:    # the workers write into staging only
+                    build(p, plan, storage)
+            manifest = commit_run(storage, plan)
     except Exception as e:
         run_log.file.write(traceback.format_exc())
         try:

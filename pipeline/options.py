@@ -10,6 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sharding import DEFAULT_TARGET_SHARD_BYTES
+from pipeline.staging import LEASE_SECONDS
 from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.files import LAYOUTS
 
@@ -84,6 +85,10 @@ def _output_flags(parser) -> None:
                         help="published versions kept at --output, the new one included, so "
                         "a trainer still reading the previous one finishes (default: "
                         "%(default)s)")
+    parser.add_argument("--staging_lease_seconds", type=float, default=LEASE_SECONDS,
+                        help="a run keeps a lease on its staging folder while it runs; once a "
+                        "killed run's lease is this old, the next run into the same output "
+                        "removes what it left (default: %(default)g)")
     parser.add_argument("--shared_filesystem", action="store_true",
                         help="local --source/--output paths are on a file system every "
                         "worker mounts at the same path (without it a cluster runner refuses "

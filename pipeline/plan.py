@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import preflight, versions
+from pipeline import preflight, staging
 from pipeline.dataset import naming
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
@@ -116,6 +116,9 @@ class Plan:
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
         self.keep_versions, self.strict_classes = o.keep_versions, o.strict_classes
+        self.lease_seconds = o.staging_lease_seconds
+        if self.lease_seconds <= 0:
+            raise UsageError(f"--staging_lease_seconds {self.lease_seconds:g}: must be > 0")
         self.fetch_threads = max(1, o.fetch_threads)
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
@@ -205,15 +208,7 @@ class Plan:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
         preflight.check_output_writable(storage, self.output, self.run_id)
-        self.stale_staging = self._stale_staging(storage) + versions.unfinished(storage, self.output)
-
-    def _stale_staging(self, storage: Storage) -> list[str]:
-        """Staging folders of runs that crashed (or run now) into the same output."""
-        try:
-            return [url for url, size in storage.list_children(self.output)
-                    if size is None and naming.is_staging_folder(posixpath.basename(url))]
-        except FileNotFoundError:
-            return []
+        self.leftovers = staging.find(storage, self.output)     # of earlier runs (removed at start)
 
 
 def workers(options: PipelineOptions) -> int:

@@ -188,5 +188,6 @@ def test_a_killed_run_publishes_nothing_and_a_rerun_succeeds(storage, fmnist):
     result = run_cli(["pipeline", "--source", fmnist["images"], "--labels_file", fmnist["labels"],
                       "--output", output, "--num_readers", "2"])
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "was left by a crashed or concurrent run" in result.stderr    # named, not reused
+    # Its lease (10 minutes by default) is still live: named, left alone, not reused.
+    assert "another run is writing into this output now (its lease is live); left alone" in result.stderr
     assert sum(s.num_records for s in read_manifest(storage, output).splits.values()) == 300

@@ -4,11 +4,13 @@ holds it at the phase): the previous version always reads completely, sha256 by 
 re-run publishes the new one. Publishing the same staged request twice gives the same manifest."""
 import hashlib
 import json
+import time
 
 import pytest
 
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.naming import DEDUPED, MANIFEST_NAME
+from pipeline import staging
 from pipeline.dataset.storage import join
 from pipeline.publish import publish, read_request, version_manifest
 from tests.test_publish_versions import (IMAGES, copy_images, ingest, ingest_command, kill,
@@ -16,6 +18,7 @@ from tests.test_publish_versions import (IMAGES, copy_images, ingest, ingest_com
 
 OUTPUT = "s3://crash/datasets/fm"
 NEW = ("--overwrite", "--num_shards", "3")        # another version of the same images
+LEASE = ("--staging_lease_seconds", "3")         # a killed run's leftovers are removable 3 s later
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def first(storage, fmnist) -> dict:
 
 @pytest.mark.parametrize("phase", ["placing", "committing", "retiring"])
 def test_kill_during_publish_leaves_the_previous_version_whole(storage, first, phase, tmp_path):
-    job = paused_job(ingest_command(first["source"], OUTPUT, *NEW), phase)
+    job = paused_job(ingest_command(first["source"], OUTPUT, *NEW, *LEASE), phase)
     try:
         staging = job.staging
         request = read_request(storage, staging)
@@ -56,8 +59,12 @@ def sha256(data: bytes) -> str:
 
 
 def test_a_rerun_after_the_crashes_publishes_the_new_version(storage, first, tmp_path):
+    left = staging.find(storage, OUTPUT, now=float("inf"))     # every lease taken as expired
+    assert left.dead and not left.unknown
+    time.sleep(3)                                             # the killed runs' leases expire
     result = ingest(first["source"], OUTPUT, *NEW)
-    assert "was left by a crashed or concurrent run" in result.stderr
+    assert all(f"removed {url}, left by a run that stopped" in result.stderr for url in left.dead)
+    assert not staging.staging_folders(storage, OUTPUT)       # the dead runs' folders are gone
     new = read_manifest(storage, OUTPUT)
     assert new.version != first["manifest"].version
     assert reads_completely(storage, OUTPUT, new, tmp_path / "new") == IMAGES

@@ -9,6 +9,7 @@
     <output>/v-<id>/quarantine-00000-of-00001.jsonl QUARANTINE_FILES (before: quarantine.jsonl)
     <output>/.staging-<run id>/                     staging_folder(run_id), is_staging_folder(name)
     <staging>/publish.json                          REQUEST_NAME: what the launcher commits
+    <staging>/LEASE.json                            LEASE_NAME: until when the run is alive
     <staging>/progress/<writer id>.json             progress_file(writer_id), PROGRESS_FOLDER
     <staging>/deduped/<shard file>                  deduped(file): a shard rewritten without duplicates
     <output>/.probe-<run id>                        probe(run_id): the pre-flight write
@@ -21,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-__all__ = ["DEDUPED", "FLAT_MANIFEST", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
+__all__ = ["DEDUPED", "FLAT_MANIFEST", "LEASE_NAME", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
            "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_staging_folder", "is_version_folder",
            "is_version_id", "probe", "progress_file", "refused_folder", "shard_files", "staging_folder", "version_folder"]
 
@@ -29,6 +30,7 @@ MANIFEST_NAME = "manifest.json"
 FLAT_MANIFEST = "flat-manifest.json"
 PUBLISHED_NAME = "PUBLISHED.json"
 REQUEST_NAME = "publish.json"
+LEASE_NAME = "LEASE.json"
 PROGRESS_FOLDER = "progress"
 VERSION_PREFIX = "v-"
 VERSION_ID_CHARS = 16            # of the manifest's sha256: enough to never meet twice
