@@ -97,6 +97,12 @@ def run(options, storage, plan, run_log: RunLog) -> int:
     from pipeline.job import build
     from pipeline.summary import summary_line
 
+    if plan.already:
+        records = sum(split.num_records for split in plan.already.splits.values())
+        print(f"pipeline: {plan.output} already holds {plan.already.version or 'a dataset'} "
+              f"({records:,} records), published from this same input (objects, labels, flags and "
+              "job code): nothing to do (--reingest publishes it again)", flush=True)
+        return 0
     staging.remove(storage, plan.leftovers)      # of earlier runs into this output
     started = time.monotonic()
     log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,

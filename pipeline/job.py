@@ -38,7 +38,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
         storage, plan.staging, plan.max_pixels, space)
     quarantine = ((rejected, unlabelled, unreadable, duplicates) | "AllQuarantined" >> beam.Flatten()
                   | "WriteQuarantine" >> WriteQuarantine(storage, plan.staging))
-    source = {"layout": plan.layout, "images": plan.source, "labels": plan.labels, "span": plan.span}
+    source = {"layout": plan.layout, "images": plan.source, "labels": plan.labels, "span": plan.span,
+              **({"fingerprint": plan.fingerprint} if plan.fingerprint else {})}
     # The workers stage the dataset; the launcher commits it afterwards (pipeline/publish.py).
     _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.name, source, space)
 

@@ -85,6 +85,10 @@ def _output_flags(parser) -> None:
                         help="published versions kept at --output, the new one included, so "
                         "a trainer still reading the previous one finishes (default: "
                         "%(default)s)")
+    parser.add_argument("--reingest", action="store_true",
+                        help="ingest even when --output already holds a version published from "
+                        "this same input (same objects, labels, classes, flags and job code); "
+                        "without it such a run says so and publishes nothing")
     parser.add_argument("--staging_lease_seconds", type=float, default=LEASE_SECONDS,
                         help="a run keeps a lease on its staging folder while it runs; once a "
                         "killed run's lease is this old, the next run into the same output "

@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import preflight, staging
+from pipeline import fingerprint, preflight, staging
 from pipeline.dataset import naming
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
@@ -116,7 +116,7 @@ class Plan:
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
         self.keep_versions, self.strict_classes = o.keep_versions, o.strict_classes
-        self.lease_seconds = o.staging_lease_seconds
+        self.lease_seconds, self.reingest, self.options = o.staging_lease_seconds, o.reingest, options
         if self.lease_seconds <= 0:
             raise UsageError(f"--staging_lease_seconds {self.lease_seconds:g}: must be > 0")
         self.fetch_threads = max(1, o.fetch_threads)
@@ -204,6 +204,10 @@ class Plan:
         self._check_output(storage)
 
     def _check_output(self, storage: Storage):
+        self.fingerprint = fingerprint.of_run(storage, self.options, self)
+        self.already = None if self.reingest else fingerprint.published(storage, self.output, self.fingerprint)
+        if self.already:
+            return                        # nothing to do: __main__ says so
         if storage.exists(join(self.output, naming.MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")

@@ -89,9 +89,22 @@ def test_every_good_image_lands_in_exactly_one_split_and_bad_ones_are_quarantine
 
 def test_publishing_again_is_refused_without_overwrite(dataset, fmnist):
     result = run_cli(["pipeline", "--source", fmnist["images"], "--labels_file", fmnist["labels"],
-                      "--output", dataset])
+                      "--classes", fmnist["classes"], "--output", dataset, "--num_readers", "2",
+                      "--splits", "train:0.5,validation:0.5"])                    # another input
     assert result.returncode == 2
     assert "already published" in result.stderr and "--overwrite" in result.stderr
+
+
+def test_the_same_input_again_publishes_nothing_and_says_so(storage, dataset, fmnist):
+    """As the session fixture ingested it (tests/conftest.py): found by its fingerprint."""
+    before = storage.read_text(f"{dataset}/manifest.json")
+    result = run_cli(["pipeline", "--source", fmnist["images"], "--labels_file", fmnist["labels"],
+                      "--classes", fmnist["classes"], "--output", dataset, "--num_readers", "2",
+                      "--splits", "train:0.8,validation:0.2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = read_manifest(storage, dataset).version
+    assert f"{dataset} already holds {version}" in result.stdout and "nothing to do" in result.stdout
+    assert storage.read_text(f"{dataset}/manifest.json") == before
 
 
 def test_local_directories_work_as_source_and_output(tmp_path):

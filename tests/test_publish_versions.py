@@ -110,9 +110,10 @@ def test_each_version_in_its_folder_overwrite_keeps_the_previous_and_retires_old
     assert not list(storage.list(join(output, v1.version)))                 # all of it
     assert reads_completely(storage, output, v2, tmp_path / "2b") == IMAGES
 
-    # The same input again: the same version, a byte-identical manifest, nothing retired.
+    # The same input again, ingested all the same: the same version, a byte-identical manifest,
+    # nothing retired. (Without --reingest the run finds it published and stops: test_ingest.)
     before = storage.read_text(join(output, MANIFEST_NAME))
-    again = ingest(source, output, "--overwrite", "--num_shards", "4")
+    again = ingest(source, output, "--overwrite", "--num_shards", "4", "--reingest")
     assert storage.read_text(join(output, MANIFEST_NAME)) == before
     assert "retired" not in again.stderr
     published = {url.split("/")[-2] for url, _ in storage.list(output) if url.endswith(PUBLISHED_NAME)}

@@ -129,6 +129,13 @@ class Storage:
         """Yield (url, size) of every file under a prefix, page by page (never all keys at once)."""
         return self.backend(prefix_url).list(prefix_url)
 
+    def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
+        """(url, size, stamp) of every file under a prefix; a file's stamp changes when it does."""
+        return self.backend(prefix_url).stamps(prefix_url)
+
+    def stamp(self, url: str) -> str:
+        return self.backend(url).stamp(url)
+
     def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
         """One level under a prefix: (url, size) per file, (url, None) per folder, page by page."""
         return self.backend(prefix_url).list_children(prefix_url)

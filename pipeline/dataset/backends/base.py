@@ -53,6 +53,16 @@ class Backend(abc.ABC):
         """(url, size) of every file under the prefix, streamed."""
 
     @abc.abstractmethod
+    def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
+        """(url, size, stamp) of every file under the prefix: the stamp changes when the file
+        does (an S3 ETag, a local file's modification time), so a listing says whether an
+        input changed without reading it."""
+
+    @abc.abstractmethod
+    def stamp(self, url: str) -> str:
+        """One file's stamp (as `stamps`); FileNotFoundError if it is missing."""
+
+    @abc.abstractmethod
     def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
         """One level under the prefix: (url, size) per file, (url, None) per folder."""
 

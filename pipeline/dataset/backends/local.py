@@ -52,6 +52,14 @@ class LocalBackend(Backend):
                 path = os.path.join(root, name)
                 yield path, os.path.getsize(path)
 
+    def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
+        for path, size in self.list(prefix_url):
+            yield path, size, self.stamp(path)
+
+    def stamp(self, url: str) -> str:
+        info = os.stat(url)
+        return f"{info.st_size}:{info.st_mtime_ns}"
+
     def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
         for entry in sorted(os.scandir(prefix_url), key=lambda e: e.name):
             yield (entry.path, None) if entry.is_dir() else (entry.path, entry.stat().st_size)

@@ -154,6 +154,14 @@ class S3Backend(Backend):
             for obj in page.get("Contents", []):
                 yield f"{SCHEME}{bucket}/{obj['Key']}", obj["Size"]
 
+    def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
+        for bucket, page in self._pages(prefix_url):
+            for obj in page.get("Contents", []):
+                yield f"{SCHEME}{bucket}/{obj['Key']}", obj["Size"], obj.get("ETag", "")
+
+    def stamp(self, url: str) -> str:
+        return self._call("stat", url, self.client.head_object, **self._key(url))["ETag"]
+
     def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
         for bucket, page in self._pages(prefix_url, Delimiter="/"):
             for obj in page.get("Contents", []):
