@@ -79,14 +79,15 @@ def dirty_span(storage, fmnist) -> dict:
     return {"images": "s3://gates/raw/images", "labels": "s3://gates/raw/labels.csv"}
 
 
-def test_a_span_with_40_percent_corrupt_images_stops_before_training(storage, fmnist, dataset,
+def test_a_span_with_40_percent_corrupt_images_stops_before_training(s3, storage, fmnist, dataset,
                                                                       dirty_span, tmp_path):
     body = {"name": "dirty", "root": "s3://gates",
             "ingest": {"source": dirty_span["images"], "labels_file": dirty_span["labels"],
                        "classes": fmnist["classes"],
-                       # credentials as flags (the values the local server takes): never echoed
-                       "args": ["--num_readers", "2", "--s3_access_key_id", "local-access-key",
-                                "--s3_secret_access_key", "local-secret-key"]},
+                       # credentials as flags (the local server's identity): never echoed
+                       "args": ["--num_readers", "2",
+                                "--s3_access_key_id", s3.credentials["AWS_ACCESS_KEY_ID"],
+                                "--s3_secret_access_key", s3.credentials["AWS_SECRET_ACCESS_KEY"]]},
             "train": {"processes": 2, "epochs": 1, "batch_size": 16},
             "evaluation": {"dataset": dataset, "split": "test"}}
     path = tmp_path / "dirty.yaml"
@@ -98,8 +99,8 @@ def test_a_span_with_40_percent_corrupt_images_stops_before_training(storage, fm
     assert ("DATA CHECK FAILED (40.0% of the span's images were quarantined (max 5.0%)); nothing "
             "trained") in result.stdout
     assert "--s3_secret_access_key ***" in result.stdout
-    assert "local-secret-key" not in result.stdout + result.stderr
-    assert "local-access-key" not in result.stdout + result.stderr
+    assert s3.credentials["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+    assert s3.credentials["AWS_ACCESS_KEY_ID"] not in result.stdout + result.stderr
     assert "== nightly dirty 2026-03-01: train" not in result.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["status"] == "data_check_failed" and report["exit_code"] == 5
