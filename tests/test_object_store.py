@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -101,6 +102,39 @@ def test_two_servers_run_side_by_side_and_share_nothing():
         two.client().create_bucket(Bucket="only-in-two")
         assert [b["Name"] for b in one.client().list_buckets()["Buckets"]] == ["only-in-one"]
         assert [b["Name"] for b in two.client().list_buckets()["Buckets"]] == ["only-in-two"]
+
+
+def listening_addresses(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of every TCP socket process `pid` listens on (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:                # closed meanwhile (a connection, not a listener)
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in open(table).read().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:            # 0A: LISTEN
+                address, port = fields[1].split(":")
+                found.add((socket.inet_ntoa(bytes.fromhex(address)[::-1]) if len(address) == 8
+                           else address, int(port, 16)))
+    return found
+
+
+@pytest.mark.parametrize("bind", [None, "127.0.0.2"])
+def test_every_service_listens_only_on_the_address_given_and_loopback(bind):
+    with LocalS3(bind=bind) as server:
+        addresses = listening_addresses(server.process.pid)
+        # weed adds a 127.0.0.1 listener to some services bound elsewhere; never another address.
+        assert {address for address, _ in addresses} == {bind or "127.0.0.1", "127.0.0.1"}
+        assert {port for _, port in addresses} == set(server.server.ports.values())
+        assert server.client().list_buckets()["Buckets"] == []        # answers there
+    with pytest.raises(ValueError, match="not all of them"):
+        LocalS3(bind="0.0.0.0")
 
 
 def test_every_acknowledged_write_survives_a_kill_9(tmp_path):

