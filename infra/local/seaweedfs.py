@@ -53,9 +53,13 @@ class Identity:
 
     @classmethod
     def read(cls, path: str) -> "Identity":
-        with open(path) as f:
-            credentials = json.load(f)["identities"][0]["credentials"][0]
-        return cls(credentials["accessKey"], credentials["secretKey"])
+        try:
+            with open(path) as f:
+                credentials = json.load(f)["identities"][0]["credentials"][0]
+            return cls(credentials["accessKey"], credentials["secretKey"])
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise RuntimeError(f"{path}: not the identities file this server wrote; delete it "
+                               "for a new access key and secret") from None
 
     def write(self, path: str) -> None:
         """SeaweedFS's identities file (-s3.config), readable by its owner only."""
