@@ -80,7 +80,7 @@ def dirty_span(storage, fmnist) -> dict:
 
 
 def test_a_span_with_40_percent_corrupt_images_stops_before_training(storage, fmnist, dataset,
-                                                                      dirty_span, tmp_path):
+                                                                  dirty_span, tmp_path):
     body = {"name": "dirty", "root": "s3://gates",
             "ingest": {"source": dirty_span["images"], "labels_file": dirty_span["labels"],
                        "classes": fmnist["classes"],

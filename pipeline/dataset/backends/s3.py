@@ -237,7 +237,11 @@ class S3Backend(Backend):
         try:
             self._call("stat", url, self.client.head_bucket, Bucket=bucket)
         except (FileNotFoundError, StorageError):
-            self._call("create bucket", url, self.client.create_bucket, Bucket=bucket)
+            try:
+                self._call("create bucket", url, self.client.create_bucket, Bucket=bucket)
+            except StorageError as e:          # created meanwhile by another of our processes
+                if "BucketAlreadyOwnedByYou" not in str(e):
+                    raise
 
     @staticmethod
     def _key(url: str) -> dict:
