@@ -76,10 +76,12 @@ class Upstream:
 
 class FaultProxy:
     """The proxy: `FaultProxy(upstream, cut=0.1, seed=3).start()`, then `endpoint_url`, `injected`
-    (faults per kind so far), `requests`, `set_rates(...)`, `stop()`; a context manager too."""
+    (faults per kind so far), `requests`, `set_rates(...)`, `stop()`; a context manager too.
+    `target`: only requests whose path holds this text may get a fault (e.g. "manifest.json");
+    `limit`: at most this many faults in all (a fault counts once injected)."""
 
     def __init__(self, upstream: str, seed: int = 0, delay_seconds: float = 2.0, port: int = 0,
-                 **rates: float):
+                 target: str | None = None, limit: int | None = None, **rates: float):
         url = urllib.parse.urlsplit(upstream)
         if url.scheme != "http" or not url.hostname:
             raise ValueError(f"upstream {upstream!r}: give an http://host:port URL")
@@ -88,6 +90,7 @@ class FaultProxy:
         self.port = port or free_port()
         self.random, self.lock = random.Random(seed), threading.Lock()
         self.injected, self.requests = dict.fromkeys(KINDS, 0), 0
+        self.target, self.limit = target, limit     # only requests for paths holding `target`; at most `limit` faults
         self.set_rates(**rates)
         self.listener: socket.socket | None = None
         self.connections: set[socket.socket] = set()
@@ -132,9 +135,13 @@ class FaultProxy:
                 return
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
-    def _draw(self) -> tuple[int, str | None]:
+    def _draw(self, path: bytes = b"") -> tuple[int, str | None]:
         with self.lock:
             self.requests += 1
+            if self.target is not None and self.target.encode() not in path:
+                return self.requests, None
+            if self.limit is not None and sum(self.injected.values()) >= self.limit:
+                return self.requests, None
             draw, edge = self.random.random(), 0.0
             for kind in KINDS:
                 edge += self.rates[kind]
@@ -165,8 +172,9 @@ class FaultProxy:
         head = read_head(reader)
         if head is None:
             return False
-        method = head.start.split(b" ", 1)[0].decode("latin-1")
-        number, kind = self._draw()
+        method, path = head.start.split(b" ", 2)[:2]
+        method = method.decode("latin-1")
+        number, kind = self._draw(path)
         expects = "100-continue" in (head.header("expect") or "").lower()
         if kind in ERRORS:
             if not expects:

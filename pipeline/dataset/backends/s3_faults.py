@@ -23,7 +23,7 @@ import time
 from pipeline.dataset.backends.base import StorageError
 
 ATTEMPTS = 8             # botocore's standard retry mode: tries per request (first one included)
-BODY_ATTEMPTS = 6        # whole GETs whose body broke off, before giving up
+BODY_ATTEMPTS = 8        # whole GETs whose body broke off, before giving up
 BACKOFF_SECONDS = 0.2    # doubled after each broken body, with jitter, at most MAX_BACKOFF
 MAX_BACKOFF_SECONDS = 5.0
 # Answers that say "try again": the server is there but busy or broken for the moment.
