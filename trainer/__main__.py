@@ -29,10 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     except OneLine as e:                 # agreed over ranks before training
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
         return e.code
-    except USER_ERRORS as e:
+    except USER_ERRORS as e:             # during training, found by this rank alone
         print(f"trainer: error: {e}", file=sys.stderr, flush=True)
-        return exit_code(e)
+        leave_first(exit_code(e))
+    except Exception as e:
+        if PEER_GONE not in str(e):
+            raise
+        print(f"trainer: error: rank {os.environ.get('HOROVOD_RANK', os.environ.get('OMPI_COMM_WORLD_RANK', '?'))} "
+              "stopped: another rank failed first (its line above says why)", file=sys.stderr, flush=True)
+        return PEER_FAILED
     return 0
+
+
+# What every other rank's collective raises once one rank has left (Horovod's own words).
+PEER_GONE = "Horovod has been shut down"
+PEER_FAILED = 1
+
+
+def leave_first(code: int):
+    """Exit at once, before the other ranks notice this one is gone: mpirun reports the exit
+    code of the first rank to end, so a scheduler sees this rank's code (75: run it again), not
+    a peer's; an orderly exit would first shut Horovod down and let the peers end sooner."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
