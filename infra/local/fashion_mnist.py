@@ -13,6 +13,7 @@ import os
 import struct
 import multiprocessing
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from pipeline.dataset.storage import Storage, join
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+THREADS_PER_PROCESS = 8
 FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
@@ -53,12 +55,17 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def _upload_part(args) -> int:
-    """Upload one slice of a split (runs in a worker process with its own S3 client)."""
+    """Upload one slice of a split (runs in a worker process with its own S3 clients): several
+    PUTs in flight, since each waits mostly on the server."""
     endpoint, root, split, start, stop = args
     storage = Storage(endpoint_url=endpoint)
     images, _ = load(split)
-    for i in range(start, stop):
+
+    def put(i: int) -> None:
         storage.write_bytes(join(root, "images", f"{split}/{i:05d}.png"), png_bytes(images[i]))
+
+    with ThreadPoolExecutor(THREADS_PER_PROCESS) as pool:
+        list(pool.map(put, range(start, stop)))
     return stop - start
 
 
