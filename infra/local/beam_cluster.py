@@ -41,10 +41,15 @@ class BeamCluster:
             on the first, a worker pool on each of the others.
         env: the environment of all of them (default: this process's); the SDK workers inherit it.
         bind: the worker pool's address when it runs on this machine.
+        worker_connect_timeout: seconds an SDK worker may take to connect before its job fails
+            (default: infra/local/job_service.py's).
     """
 
-    def __init__(self, log_dir: str, hosts=None, env: dict | None = None, bind: str = "127.0.0.1"):
+    def __init__(self, log_dir: str, hosts=None, env: dict | None = None, bind: str = "127.0.0.1",
+                 worker_connect_timeout: float | None = None):
         self.log_dir, self.hosts, self.bind = os.path.abspath(log_dir), hosts, bind
+        self.job_service_args = (["--worker-connect-timeout", str(worker_connect_timeout)]
+                                 if worker_connect_timeout else [])
         self.env = child_env(os.environ if env is None else env)
         self.processes: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
@@ -52,7 +57,8 @@ class BeamCluster:
     def start(self, timeout: float = 60.0) -> "BeamCluster":
         os.makedirs(self.log_dir, exist_ok=True)
         try:
-            self._spawn("job-service", "infra.local.job_service", [], self.hosts[0] if self.hosts else None)
+            self._spawn("job-service", "infra.local.job_service", self.job_service_args,
+                        self.hosts[0] if self.hosts else None)
             for name, host, bind in self._pools():
                 self._spawn(name, "infra.local.worker_pool", ["--bind", bind], host)
             for name in self.processes:

@@ -4,7 +4,7 @@ Beam's behaviour: a job gets as many SDK workers as its --direct_num_workers ask
 
     python -m infra.local.job_service [--port 0] [--port-file FILE]     # infra/local/beam_cluster.py starts it
 
-Why the patch (Beam 2.77): the job service runs each job with FnApiRunner.run_via_runner_api,
+Why the first patch (Beam 2.77): the job service runs each job with FnApiRunner.run_via_runner_api,
 and only FnApiRunner.run_pipeline (the DirectRunner's way in) reads --direct_num_workers into the
 runner's worker count; through the job service every job ran on ONE SDK worker whatever it
 asked for. The patch sets that count from the job's options the way run_pipeline does (0: one
@@ -12,7 +12,16 @@ per CPU) before calling run_via_runner_api; the runner then asks the EXTERNAL wo
 that many workers. Nothing else differs from Beam's: the same servicer, the same gRPC server on
 localhost, the same results (tests/test_beam_portable.py compares them with the DirectRunner's).
 It sets the private FnApiRunner._num_workers, so it is checked again on each Beam upgrade (the
-test asserts that two SDK workers ran)."""
+test asserts that two SDK workers ran).
+
+A second patch: a job whose SDK worker dies fails instead of waiting forever. Beam's runner
+waits for a bundle's outputs on the worker's data channel and for its answer on the control
+channel; when the worker is killed (kill -9, the OOM killer, its host gone) before it opened its
+data channel, or before it ever connected, neither wait ends (seen here: a job hung for 600 s
+after kill -9 of a worker that had just started). `watch` follows each EXTERNAL worker: if it has
+not connected within --worker-connect-timeout seconds, or its control stream ends while an
+instruction is unanswered, those instructions get an error answer, which ends the runner's wait
+(its abort callback) and fails the job with that error as its last line."""
 from __future__ import annotations
 
 import argparse
@@ -22,13 +31,16 @@ import os
 import signal
 import sys
 import threading
+import time
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
-from apache_beam.portability.api import beam_job_api_pb2
+from apache_beam.portability.api import beam_fn_api_pb2, beam_job_api_pb2
 from apache_beam.runners.portability import local_job_service
-from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.fn_api_runner import fn_runner, worker_handlers
 
 log = logging.getLogger("infra.local.job_service")
+WORKER_CONNECT_TIMEOUT = 120.0     # seconds from StartWorker to the worker's control connection
+WORKER_GONE = "SDK worker {id} {what} (killed, crashed, or its host is gone); its pool's log may say why"
 
 
 def worker_count(options: PipelineOptions) -> int:
@@ -50,6 +62,38 @@ class JobWithWorkers(local_job_service.BeamJob):
         return runner.run_via_runner_api(self._pipeline_proto, options)
 
 
+def watch(handler, connect_timeout: float) -> None:
+    """Fail the unanswered instructions of an EXTERNAL worker that never connects or goes away."""
+    connection = handler.control_conn
+    deadline = time.monotonic() + connect_timeout
+    while connection._state == worker_handlers.BeamFnControlServicer.UNSTARTED_STATE:
+        if time.monotonic() > deadline:
+            return fail(connection, WORKER_GONE.format(
+                id=handler.worker_id, what=f"did not connect within {connect_timeout:g} s"))
+        time.sleep(0.2)
+    connection._read_thread.join()            # the worker's control stream ended
+    fail(connection, WORKER_GONE.format(id=handler.worker_id, what="went away mid-job"))
+
+
+def fail(connection, why: str) -> None:
+    for instruction, future in list(connection._futures_by_id.items()):
+        if not future.is_done():
+            connection._futures_by_id.pop(instruction, None)
+            future.set(beam_fn_api_pb2.InstructionResponse(instruction_id=instruction, error=why))
+
+
+def watch_external_workers(connect_timeout: float) -> None:
+    """Patch ExternalWorkerHandler.start_worker: each worker it starts is watched (`watch`)."""
+    start = worker_handlers.ExternalWorkerHandler.start_worker
+
+    def start_and_watch(handler):
+        start(handler)
+        threading.Thread(target=watch, args=(handler, connect_timeout), daemon=True,
+                         name=f"watch-{handler.worker_id}").start()
+
+    worker_handlers.ExternalWorkerHandler.start_worker = start_and_watch
+
+
 def write_port(path: str, port: int) -> None:
     """Written whole (renamed into place): whoever waits for the file reads a complete number."""
     with open(path + ".tmp", "w") as f:
@@ -63,11 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="the Job API port on localhost "
                         "(default: a free one)")
     parser.add_argument("--port-file", help="write the port there once the service answers")
+    parser.add_argument("--worker-connect-timeout", type=float, default=WORKER_CONNECT_TIMEOUT,
+                        help="seconds an SDK worker may take to connect before its job fails "
+                        "(default: %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s",
                         force=True)     # Beam logged (and so configured the root) on import
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    watch_external_workers(args.worker_connect_timeout)
     servicer = local_job_service.LocalJobServicer(beam_job_type=JobWithWorkers)
     port = servicer.start_grpc_server(args.port)
     try:
