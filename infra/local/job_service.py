@@ -1,6 +1,7 @@
 """Beam's own local job service (apache_beam.runners.portability.local_job_service, what
-`python -m apache_beam.runners.portability.local_job_service_main` runs), with one patch of
-Beam's behaviour: a job gets as many SDK workers as its --direct_num_workers asks for.
+`python -m apache_beam.runners.portability.local_job_service_main` runs), with two patches of
+Beam's behaviour: a job gets as many SDK workers as its --direct_num_workers asks for, and a
+job whose SDK worker dies fails (Beam's waits for it forever).
 
     python -m infra.local.job_service [--port 0] [--port-file FILE]     # infra/local/beam_cluster.py starts it
 
@@ -14,14 +15,15 @@ localhost, the same results (tests/test_beam_portable.py compares them with the 
 It sets the private FnApiRunner._num_workers, so it is checked again on each Beam upgrade (the
 test asserts that two SDK workers ran).
 
-A second patch: a job whose SDK worker dies fails instead of waiting forever. Beam's runner
-waits for a bundle's outputs on the worker's data channel and for its answer on the control
+Why the second patch: Beam's runner waits for a bundle's outputs on the worker's data channel and for its answer on the control
 channel; when the worker is killed (kill -9, the OOM killer, its host gone) before it opened its
 data channel, or before it ever connected, neither wait ends (seen here: a job hung for 600 s
 after kill -9 of a worker that had just started). `watch` follows each EXTERNAL worker: if it has
-not connected within --worker-connect-timeout seconds, or its control stream ends while an
-instruction is unanswered, those instructions get an error answer, which ends the runner's wait
-(its abort callback) and fails the job with that error as its last line."""
+not connected within --worker-connect-timeout seconds, or once its control stream ends, every
+instruction it has not answered, and every later one, gets an error answer: the runner's wait
+ends there (its abort callback) and the job fails with that error as its last line. It patches
+ExternalWorkerHandler.start_worker and one ControlConnection's push (private parts, checked on
+each Beam upgrade by tests/test_beam_portable.py's kill -9 tests)."""
 from __future__ import annotations
 
 import argparse
@@ -63,23 +65,37 @@ class JobWithWorkers(local_job_service.BeamJob):
 
 
 def watch(handler, connect_timeout: float) -> None:
-    """Fail the unanswered instructions of an EXTERNAL worker that never connects or goes away."""
+    """Refuse the instructions of an EXTERNAL worker that never connects or goes away."""
     connection = handler.control_conn
     deadline = time.monotonic() + connect_timeout
     while connection._state == worker_handlers.BeamFnControlServicer.UNSTARTED_STATE:
         if time.monotonic() > deadline:
-            return fail(connection, WORKER_GONE.format(
+            return refuse(connection, WORKER_GONE.format(
                 id=handler.worker_id, what=f"did not connect within {connect_timeout:g} s"))
         time.sleep(0.2)
     connection._read_thread.join()            # the worker's control stream ended
-    fail(connection, WORKER_GONE.format(id=handler.worker_id, what="went away mid-job"))
+    refuse(connection, WORKER_GONE.format(id=handler.worker_id, what="went away mid-job"))
 
 
-def fail(connection, why: str) -> None:
+def refuse(connection, why: str) -> None:
+    """Answer the connection's unanswered instructions, and every one sent to it later, with the
+    error `why` (what the runner waits for ends at an error answer)."""
+    push = connection.push
+
+    def answer(request):
+        if request is worker_handlers.BeamFnControlServicer._DONE_MARKER:
+            return push(request)              # closing the connection, as usual
+        return worker_handlers.ControlFuture(request.instruction_id, errored(request.instruction_id, why))
+
+    connection.push = answer
     for instruction, future in list(connection._futures_by_id.items()):
         if not future.is_done():
             connection._futures_by_id.pop(instruction, None)
-            future.set(beam_fn_api_pb2.InstructionResponse(instruction_id=instruction, error=why))
+            future.set(errored(instruction, why))
+
+
+def errored(instruction: str, why: str):
+    return beam_fn_api_pb2.InstructionResponse(instruction_id=instruction, error=why)
 
 
 def watch_external_workers(connect_timeout: float) -> None:
