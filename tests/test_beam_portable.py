@@ -47,7 +47,7 @@ def cluster(s3, tmp_path_factory):
 def ingest(raw: dict, output: str, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return run_cli(["pipeline", "--source", raw["images"], "--labels_file", raw["labels"],
                     "--classes", raw["classes"], "--output", output, "--num_readers", "2",
-                    "--splits", SPLITS, "--name", "clean", *flags], env=env)
+                    "--splits", SPLITS, *flags], env=env)      # every output's name is "clean"
 
 
 def dataset_files(storage, url: str) -> dict:
@@ -109,7 +109,7 @@ def test_kill_9_of_an_sdk_worker_is_one_line_and_nothing_published(cluster, fmni
     job = subprocess.Popen([sys.executable, "-m", "pipeline", "--source", fmnist["images"],
                             "--labels_file", fmnist["labels"], "--classes", fmnist["classes"],
                             "--output", output, "--num_readers", "2", "--splits", SPLITS,
-                            "--name", "clean", *cluster.flags()],
+                            *cluster.flags()],
                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while True:

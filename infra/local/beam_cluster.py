@@ -169,22 +169,14 @@ def state_path(state_dir: str) -> str:
 
 
 def read_state(state_dir: str) -> dict | None:
+    """cluster.json, if the process that wrote it still runs."""
     try:
         with open(state_path(state_dir)) as f:
             state = json.load(f)
-    except (OSError, ValueError):
+        os.kill(state["pid"], 0)
+    except (OSError, ValueError):           # no file, or ProcessLookupError: a stale one
         return None
-    return state if alive(state["pid"]) else None
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    return state
 
 
 def named_hosts(names: str | None, prefix: str) -> list | None:
@@ -207,24 +199,24 @@ def named_hosts(names: str | None, prefix: str) -> list | None:
 
 def serve(args) -> int:
     """The foreground owner of the processes (what `up` starts): writes cluster.json, then waits
-    for SIGTERM or for one of them to die, and stops the others."""
+    for SIGTERM or for one of them to die, and stops the others (then removes cluster.json)."""
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    with BeamCluster(args.state_dir, named_hosts(args.hosts, args.hosts_prefix), bind=args.bind) as cluster:
-        state = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "job_endpoint": cluster.job_endpoint, "worker_pools": cluster.worker_pools,
-                 "flags": cluster.flags(), "logs": cluster.logs(),
-                 "launcher_host": cluster.hosts[0].name if cluster.hosts else None}
-        with open(state_path(args.state_dir) + ".tmp", "w") as f:
-            json.dump(state, f, indent=2)
-        os.replace(state_path(args.state_dir) + ".tmp", state_path(args.state_dir))
-        try:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.append(True))
+    try:
+        with BeamCluster(args.state_dir, named_hosts(args.hosts, args.hosts_prefix), bind=args.bind) as cluster:
+            state = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     "job_endpoint": cluster.job_endpoint, "worker_pools": cluster.worker_pools,
+                     "flags": cluster.flags(), "logs": cluster.logs(),
+                     "launcher_host": cluster.hosts[0].name if cluster.hosts else None}
+            with open(state_path(args.state_dir) + ".tmp", "w") as f:
+                json.dump(state, f, indent=2)
+            os.replace(state_path(args.state_dir) + ".tmp", state_path(args.state_dir))
             while not stopping and cluster.alive():
                 time.sleep(0.5)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(state_path(args.state_dir))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(state_path(args.state_dir))
     return 0 if stopping else 1
 
 
@@ -263,11 +255,9 @@ def describe(state: dict) -> str:
 
 def flags(args) -> int:
     state = read_state(args.state_dir)
-    if not state:
-        print("beam cluster: not running (python -m infra.local.beam_cluster up)", file=sys.stderr)
-        return 3
-    print(" ".join(state["flags"]))
-    return 0
+    print(" ".join(state["flags"]) if state else "beam cluster: not running (python -m "
+          "infra.local.beam_cluster up)", file=sys.stdout if state else sys.stderr)
+    return 0 if state else 3
 
 
 def status(args) -> int:
@@ -284,9 +274,9 @@ def down(args) -> int:
         return 0
     os.kill(state["pid"], signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline and alive(state["pid"]):
+    while time.monotonic() < deadline and read_state(args.state_dir):
         time.sleep(0.2)
-    if alive(state["pid"]):
+    if read_state(args.state_dir):
         print(f"beam cluster: error: pid {state['pid']} did not stop within {args.timeout:.0f} s",
               file=sys.stderr)
         return 1
