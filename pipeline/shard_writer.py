@@ -7,8 +7,8 @@ DirectRunner the two designs measured about the same speed: README, "Benchmarks"
 
 What crosses the shuffle is a bundle's candidates batched by shard (KeyByShard), not one element
 per image: each element that crosses a step boundary is encoded, handed to the runner, grouped
-and decoded one by one, and on the portable runner that was the largest per-image cost outside
-the images themselves (README, "Benchmarks").
+and decoded on its own. (Measured here: a small gain, about 2 % of the job's CPU at 40,000 small
+images, since encoding a candidate costs ~10 us; README, "Benchmarks".)
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from pipeline import images, progress, sharding
@@ -65,7 +64,7 @@ class KeyByShard(beam.DoFn):
 
     def finish_bundle(self):
         for key, batch in self.batches.items():
-            yield WindowedValue((key, batch), MIN_TIMESTAMP, [GlobalWindow()])
+            yield WindowedValue((key, batch), GlobalWindow().max_timestamp(), [GlobalWindow()])   # as BatchElements
 
 
 class WriteShard(beam.DoFn):
