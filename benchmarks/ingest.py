@@ -8,6 +8,11 @@
     validation, dedupe, quarantine and statistics TFDS does not.
 
     python benchmarks/ingest.py [--images 12000] [--size 128] [--workers 2] [--repeats 3]
+    python benchmarks/ingest.py --runner portable [--images 40000] [--size 256]
+
+--runner portable times the job through Beam's job service with --workers SDK workers from a
+worker pool (infra/local/beam_cluster.py, started once before the runs, as a cluster is up before
+a job), against the same job on the DirectRunner and the naive loop.
 
 Images are real Fashion-MNIST pictures, upscaled to --size and saved as RGB JPEGs in the
 folder-per-class layout on local disk, so the figures measure the pipeline, not an S3 emulator.
@@ -19,6 +24,7 @@ here); the others from their first step, their imports excluded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -78,6 +84,15 @@ def beam_job(source: str, output: str, workers: int) -> float:
     return time.perf_counter() - started
 
 
+def portable_job(source: str, output: str, workers: int, flags: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "pipeline", "--source", source, "--output", output,
+                    "--num_readers", "2", "--direct_num_workers", str(workers), "--shared_filesystem",
+                    *flags], cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": ROOT})
+    return time.perf_counter() - started
+
+
 def bytes_through_shuffle(paths: list[str], output: str, workers: int) -> float:
     """The other design: encode in one step, GroupByKey the bytes by shard, write each shard."""
     import apache_beam as beam
@@ -116,24 +131,28 @@ def tfds_writer(paths: list[str], output: str, workers: int) -> float:
     return tfds_peer.build(os.path.dirname(os.path.dirname(paths[0])), output, workers)
 
 
-VARIANTS = {"naive loop": lambda paths, source, out, workers: naive_loop(paths, out + ".tfrecord"),
-            "beam (ours)": lambda paths, source, out, workers: beam_job(source, out, workers),
-            "bytes shuffled": lambda paths, source, out, workers: bytes_through_shuffle(paths, out, workers),
-            "tfds writer": lambda paths, source, out, workers: tfds_writer(paths, out, workers)}
+VARIANTS = {"naive loop": lambda paths, source, out, workers, flags: naive_loop(paths, out + ".tfrecord"),
+            "beam (ours)": lambda paths, source, out, workers, flags: beam_job(source, out, workers),
+            "beam portable": lambda paths, source, out, workers, flags: portable_job(source, out, workers, flags),
+            "bytes shuffled": lambda paths, source, out, workers, flags: bytes_through_shuffle(paths, out, workers),
+            "tfds writer": lambda paths, source, out, workers, flags: tfds_writer(paths, out, workers)}
+COMPARED = {"direct": ["naive loop", "beam (ours)", "bytes shuffled", "tfds writer"],
+            "portable": ["naive loop", "beam (ours)", "beam portable"]}
 
 
-def run_variant(name: str, source: str, out: str, workers: int) -> float:
+def run_variant(name: str, source: str, out: str, workers: int, flags: list[str]) -> float:
     """Seconds of one variant, in a process of its own: an in-process Beam run leaves threads
     (gRPC) behind in its process that would slow the variants run after it."""
     result = subprocess.run([sys.executable, os.path.abspath(__file__), "--variant", name, "--source", source,
-                             "--out", out, "--workers", str(workers)], cwd=ROOT, check=True, text=True,
-                            capture_output=True, env={**os.environ, "PYTHONPATH": ROOT})
+                             "--out", out, "--workers", str(workers), *[f"--flag={f}" for f in flags]],
+                            cwd=ROOT, check=True, text=True, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": ROOT})
     return float(result.stdout.strip().splitlines()[-1])
 
 
 def variant_main(args) -> None:
     paths = sorted(os.path.join(folder, name) for folder, _, names in os.walk(args.source) for name in names)
-    print(VARIANTS[args.variant](paths, args.source, args.out, args.workers))
+    print(VARIANTS[args.variant](paths, args.source, args.out, args.workers, args.flag))
 
 
 def main() -> None:
@@ -143,31 +162,66 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each variant (default 3)")
+    parser.add_argument("--runner", choices=COMPARED, default="direct",
+                        help="direct: our job on the DirectRunner against the naive loop, the "
+                        "bytes-through-GroupByKey design and TFDS's writer; portable: our job through "
+                        "Beam's job service against the DirectRunner and the naive loop")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)    # one run, in a child
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--flag", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
         return variant_main(args)
-    seconds = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         source = os.path.join(tmp, "images")
         paths = make_images(source, args.images, args.size)
         mib = sum(os.path.getsize(p) for p in paths) / 2**20
         print(f"{args.images} JPEGs of {args.size}x{args.size} RGB, {mib:.1f} MiB, "
               f"{os.cpu_count()} cores, {args.workers} Beam workers", flush=True)
-        names = list(VARIANTS)
-        for run in range(args.repeats):
-            for name in names[run % len(names):] + names[:run % len(names)]:     # rotate the order
-                out = os.path.join(tmp, "out")
-                seconds[name].append(run_variant(name, source, out, args.workers))
-                shutil.rmtree(out, ignore_errors=True)
-                print(f"run {run + 1} {name:15s}: {seconds[name][-1]:6.1f} s "
-                      f"{args.images / seconds[name][-1]:7.0f} images/s", flush=True)
+        with cluster_for(args.runner, tmp) as flags:
+            seconds = rotate(COMPARED[args.runner], args, source, tmp, flags)
+    report(seconds, args)
+
+
+@contextlib.contextmanager
+def cluster_for(runner: str, tmp: str):
+    """The flags of a local Beam cluster (--runner portable), up for the whole benchmark."""
+    if runner != "portable":
+        yield []
+        return
+    from infra.local.beam_cluster import BeamCluster
+
+    with BeamCluster(os.path.join(tmp, "cluster")) as cluster:
+        yield cluster.flags()
+
+
+def rotate(names: list[str], args, source: str, tmp: str, flags: list[str]) -> dict:
+    """Each variant --repeats times, in a rotating order (this machine is noisy)."""
+    seconds = {name: [] for name in names}
+    for run in range(args.repeats):
+        for name in names[run % len(names):] + names[:run % len(names)]:
+            out = os.path.join(tmp, "out")
+            seconds[name].append(run_variant(name, source, out, args.workers, flags))
+            shutil.rmtree(out, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(out + ".tfrecord")
+            print(f"run {run + 1} {name:15s}: {seconds[name][-1]:6.1f} s "
+                  f"{args.images / seconds[name][-1]:7.0f} images/s", flush=True)
+    return seconds
+
+
+def report(seconds: dict, args) -> None:
     median = {name: statistics.median(times) for name, times in seconds.items()}
     for name, value in median.items():
         print(f"median {name:15s}: {value:6.1f} s  {args.images / value:7.0f} images/s")
     ours = median["beam (ours)"]
+    if args.runner == "portable":
+        portable = median["beam portable"]
+        print(f"ratio portable / naive: {median['naive loop'] / portable:.2f}x (goal >= 1.5 at 256 px); "
+              f"portable / DirectRunner: {ours / portable:.2f}x; DirectRunner / naive: "
+              f"{median['naive loop'] / ours:.2f}x")
+        return
     print(f"ratio beam / naive: {median['naive loop'] / ours:.2f}x (goal >= 1.7); beam / "
           f"bytes-through-GroupByKey: {median['bytes shuffled'] / ours:.2f}x; beam / TFDS writer: "
           f"{median['tfds writer'] / ours:.2f}x (goal >= 1.0)")

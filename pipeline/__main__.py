@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import time
 import traceback
 
 from pipeline import progress, staging
+from pipeline.failures import failed_step, last_line
 from pipeline.dataset.naming import refused_folder
 from pipeline.dataset.storage import join
 from pipeline.logs import RunLog, quiet_logs
@@ -146,17 +146,6 @@ def commit_run(storage, plan):
     for line in publish_checks.warnings(request):
         log.warning(line)
     return publish(storage, plan.staging, plan.output, request, plan.overwrite, plan.keep_versions)
-
-
-def failed_step(error: Exception) -> str:
-    """" in <step>" for an error a worker raised (Beam names the transform it ran), else ""."""
-    steps = re.findall(r"\[while running '([^']+)'\]", str(error))
-    return f" in {steps[-1]}" if steps else ""
-
-
-def last_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[-1] if text else repr(error)
 
 
 if __name__ == "__main__":

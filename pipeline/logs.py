@@ -23,8 +23,11 @@ def not_noise(record: logging.LogRecord) -> bool:
 
 
 def from_a_worker(record: logging.LogRecord) -> bool:
-    """A line a worker logged, relayed by the DirectRunner's job service (Beam's "Worker: %s")."""
-    return record.msg == "Worker: %s"
+    """A line a worker logged, relayed by the DirectRunner's job service (Beam's "Worker: %s"),
+    or a message a portable runner's job service sent (a failed job's whole traceback, as an
+    ERROR: the failure reaches the terminal as one line)."""
+    relayed = record.module == "portable_runner" and record.funcName == "read_messages"
+    return record.msg == "Worker: %s" or relayed
 
 
 def ours_or_warning(record: logging.LogRecord) -> bool:

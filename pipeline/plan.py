@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import fingerprint, preflight, staging
+from pipeline import fingerprint, preflight, runners, staging
 from pipeline.dataset import naming
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
@@ -26,9 +26,10 @@ class UsageError(Exception):
 
 
 def make_options(argv: list[str]) -> PipelineOptions:
-    """Parse flags; default to the local multi-process DirectRunner with 2 workers. The S3
-    credentials are left out (storage_for takes them): Beam's workers log every option they get,
-    and cluster runners show them in their UIs."""
+    """Parse flags; default to the local multi-process DirectRunner with 2 workers (a portable
+    runner: 2 SDK workers, pipeline/runners.py). The S3 credentials are left out (storage_for
+    takes them): Beam's workers log every option they get, and cluster runners show them in their
+    UIs."""
     options = PipelineOptions(without_credentials(argv))
     flags = " ".join(argv)
     if "--runner" not in flags:
@@ -39,6 +40,8 @@ def make_options(argv: list[str]) -> PipelineOptions:
             direct.direct_running_mode = "multi_processing"   # real worker processes, no Prism download
         if "--direct_num_workers" not in flags:
             direct.direct_num_workers = 2
+    elif runners.is_portable(options):
+        runners.set_portable_defaults(options, argv)
     return options
 
 
@@ -81,17 +84,22 @@ def tls_verify(flag: str | None) -> bool | str | None:
 
 
 def check_runner(options: PipelineOptions, plan: "Plan") -> None:
-    """A cluster runner's workers do not see this machine's disk: a local --source/--output
-    would be read or written on each worker's own disk, so it is refused unless
-    --shared_filesystem says every worker mounts it at the same path."""
-    runner = str(options.view_as(StandardOptions).runner or "DirectRunner").rsplit(".", 1)[-1]
-    if runner in LOCAL_RUNNERS or options.view_as(IngestOptions).shared_filesystem:
-        return
-    for flag, url in (("source", plan.source), ("output", plan.output)):
-        if is_local(url):
-            raise UsageError(f"--{flag} {url} is a local path but --runner {runner} runs its "
-                             "workers elsewhere: use s3://, or pass --shared_filesystem if every "
-                             "worker mounts it at that path")
+    """A cluster runner's workers (a portable runner's too) do not see this machine's disk: a
+    local --source/--output would be read or written on each worker's own disk, so it is refused
+    unless --shared_filesystem says every worker mounts it at the same path. A portable runner's
+    job service must answer (pipeline/runners.py)."""
+    runner = runners.runner_name(options)
+    if runner not in LOCAL_RUNNERS and not options.view_as(IngestOptions).shared_filesystem:
+        for flag, url in (("source", plan.source), ("output", plan.output)):
+            if is_local(url):
+                raise UsageError(f"--{flag} {url} is a local path but --runner {runner} runs its "
+                                 "workers elsewhere: use s3://, or pass --shared_filesystem if "
+                                 "every worker mounts it at that path")
+    if runners.is_portable(options):
+        try:
+            runners.check_job_service(options)
+        except runners.RunnerError as e:
+            raise UsageError(str(e)) from None
 
 
 class Plan:
@@ -217,7 +225,7 @@ class Plan:
 
 def workers(options: PipelineOptions) -> int:
     """How many workers the runner will use (what the Cassandra source sizes its splits for)."""
-    if options.view_as(StandardOptions).runner in (None, "DirectRunner"):
+    if options.view_as(StandardOptions).runner in (None, "DirectRunner", "PortableRunner"):
         count = options.view_as(DirectOptions).direct_num_workers
     else:
         count = options.view_as(WorkerOptions).max_num_workers or options.view_as(WorkerOptions).num_workers

@@ -2,15 +2,21 @@
 the run's staging folder (<staging>/progress/<writer id>.json, rewritten at most every few
 seconds and after each shard), and the launcher sums them into one line every 10 s. The
 counters go where the shards go, so the launcher sees them whether the workers are local
-processes or a cluster's; the staging folder (with them) is deleted after publishing."""
+processes or a cluster's; the staging folder (with them) is deleted after publishing.
+
+Not the runner's metrics: Beam's local job service reports a job's metrics only once the job has
+ended (LocalJobServicer.GetJobMetrics reads the finished result), the DirectRunner's are in the
+launcher's memory only, and each cluster runner has its own API. The files work on all of them
+(checked on the portable runner: tests/test_beam_portable.py)."""
 from __future__ import annotations
 
 import json
+import posixpath
 import threading
 import time
 import uuid
 
-from pipeline.dataset.naming import PROGRESS_FOLDER, progress_file
+from pipeline.dataset.naming import PROGRESS_FOLDER, is_progress_file, progress_file
 from pipeline.dataset.storage import Storage, join
 
 WRITE_EVERY = 5.0       # seconds between a writer's counter updates (plus one after each shard)
@@ -38,6 +44,8 @@ def totals(storage: Storage, staging_url: str) -> dict:
     """The sums of every writer's counters so far."""
     summed = {"read": 0, "quarantined": 0, "shards": 0}
     for url, _ in storage.list(join(staging_url, PROGRESS_FOLDER)):
+        if not is_progress_file(posixpath.basename(url)):
+            continue                # a counter being rewritten beside itself: counted once, as itself
         try:
             counts = json.loads(storage.read_text(url))
         except (FileNotFoundError, ValueError):   # being rewritten right now: next time

@@ -10,7 +10,7 @@
     <output>/.staging-<run id>/                     staging_folder(run_id), is_staging_folder(name)
     <staging>/publish.json                          REQUEST_NAME: what the launcher commits
     <staging>/LEASE.json                            LEASE_NAME: until when the run is alive
-    <staging>/progress/<writer id>.json             progress_file(writer_id), PROGRESS_FOLDER
+    <staging>/progress/<writer id>.json             progress_file(writer_id), PROGRESS_FOLDER, is_progress_file(name)
     <staging>/deduped/<shard file>                  deduped(file): a shard rewritten without duplicates
     <output>/.probe-<run id>                        probe(run_id): the pre-flight write
     <output>/refused-<run id>/                      refused_folder(run_id): a refused run's quarantine
@@ -23,8 +23,9 @@ import dataclasses
 import re
 
 __all__ = ["DEDUPED", "FLAT_MANIFEST", "LEASE_NAME", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
-           "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_staging_folder", "is_version_folder",
-           "is_version_id", "probe", "progress_file", "refused_folder", "shard_files", "staging_folder", "version_folder"]
+           "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_progress_file",
+           "is_staging_folder", "is_version_folder", "is_version_id", "probe", "progress_file", "refused_folder",
+           "shard_files", "staging_folder", "version_folder"]
 
 MANIFEST_NAME = "manifest.json"
 FLAT_MANIFEST = "flat-manifest.json"
@@ -86,6 +87,11 @@ def is_staging_folder(name: str) -> bool:
 
 def progress_file(writer_id: str) -> str:
     return f"{PROGRESS_FOLDER}/{writer_id}.json"
+
+
+def is_progress_file(name: str) -> bool:
+    """A writer's counters, not a temporary file being renamed into one (local disk's .tmp-*)."""
+    return name.endswith(".json") and not name.startswith(".")
 
 
 def deduped(shard_file: str) -> str:
