@@ -1,13 +1,18 @@
 """Local files: the atomic (optionally conditional) write and the conditional delete behind the
-local backend (backends/local.py), the content token those conditions compare, and a file's
-sha256."""
+local backend (backends/local.py), the content token those conditions compare, a file's sha256,
+and a folder one process owns."""
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
+
+
+class FolderInUse(Exception):
+    """Another live process owns the folder; the message names it and its pid."""
 
 
 def file_digest(path: str) -> tuple[str, int]:
@@ -69,3 +74,30 @@ def delete_local(path: str, if_match: str) -> bool:
             return False
         os.remove(path)
     return True
+
+
+def own_folder(path: str) -> int:
+    """Make `path` (created 0700) this process's own and empty it of what an earlier owner left:
+    an flock on the sidecar `.<name>.owner` beside it (not in it: the folder holds only what its
+    owner puts there), which holds the owner's pid, kept while the returned descriptor is open.
+    The kernel drops the lock when its process ends, however it ends, so a crashed owner's
+    folder is taken over and a live owner's never is (FolderInUse)."""
+    path = os.path.abspath(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    sidecar = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.owner")
+    fd = os.open(sidecar, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise FolderInUse(f"{path} is in use by process {owner} on this host (another reader or "
+                          "job with the same folder); give each its own") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    for entry in os.scandir(path):          # left by an owner that is gone
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
+    return fd
