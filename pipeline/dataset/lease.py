@@ -124,6 +124,8 @@ class Lease:
         self._stop.set()
         if self._thread:
             self._thread.join()
+        if self.token is None:                    # never held (acquire refused or not called)
+            return
         current, token = self._read()
         if current is not None and current.get("nonce") == self.body.get("nonce"):
             self._delete(token)
