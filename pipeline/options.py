@@ -13,6 +13,7 @@ from pipeline.sharding import DEFAULT_TARGET_SHARD_BYTES
 from pipeline.staging import LEASE_SECONDS
 from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.files import LAYOUTS
+from pipeline.sources.listing import DEFAULT_MAX_IMAGE_BYTES
 
 
 class BothSpellings:
@@ -33,7 +34,7 @@ class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser = BothSpellings(parser)
-        for flags in (_source_flags, _label_flags, _output_flags, _shard_flags, _run_flags):
+        for flags in (_source_flags, _label_flags, _output_flags, _shard_flags, _input_limit_flags, _run_flags):
             flags(parser)
         cassandra_config.add_flags(parser)
 
@@ -118,6 +119,12 @@ def _shard_flags(parser) -> None:
     parser.add_argument("--fetch_threads", type=int, default=16,
                         help="concurrent object reads per worker; object stores are latency "
                         "bound (default: %(default)s)")
+
+
+def _input_limit_flags(parser) -> None:
+    parser.add_argument("--max_image_bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
+                        help="objects under --source larger than this are quarantined unread (and "
+                        "no read takes more than an object's listed size) (default: %(default)s)")
 
 
 def _run_flags(parser) -> None:

@@ -123,11 +123,14 @@ class Plan:
         self.num_readers, self.num_shards = o.num_readers, o.num_shards
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
         self.max_pixels, self.overwrite = o.max_pixels, o.overwrite
+        self.max_image_bytes = o.max_image_bytes           # issue 26: every object's byte cap
         self.keep_versions, self.strict_classes = o.keep_versions, o.strict_classes
         self.lease_seconds, self.reingest, self.options = o.staging_lease_seconds, o.reingest, options
         if self.lease_seconds <= 0:
             raise UsageError(f"--staging_lease_seconds {self.lease_seconds:g}: must be > 0")
         self.fetch_threads = max(1, o.fetch_threads)
+        if self.max_image_bytes < 1:
+            raise UsageError(f"--max_image_bytes {self.max_image_bytes}: must be at least 1")
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
         if self.keep_versions < 1:

@@ -137,7 +137,7 @@ class WriteShard(beam.DoFn):
         try:
             data = candidate.image
             if data is None:
-                data = self.storage.read_bytes(candidate.url)
+                data = self.storage.read_bytes(candidate.url, max_bytes=candidate.size)   # as listed
             prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size)
             return candidate, prepared, hashlib.sha256(data).hexdigest(), None
         except FileNotFoundError:

@@ -100,8 +100,8 @@ def test_shards_are_written_from_the_candidates_with_their_counts(tmp_path):
     images = {f"{i}.png": png(8, 8, 1, seed=i) for i in range(3)}
     for name, data in images.items():
         (tmp_path / name).write_bytes(data)
-    candidates = [Candidate(name, str(tmp_path / name), str(tmp_path / name), None, 100, "train",
-                            i % 2, SPACE.classes[i % 2], {}) for i, name in enumerate(images)]
+    candidates = [Candidate(name, str(tmp_path / name), str(tmp_path / name), None, len(images[name]), "train",
+                            i % 2, SPACE.classes[i % 2], {}) for i, name in enumerate(images)]   # listed sizes
     candidates += [Candidate("inline", "cassandra://h/ks/t/inline", None, png(8, 8, 1, seed=9), 100,
                              "train", 0, "cat", {}),
                    Candidate("bad.png", "/in/bad.png", None, b"not an image", 100, "train", 0, "cat", {}),

@@ -11,6 +11,13 @@ import re
 AUGMENT = {"auto": None, "on": True, "off": False}
 
 
+def default_cache_dir() -> str:
+    """A per-user folder (0700), never a predictable one in /tmp that other local users could
+    read (shards, models) or plant files in."""
+    from pipeline.dataset.local_paths import user_cache_dir
+    return user_cache_dir("trainer")
+
+
 @dataclasses.dataclass(frozen=True)
 class InputConfig:
     """What one rank's input pipeline needs."""
@@ -98,6 +105,7 @@ class TrainConfig:
     precise_bn: int = 100            # batches per rank for the final batch-norm statistics; 0: off
     divergence_factor: float = 10.0  # an epoch's loss above this x the first epoch's: diverged
     s3_endpoint_url: str | None = None
+    resume_other_version: bool = False   # resume a checkpoint trained on another dataset version
 
     @property
     def job_id(self) -> str:
@@ -109,14 +117,16 @@ class TrainConfig:
     def local_dir(self, rank: int, *parts: str) -> str:
         """Where this rank of this job writes locally (its shards as they are fetched,
         checkpoints before upload, the export, plots, logs): <cache-dir>/jobs/<job id>/rank-<r>,
-        so jobs and ranks sharing a host never touch each other's files."""
+        so jobs and ranks sharing a host never touch each other's files (train.py makes the
+        rank's folder 0700)."""
         return os.path.join(self.inputs.cache_dir, "jobs", self.job_id, f"rank-{rank}", *parts)
 
     @classmethod
     def from_args(cls, args) -> "TrainConfig":
         restore = tuple(p.strip() for p in args.restore.split(",") if p.strip()) if args.restore else None
         return cls(
-            inputs=InputConfig(dataset=args.dataset, cache_dir=args.cache_dir, seed=args.seed,
+            inputs=InputConfig(dataset=args.dataset, cache_dir=args.cache_dir or default_cache_dir(),
+                               seed=args.seed,
                                augment=AUGMENT[args.augment if not args.no_augment else "off"], flip=args.flip,
                                brightness=args.brightness, contrast=args.contrast, erase=args.erase,
                                image_size=args.image_size, cache_limit_gb=args.cache_limit_gb,
@@ -140,7 +150,7 @@ class TrainConfig:
             epochs=args.epochs, batch_size=args.batch_size, global_batch_size=args.global_batch_size,
             check_input=args.check_input, precise_bn=args.precise_bn,
             divergence_factor=args.divergence_factor,
-            s3_endpoint_url=args.s3_endpoint_url)
+            s3_endpoint_url=args.s3_endpoint_url, resume_other_version=args.resume_other_version)
 
     def settings(self) -> dict:
         """The report's record of the settings, by flag name."""

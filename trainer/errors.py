@@ -1,8 +1,12 @@
 """Errors the trainer reports as one line ("trainer: error: ..."), never a traceback, and the
 exit codes that tell a scheduler what happened (README "Exit codes")."""
 from pipeline.dataset.image_sizes import ImageSizeError
+from pipeline.dataset.lease import LeaseHeld, LeaseLost
+from pipeline.dataset.local_files import FolderInUse
+from pipeline.dataset.local_paths import UnsafeName
 from pipeline.dataset.manifest import DatasetNotFound
 from pipeline.dataset.reader import ShardChecksumError
+from pipeline.dataset.shard_cache import CacheTooSmall
 from pipeline.dataset.storage import StorageError, TransientStorageError
 
 
@@ -29,9 +33,11 @@ class NonFiniteLoss(Diverged):
 USAGE, DIVERGED, TRANSIENT = 2, 3, 75
 
 
-# What is the user's to fix (a bad flag, dataset, bucket or shard): printed as one line by
-# trainer/__main__.py and agreed over ranks before training by trainer/runtime/agree.py.
-USER_ERRORS = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError)
+# What is the user's to fix (a bad flag, dataset, bucket or shard; a folder another run holds; a
+# remote name that would leave its local folder): printed as one line by trainer/__main__.py and
+# agreed over ranks before training by trainer/runtime/agree.py.
+USER_ERRORS = (UsageError, DatasetNotFound, StorageError, ShardChecksumError, ImageSizeError,
+               LeaseHeld, LeaseLost, FolderInUse, UnsafeName, CacheTooSmall)
 
 
 class OneLine(Exception):

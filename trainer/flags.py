@@ -219,8 +219,10 @@ def add_tool_flags(p: argparse.ArgumentParser) -> None:
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """Local caches, checkpoint and commit rhythm, the global batch, logs, S3."""
-    p.add_argument("--cache-dir", default="/tmp/trainer-cache",
-                   help="local directory for shards and each job's files (default %(default)s)")
+    p.add_argument("--cache-dir",
+                   help="local directory for shards and each job's files; each job's folder in it is "
+                   "made 0700 (default: a per-user cache, $XDG_CACHE_HOME or ~/.cache, "
+                   "/image-classifier-pipeline/trainer)")
     p.add_argument("--cache-limit-gb", type=positive(float), default=20.0, metavar="GB",
                    help="shard files on local disk per process: training starts once its first shard "
                    "is local, later ones are fetched while earlier ones are read, and read ones are "
@@ -229,6 +231,10 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    help="keep a process's decoded images (photos: their encoded bytes) in memory after "
                    "the first epoch when they fit in this much; otherwise each epoch reads the files in "
                    "a new order through a 10,000-image shuffle buffer (default %(default)s)")
+    p.add_argument("--resume-other-version", action="store_true",
+                   help="resume from --checkpoint-dir's newest checkpoint even when it was trained on "
+                   "another version of the dataset (republished since, or another --dataset); "
+                   "without it such a resume is refused")
     p.add_argument("--keep-checkpoints", type=positive(int), default=3,
                    help="committed checkpoints kept in --checkpoint-dir; older ones are deleted "
                    "(default %(default)s)")

@@ -4,6 +4,7 @@ rate, wrap the optimizer, broadcast rank 0's variables, train with checkpoints a
 only; the branches are the small functions below it."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
@@ -13,9 +14,10 @@ import tensorflow as tf
 import horovod.tensorflow as hvd_tf
 import horovod.tensorflow.keras as hvd
 
+from pipeline.dataset.local_paths import private_dir
 from pipeline.dataset.manifest import Manifest, current_version, read_manifest
 from pipeline.dataset.reader import files_for_rank
-from pipeline.dataset.shard_cache import ShardCache
+from pipeline.dataset.shard_cache import ShardCache, check_room
 from pipeline.dataset.storage import Storage
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
@@ -30,7 +32,7 @@ from trainer.results.finish import finish
 from trainer.runtime import agree, devices, faults, inputcheck
 from trainer.runtime.run import Run, fit_and_score, fit_elastic, rank_inputs, weights_digest
 from trainer.state import warmstart
-from trainer.state.checkpoints import CheckpointStore, latest_position, resume
+from trainer.state.checkpoints import CheckpointStore, checkpoint_lease, resumable, resume
 
 __all__ = ["train", "UsageError"]
 
@@ -38,6 +40,11 @@ __all__ = ["train", "UsageError"]
 def train(config: TrainConfig) -> dict | None:
     """One rank's run. Rank 0 returns the report (the other ranks None); --check-input only
     returns the input check."""
+    with contextlib.ExitStack() as held:       # rank 0's lease on --checkpoint-dir, to the end
+        return run_rank(config, held)
+
+
+def run_rank(config: TrainConfig, held: contextlib.ExitStack) -> dict | None:
     started = time.monotonic()
     storage = Storage(endpoint_url=config.s3_endpoint_url)
     before_horovod(config)
@@ -48,6 +55,12 @@ def train(config: TrainConfig) -> dict | None:
     elastic = os.environ.get("HOROVOD_ELASTIC") == "1"       # Horovod: horovodrun --min-np/--max-np
     on_every_rank, on_rank_zero = agreement(elastic, rank)
     say = print if rank == 0 else silent
+    private_dir(config.local_dir(rank))        # this rank's local files: other local users' never
+    # One run per --checkpoint-dir: rank 0 leases it (a second run is refused) until the end.
+    lease = checkpoint_lease(storage, config.outputs.checkpoint_dir) if rank == 0 else None
+    if lease is not None:
+        held.callback(lease.release)
+    on_rank_zero(lambda: lease and lease.acquire())
 
     # Data: rank 0 picks the dataset's version (a publish meanwhile never splits the ranks);
     # the flags and that version checked on every rank; what the model takes, computed once.
@@ -58,8 +71,9 @@ def train(config: TrainConfig) -> dict | None:
     # Resume wins over --init-from: rank 0 finds the newest complete checkpoint for everyone
     # (elastic: each rank reads the listing; rank 0's state is broadcast at the start).
     store = CheckpointStore(storage, config.outputs.checkpoint_dir, config.local_dir(rank, "checkpoints"),
-                            config.outputs.keep_checkpoints)
-    latest = on_rank_zero(lambda: latest_position(store))
+                            config.outputs.keep_checkpoints, lease)
+    latest = on_rank_zero(lambda: resumable(store, manifest.content_id, config.inputs.dataset,
+                                            config.resume_other_version, say))
     batches = on_every_rank(lambda: plan_batches(
         manifest.splits["train"].num_records, size, config.batch_size, config.devices.accumulate,
         config.global_batch_size, (latest or {}).get("global_batch"), elastic))
@@ -67,8 +81,8 @@ def train(config: TrainConfig) -> dict | None:
     for line in start_lines(config, manifest, heads, model_input, batches, device, elastic):
         say(line, flush=True)
     # Shards are fetched as they are read, within --cache-limit-gb, in this process's own folder.
-    shards = ShardCache(storage, config.inputs.dataset, config.local_dir(rank, "shards"),
-                        config.inputs.cache_limit_gb * 2**30)
+    shards = on_every_rank(lambda: ShardCache(storage, config.inputs.dataset, config.local_dir(rank, "shards"),
+                                              config.inputs.cache_limit_gb * 2**30))
     checked = None
     if config.check_input:
         training = rank_inputs(config, manifest, heads, model_input, threads, batches, rank, size, shards)
@@ -120,6 +134,8 @@ def train(config: TrainConfig) -> dict | None:
               "loss_scale": precision.loss_scale(optimizer), "history": run.history, "samples": run.samples,
               "init_from": warm, "frozen": frozen, "settings": config.settings(),
               "tensorboard": run.tensorboard_url, "input_check": checked}
+    if lease is not None:
+        lease.verify()                # the model and report go where no other run has taken over
     return finish(storage, config, model, scored, heads, model_input, started, report)
 
 
@@ -166,10 +182,7 @@ def checked_inputs(config: TrainConfig, storage: Storage, version: str | None):
     check_flags(config)
     manifest = read_manifest(storage, config.inputs.dataset, version)
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
-    largest = max((s for split in manifest.splits.values() for s in split.shards), key=lambda s: s.bytes)
-    if largest.bytes > config.inputs.cache_limit_gb * 2**30:
-        raise UsageError(f"--cache-limit-gb {config.inputs.cache_limit_gb:g} is smaller than shard "
-                         f"{largest.file} ({largest.bytes / 2**30:.2f} GiB): each process needs room for one")
+    check_room({name: split.shards for name, split in manifest.splits.items()}, config.inputs.cache_limit_gb * 2**30)
     return manifest, heads, ModelInput.of(manifest, config.inputs.image_size)
 
 

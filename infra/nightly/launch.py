@@ -24,9 +24,10 @@ SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 MPIJOBS = "/apis/kubeflow.org/v2beta1/namespaces/{namespace}/mpijobs"
 # Open MPI over the operator's ssh; -x hands the launcher's variables to the ranks, which sshd
 # starts with a bare environment (S3 credentials and endpoint included).
+# XDG_CACHE_HOME: the trainer's per-user cache goes to the pod's /tmp volume, not its image layer.
 MPI_FLAGS = ["-bind-to", "none", "-map-by", "slot", "-x", "NCCL_DEBUG=WARN", "-x", "LD_LIBRARY_PATH",
              "-x", "PATH", "-x", "AWS_ACCESS_KEY_ID", "-x", "AWS_SECRET_ACCESS_KEY",
-             "-x", "AWS_DEFAULT_REGION", "-x", "AWS_ENDPOINT_URL_S3",
+             "-x", "AWS_DEFAULT_REGION", "-x", "AWS_ENDPOINT_URL_S3", "-x", "XDG_CACHE_HOME=/tmp/cache",
              "-mca", "pml", "ob1", "-mca", "btl", "^openib"]
 
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # System packages the project needs on Debian 12: the MPI + compiler toolchain Horovod builds
 # against, the Fashion-MNIST data the demo trains on, sshd and iproute2 for the two-host test
-# (infra/local/hosts.py: horovodrun ssh's into two network namespaces of this machine), Java for
+# (infra/local/hosts.py: horovodrun ssh's into two network namespaces of this machine), strace (the
+# durability test reads the order of fsync and rename calls: tests/test_local_durability.py), Java for
 # the local Cassandra, and kubectl (its built-in kustomize renders k8s/ in the tests), and the
 # Python the virtualenv is built with ($PYTHON, chosen by infra/setup/python.sh) with its venv and
 # header packages when the distribution has them and they are missing. Quick when all are there
 # already.
 set -euo pipefail
-PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make patch dataset-fashion-mnist openssh-server iproute2)
+PACKAGES=(openmpi-bin libopenmpi-dev cmake g++ make patch dataset-fashion-mnist openssh-server iproute2 strace)
 PYTHON=${PYTHON:-python3.11}
 # Commands that may come from elsewhere (Node's own npm, another JDK): a package only if missing.
 declare -A FOR_COMMAND=([java]=openjdk-17-jre-headless [npm]=npm)

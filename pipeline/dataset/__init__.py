@@ -8,8 +8,10 @@
     quarantine.py     what a quarantine entry holds and how its reasons are counted
     image_sizes.py    each split's image sizes, formats and channels (the manifest's image_sizes)
     storage.py        files by URL (s3:// or local paths), one backend per scheme: backends/
-    local_files.py    atomic and conditional local writes and deletes, a local file's sha256
+    local_files.py    atomic, durable and conditional local writes and deletes, a local file's sha256,
+                      a folder one live process owns
     local_paths.py    remote names made local paths without leaving their folder; the per-user cache
+    lease.py          one holder at a time for a folder of a store (the nightly, a checkpoint folder)
     reader.py         a split's shards for one (rank, size): which files, staged and sha256-checked
     shard_cache.py    shards fetched ahead of a reader within a disk budget, sha256-checked
     crops.py          photos of many sizes to one input size: random-resized and center crops (TensorFlow)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import posixpath
 
-__all__ = ["UnsafeName", "path_under", "relative_key", "user_cache_dir"]
+__all__ = ["UnsafeName", "path_under", "private_dir", "relative_key", "user_cache_dir"]
 
 APP = "image-classifier-pipeline"
 
@@ -45,7 +45,12 @@ def relative_key(prefix_url: str, url: str) -> str:
 def user_cache_dir(*parts: str) -> str:
     """$XDG_CACHE_HOME (or ~/.cache)/image-classifier-pipeline/<parts>, created 0700."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, APP, *parts)
+    return private_dir(os.path.join(base, APP, *parts))
+
+
+def private_dir(path: str) -> str:
+    """`path`, created if missing and made 0700: what is below it is this user's alone, even
+    under a folder others can read (a --cache-dir in /tmp)."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)             # makedirs' mode is masked by the umask
     return path

@@ -22,6 +22,7 @@ they only ever join the dataset URL with a shard's relative name.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 from pipeline.dataset import records
@@ -124,6 +125,12 @@ class Manifest:
                    label_attributes=doc.get("label_attributes", {}),
                    duplicates=doc.get("duplicates", 0), version=doc.get("version"),
                    empty_classes=doc.get("empty_classes", []))
+
+    @property
+    def content_id(self) -> str:
+        """Which data this is: its version folder (named by its content), or for a flat dataset
+        the sha256 of its manifest (no timestamps inside: the same data, the same id)."""
+        return self.version or "sha256:" + hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     @property
     def channels(self) -> int | None:

@@ -15,8 +15,9 @@ import random
 from concurrent.futures import ThreadPoolExecutor
 
 from pipeline.dataset.local_files import file_digest
+from pipeline.dataset.local_paths import path_under
 from pipeline.dataset.manifest import Manifest, Shard
-from pipeline.dataset.shard_cache import ShardCache, ShardChecksumError
+from pipeline.dataset.shard_cache import ShardCache, ShardChecksumError, local_name
 from pipeline.dataset.storage import Storage, join
 
 __all__ = ["RankShare", "ShardChecksumError", "files_for_rank", "rank_share", "stage"]
@@ -66,14 +67,17 @@ def rank_share(manifest: Manifest, split: str, rank: int, size: int,
 
 def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, indices: list[int],
           cache_dir: str) -> list[str]:
-    """Bring the given shards of a split to local disk (once; verified by sha256). The cache is
-    content-addressed (the sha256 is in the file name), so jobs on one host share it safely."""
+    """Bring the given shards of a split to local disk, verified by sha256 when fetched and
+    again on every reuse (a file changed in the cache since, by a crash or a hand, is fetched
+    again). The cache is content-addressed (the sha256 is in the file name), so jobs on one host
+    share it. Local names come from the manifest, the bucket's: one that would leave `cache_dir`
+    is refused before anything is fetched."""
     shards = [manifest.splits[split].shards[i] for i in indices]
-    local_root = os.path.join(cache_dir, manifest.name)
+    local_root = path_under(cache_dir, manifest.name)
+    paths = [path_under(local_root, local_name(shard, keep_folders=True)) for shard in shards]
 
-    def fetch(shard):
-        path = os.path.join(local_root, shard.sha256[:16] + "-" + shard.file)
-        if os.path.exists(path):
+    def fetch(shard, path):
+        if os.path.exists(path) and file_digest(path)[0] == shard.sha256:
             return path
         url = join(dataset_url, shard.file)
         incoming = f"{path}.{os.getpid()}.incoming"   # ranks on one host may fetch the same shard
@@ -85,4 +89,4 @@ def stage(storage: Storage, dataset_url: str, manifest: Manifest, split: str, in
         return path
 
     with ThreadPoolExecutor(STAGING_THREADS) as pool:
-        return list(pool.map(fetch, shards))
+        return list(pool.map(fetch, shards, paths))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import collections
 import os
-import shutil
+import re
 import threading
+import weakref
 
-from pipeline.dataset.local_files import file_digest
+from pipeline.dataset.local_files import file_digest, own_folder
+from pipeline.dataset.local_paths import UnsafeName, path_under
 from pipeline.dataset.manifest import Shard
 from pipeline.dataset.storage import Storage, join
 
@@ -31,6 +33,37 @@ class ShardChecksumError(Exception):
 
 class CacheTooSmall(Exception):
     """A shard is larger than the whole budget."""
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def local_name(shard: Shard, keep_folders: bool = False) -> str:
+    """The local file name of a shard: its sha256's first 16 digits and its file name (with
+    the manifest's folders when `keep_folders`). The manifest is the bucket's, so a sha256 that
+    is not 64 hex digits (it could hold `../`) is refused here, and the name by `path_under`."""
+    if not SHA256.fullmatch(str(shard.sha256)):
+        raise UnsafeName(f"the manifest gives shard {shard.file!r} the sha256 {shard.sha256!r}: "
+                         "not 64 hex digits")
+    return f"{shard.sha256[:16]}-{shard.file if keep_folders else os.path.basename(shard.file)}"
+
+
+def check_room(splits: dict[str, list[Shard]], limit_bytes: float) -> None:
+    """Refuse (CacheTooSmall) a budget under which a reader could wait for room forever. One
+    cache serves every split of a process, and each split's reader holds one shard open at once
+    (training's stays suspended, its shard open, while validation reads): so the largest shard
+    of every split must fit together. Every shard's local name is checked too (the manifest is
+    the bucket's), before anything is fetched."""
+    largest = {name: max(shards, key=lambda s: s.bytes) for name, shards in splits.items() if shards}
+    for shards in splits.values():
+        for shard in shards:
+            local_name(shard)
+    need = sum(s.bytes for s in largest.values())
+    if need > limit_bytes:
+        each = ", ".join(f"{name} {s.file} {s.bytes / 2**20:.2f} MiB" for name, s in largest.items())
+        raise CacheTooSmall(f"--cache-limit-gb {limit_bytes / 2**30:g} is smaller than the largest shard of "
+                            f"each split together ({need / 2**20:.2f} MiB: {each}): each process "
+                            "holds one of each open at once")
 
 
 class ShardCache:
@@ -48,11 +81,14 @@ class ShardCache:
         self.errors: dict[str, Exception] = {}
         self.holding: dict = {}                  # reader key -> (its token, the shard it reads)
         self.wanted: dict[str, int] = {}         # the latest reading order: file -> position
-        shutil.rmtree(local_dir, ignore_errors=True)     # this process's own folder: left by a crash
-        os.makedirs(local_dir)
+        # Owned while this cache lives: a second cache on the folder (another load() with the same
+        # cache_dir, another job with the same --checkpoint-dir) is refused, never emptied under
+        # us; what a crashed owner left is removed.
+        owner = own_folder(local_dir)
+        self.close = weakref.finalize(self, os.close, owner)
 
     def path(self, shard: Shard) -> str:
-        return os.path.join(self.local_dir, shard.sha256[:16] + "-" + os.path.basename(shard.file))
+        return path_under(self.local_dir, local_name(shard))
 
     @property
     def bytes_on_disk(self) -> int:
@@ -61,6 +97,7 @@ class ShardCache:
     def want(self, shards: list[Shard]) -> None:
         """The shards a reader is about to read, in order: fetched ahead, as space allows."""
         for shard in shards:
+            self.path(shard)            # a name that would leave the folder: refused before any fetch
             if shard.bytes > self.limit:
                 raise CacheTooSmall(f"shard {shard.file} is {shard.bytes / 2**30:.2f} GiB, more than the "
                                     f"cache limit of {self.limit / 2**30:.2f} GiB (--cache-limit-gb)")

@@ -19,12 +19,13 @@ import dataclasses
 import os
 from typing import Iterator
 
-from pipeline.dataset.backends.base import Backend, StorageError, WriteConflict
+from pipeline.dataset.backends.base import Backend, StorageError, TooLarge, WriteConflict
 from pipeline.dataset.backends.local import LocalBackend
 from pipeline.dataset.backends.s3 import S3Backend, S3Settings, split_s3
 from pipeline.dataset.backends.s3_faults import TransientStorageError
 
-__all__ = ["BACKENDS", "S3Settings", "Storage", "StorageError", "TransientStorageError", "WriteConflict", "check_url",
+__all__ = ["BACKENDS", "S3Settings", "Storage", "StorageError", "TooLarge", "TransientStorageError", "WriteConflict",
+           "check_url",
            "is_local", "join", "relative", "split_s3", "unsupported"]
 
 BACKENDS: dict[str, type[Backend]] = {"s3": S3Backend, "": LocalBackend}   # by scheme; "": a path
@@ -107,8 +108,16 @@ class Storage:
     def size(self, url: str) -> int:
         return self.backend(url).size(url)
 
-    def read_bytes(self, url: str) -> bytes:
-        return self.backend(url).read(url)
+    def read_bytes(self, url: str, max_bytes: int | None = None) -> bytes:
+        """The whole object; with `max_bytes`, never more than that is read: a larger object (one
+        that grew since it was listed at that size) raises TooLarge."""
+        if max_bytes is None:
+            return self.backend(url).read(url)
+        data = self.backend(url).read_range(url, 0, max_bytes + 1)
+        if len(data) > max_bytes:
+            raise TooLarge(f"{url} holds more than the {max_bytes:,} bytes it was listed with "
+                           "(changed since?); not read")
+        return data
 
     def read_text(self, url: str) -> str:
         return self.read_bytes(url).decode("utf-8")
@@ -125,9 +134,11 @@ class Storage:
         """Bytes [start, end) (fewer at the end of the file; a ranged GET on S3)."""
         return self.backend(url).read_range(url, start, end)
 
-    def list(self, prefix_url: str) -> Iterator[tuple[str, int]]:
-        """Yield (url, size) of every file under a prefix, page by page (never all keys at once)."""
-        return self.backend(prefix_url).list(prefix_url)
+    def list(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int]]:
+        """Yield (url, size) of every file under a prefix, page by page (never all keys at once).
+        Locally only regular files (and symlinks to them inside the prefix): what else is there
+        is appended to `skipped` as (url, reason) when a list is given (backends/local.py)."""
+        return self.backend(prefix_url).list(prefix_url, skipped)
 
     def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
         """(url, size, stamp) of every file under a prefix; a file's stamp changes when it does."""
@@ -136,9 +147,10 @@ class Storage:
     def stamp(self, url: str) -> str:
         return self.backend(url).stamp(url)
 
-    def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
-        """One level under a prefix: (url, size) per file, (url, None) per folder, page by page."""
-        return self.backend(prefix_url).list_children(prefix_url)
+    def list_children(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int | None]]:
+        """One level under a prefix: (url, size) per file, (url, None) per folder, page by page;
+        `skipped` as for list."""
+        return self.backend(prefix_url).list_children(prefix_url, skipped)
 
     def download(self, url: str, local_path: str) -> None:
         """To a partial file beside `local_path`, renamed once complete."""

@@ -14,7 +14,7 @@ from pipeline.dataset.storage import Storage, join
 from pipeline.sources.attributes import AttributeRows
 from pipeline.sources.folders import FolderRows
 from pipeline.sources.labels import LabelRows
-from pipeline.sources.listing import ListAllFiles
+from pipeline.sources.listing import DEFAULT_MAX_IMAGE_BYTES, ListAllFiles
 
 LAYOUTS = ("auto", "labels", "folders", "attributes")
 LABELS_NAMES = ("labels.csv", "labels.jsonl")
@@ -45,16 +45,22 @@ def detect_layout(storage: Storage, source: str, layout: str,
 
 
 class ReadFileRows(beam.PTransform):
-    """PBegin -> (rows, quarantine) from the files under `source` in the given layout."""
+    """PBegin -> (rows, quarantine) from the files under `source` in the given layout; objects
+    over `max_bytes` and local entries that are no regular file are quarantined unread."""
 
-    def __init__(self, storage: Storage, source: str, layout: str, labels_url: str | None):
+    def __init__(self, storage: Storage, source: str, layout: str, labels_url: str | None,
+                 max_bytes: int = DEFAULT_MAX_IMAGE_BYTES):
         super().__init__()
         self.storage, self.source, self.layout, self.labels_url = storage, source, layout, labels_url
+        self.max_bytes = max_bytes
 
     def expand(self, pbegin):
-        files = pbegin | "ListFiles" >> ListAllFiles(self.storage, self.source, (self.labels_url or "",))
+        files, unread = pbegin | "ListFiles" >> ListAllFiles(self.storage, self.source, (self.labels_url or "",),
+                                                             self.max_bytes)
         if self.layout == "folders":
-            return files | "Folders" >> FolderRows()
-        if self.layout == "attributes":
-            return files | "Attributes" >> AttributeRows(self.storage)
-        return files | "Labels" >> LabelRows(self.storage, self.labels_url)
+            rows, rejected = files | "Folders" >> FolderRows()
+        elif self.layout == "attributes":
+            rows, rejected = files | "Attributes" >> AttributeRows(self.storage)
+        else:
+            rows, rejected = files | "Labels" >> LabelRows(self.storage, self.labels_url)
+        return rows, (unread, rejected) | "AllRejected" >> beam.Flatten()

@@ -5,7 +5,12 @@ the key is the object path relative to the prefix.
 The file is read in parts of RANGE_BYTES by many workers (ranged reads), as Beam's text sources
 split files: a part's rows are the lines that begin in it, so a labels file of 10^9 rows (~50 GB)
 is never in one worker's memory. (A CSV field quoted across a line break is therefore not
-supported in files larger than one part.)"""
+supported in files larger than one part.)
+
+The pre-flight check (pipeline/preflight.py) refuses a file whose first rows are bad, in one
+line. Past them, one bad row (not JSON, not UTF-8, a CSV field over the csv module's limit, a row
+over MAX_ROW_BYTES) is one quarantine entry with its line number, never the end of the job; a
+line that runs on without a newline is read no further than MAX_ROW_BYTES."""
 from __future__ import annotations
 
 import csv
@@ -28,6 +33,8 @@ class LabelsFileError(ValueError):
 
 RANGE_BYTES = 64 * 2**20          # one worker's part of the labels file
 HEADER_BYTES = 2**20              # where the CSV header line must end
+MAX_ROW_BYTES = 2**20             # a longer row is one bad row (an S3 key is at most 1 KiB)
+READ_BYTES = 2**20                # what a part reads at a time past its end, to finish its last line
 
 
 def is_jsonl(url: str) -> bool:
@@ -35,10 +42,18 @@ def is_jsonl(url: str) -> bool:
 
 
 def parse_labels(text: str, where: str, header: list[str] | None = None,
-                 offset: int = 0) -> Iterator[tuple[str, dict]]:
+                 offset: int = 0, bad: list | None = None) -> Iterator[tuple[str, dict]]:
     """Yield (key, {"label": ..., "split": ...}) per row of a labels file (CSV or JSONL), or
-    of a part of one that starts at byte `offset` (a CSV part after the first gets the header)."""
-    rows = _jsonl_rows(text, where, offset) if is_jsonl(where) else _csv_rows(text, where, header)
+    of a part of one that starts at byte `offset` (a CSV part after the first gets the header).
+    A bad row raises LabelsFileError, or with a `bad` list is appended to it as (where in the
+    file, why) and skipped."""
+    def refuse(number: int, problem: str) -> None:
+        at = f"line {number}" if offset == 0 else f"line {number} after byte {offset}"
+        if bad is None:
+            raise LabelsFileError(f"labels file {where} {at} {problem}")
+        bad.append((at, problem))
+
+    rows = _jsonl_rows(text, refuse) if is_jsonl(where) else _csv_rows(text, where, header, refuse)
     for row in rows:
         key = str(row.get("key") or "").strip()
         if key:
@@ -46,27 +61,56 @@ def parse_labels(text: str, where: str, header: list[str] | None = None,
                         "split": str(row.get("split") or "").strip()}
 
 
-def _csv_rows(text: str, where: str, header: list[str] | None = None) -> Iterator[dict]:
+def _csv_rows(text: str, where: str, header: list[str] | None, refuse) -> Iterator[dict]:
     reader = csv.DictReader(io.StringIO(text), fieldnames=header)
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise LabelsFileError(f"labels file {where} has no column(s) {', '.join(missing)} "
                               f"in its header (found: {reader.fieldnames})")
-    yield from reader
+    while True:
+        try:
+            row = next(reader)        # after a csv.Error the reader goes on at the next line
+        except StopIteration:
+            return
+        except csv.Error as e:        # (DictReader's own line_num counts good rows only)
+            refuse(reader.reader.line_num, f"is not valid CSV: {e}")
+            continue
+        problem = _row_problem(str(v) for v in row.values() if v is not None)
+        if problem:
+            refuse(reader.line_num, problem)
+        else:
+            yield row
 
 
-def _jsonl_rows(text: str, where: str, offset: int = 0) -> Iterator[dict]:
+def _jsonl_rows(text: str, refuse) -> Iterator[dict]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        at = f"line {number}" if offset == 0 else f"line {number} after byte {offset}"
+        problem = _row_problem([line])
+        if problem:
+            refuse(number, problem)
+            continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise LabelsFileError(f"labels file {where} {at} is not JSON: {e}") from None
+            refuse(number, f"is not JSON: {e}")
+            continue
         if not isinstance(row, dict) or "key" not in row:
-            raise LabelsFileError(f"labels file {where} {at} has no \"key\"")
+            refuse(number, "has no \"key\"")
+            continue
         yield row
+
+
+def _row_problem(fields) -> str | None:
+    """Why a row's text is bad on its own (too long, bytes that were not UTF-8), or None."""
+    size = 0
+    for field in fields:
+        size += len(field)
+        if size > MAX_ROW_BYTES:
+            return f"is longer than {MAX_ROW_BYTES:,} bytes"
+        if any("\udc80" <= c <= "\udcff" for c in field):       # surrogateescape'd bytes
+            return "is not UTF-8 text"
+    return None
 
 
 def csv_header(storage: Storage, url: str) -> list[str]:
@@ -79,21 +123,32 @@ def csv_header(storage: Storage, url: str) -> list[str]:
     return header
 
 
-def lines_in(storage: Storage, url: str, start: int, end: int) -> bytes:
-    """The lines that begin in bytes [start, end) of the file, the last one read to its end."""
-    data = storage.read_range(url, start - 1 if start else 0, end)
+def lines_in(storage: Storage, url: str, start: int, end: int,
+             max_row: int = MAX_ROW_BYTES) -> tuple[bytes, int | None]:
+    """The lines that begin in bytes [start, end) of the file, the last one read to its end, and
+    where that last line begins if it was left out because it runs past `max_row` bytes (else
+    None). Past `end` it reads READ_BYTES at a time, joined once (linear in what it reads), and
+    never more than `max_row` bytes of one line."""
+    first = start - 1 if start else 0
+    data = storage.read_range(url, first, end)
     if start:                        # the line running into this part belongs to the previous
         cut = data.find(b"\n")
-        data = data[cut + 1:] if cut >= 0 else b""
-    at = end
-    while data and not data.endswith(b"\n"):
-        more = storage.read_range(url, at, at + HEADER_BYTES)
+        first, data = first + cut + 1, (data[cut + 1:] if cut >= 0 else b"")
+    if not data or data.endswith(b"\n"):
+        return data, None
+    last = data.rfind(b"\n") + 1      # where the unfinished line begins, in `data`
+    chunks, length, at = [], len(data) - last, end
+    while length <= max_row:
+        more = storage.read_range(url, at, at + min(READ_BYTES, max_row + 1 - length))
         cut = more.find(b"\n")
-        data += more if cut < 0 else more[:cut + 1]
+        chunks.append(more if cut < 0 else more[:cut + 1])
+        length += len(chunks[-1])
         if cut >= 0 or not more:
             break
         at += len(more)
-    return data
+    if length > max_row:
+        return data[:last], first + last
+    return data + b"".join(chunks), None
 
 
 class SplitLabelsFile(beam.DoFn):
@@ -110,20 +165,34 @@ class SplitLabelsFile(beam.DoFn):
 
 
 class ReadLabelsPart(beam.DoFn):
-    """(url, start, end, header) -> (key, {"label", "split"}) for the rows that begin there."""
+    """(url, start, end, header) -> (key, {"label", "split"}) for the rows that begin there; a
+    bad row as a quarantine entry (QUARANTINE) naming its line."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
 
     def process(self, part):
         url, start, end, header = part
-        data = lines_in(self.storage, url, start, end)
-        try:
-            text = data.decode("utf-8-sig" if start == 0 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise LabelsFileError(f"labels file {url} is not UTF-8 text at byte "
-                                  f"{start + e.start} or so") from None
-        yield from parse_labels(text, url, None if start == 0 else header, start)
+        data, cut_off = lines_in(self.storage, url, start, end)
+        # Bytes that are not UTF-8 stay in the text as surrogates: only their rows are bad.
+        text = data.decode("utf-8-sig" if start == 0 else "utf-8", errors="surrogateescape")
+        bad = []
+        for row in parse_labels(text, url, None if start == 0 else header, start, bad):
+            yield from self.rejected(url, bad)
+            yield row
+        yield from self.rejected(url, bad)
+        if cut_off is not None:
+            line = text.count("\n") + 1
+            bad.append((f"line {line}" if start == 0 else f"line {line} after byte {start}",
+                        f"(at byte {cut_off}) is longer than {MAX_ROW_BYTES:,} bytes"))
+            yield from self.rejected(url, bad)
+
+    @staticmethod
+    def rejected(url: str, bad: list):
+        while bad:
+            at, problem = bad.pop(0)
+            yield beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
+                f"{url} {at}", url, f"bad labels row: {at} {problem}"))
 
 
 class JoinLabels(beam.DoFn):
@@ -158,8 +227,9 @@ class LabelRows(beam.PTransform):
         labels = (files.pipeline | "LabelsFile" >> beam.Create([self.labels_url])
                                  | "SplitLabelsFile" >> beam.ParDo(SplitLabelsFile(self.storage, self.range_bytes))
                                  | "SpreadParts" >> beam.Reshuffle()
-                                 | "ReadLabels" >> beam.ParDo(ReadLabelsPart(self.storage)))
-        rows = ({"images": files, "labels": labels}
+                                 | "ReadLabels" >> beam.ParDo(ReadLabelsPart(self.storage))
+                                 .with_outputs(QUARANTINE, main="rows"))
+        rows = ({"images": files, "labels": labels.rows}
                 | "JoinByKey" >> beam.CoGroupByKey()
                 | "LabelRows" >> beam.ParDo(JoinLabels()).with_outputs(QUARANTINE, main="rows"))
-        return rows.rows, rows[QUARANTINE]
+        return rows.rows, (labels[QUARANTINE], rows[QUARANTINE]) | "BadRows" >> beam.Flatten()

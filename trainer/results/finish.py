@@ -22,10 +22,12 @@ def finish(storage, config, model, scored: dict, heads: list, model_input: Model
     if not heads_lib.single(heads):
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
     report = {**report, "test": result, "model_dir": model_url,
-              "standardization": model_input.standardize.to_json(),
-              "plots": write_plots(storage, report, scored, heads, result, report_url,
-                                   config.local_dir(0, "plots")),
+              "standardization": model_input.standardize.to_json(), "plots": {},
               "wall_seconds": round(time.monotonic() - started, 1)}
+    # The report first: a plot that runs out of memory or fails leaves the scores written.
+    storage.write_text(report_url, json.dumps(report, indent=2))
+    plotted, failed = write_plots(storage, report, scored, heads, result, report_url, config.local_dir(0, "plots"))
+    report = {**report, "plots": plotted, **({"plot_errors": failed} if failed else {})}
     storage.write_text(report_url, json.dumps(report, indent=2))
     print_result(result, scored, heads)
     print(f"test accuracy {result['accuracy']:.4f}"
@@ -42,19 +44,27 @@ def print_result(result: dict, scored: dict, heads: list) -> None:
         print(metrics.format_confusion(scored[h.name][0], h.classes))
 
 
-def write_plots(storage, report, scored, heads, result, report_url, local_dir) -> dict:
+def write_plots(storage, report, scored, heads, result, report_url, local_dir) -> tuple[dict, dict]:
     """PNG files beside the report: training curves, and per head its confusion matrix (and
     ROC/PR for two classes); named confusion_matrix.png for one head on `label`,
-    confusion_matrix_<attribute>.png for several."""
-    made = {}
+    confusion_matrix_<attribute>.png for several. Returns ({name: url}, {name: why it failed}):
+    a plot never fails the run."""
+    wanted = {}
     if report["history"]:
-        made["training_curves"] = plots.training_curves(report["history"], report.get("samples") or [],
-                                                        os.path.join(local_dir, "training_curves.png"))
+        wanted["training_curves"] = lambda path: plots.training_curves(
+            report["history"], report.get("samples") or [], path)
     for h in heads:
         suffix = h.prefix and f"_{h.attribute}"
-        name = f"confusion_matrix{suffix}"
-        made[name] = plots.confusion_matrix(scored[h.name][0], h.classes, os.path.join(local_dir, f"{name}.png"))
+        wanted[f"confusion_matrix{suffix}"] = lambda path, h=h: plots.confusion_matrix(scored[h.name][0], h.classes, path)
         binary = scores.head_result(result, heads, h).get("binary")
         if binary:
-            made[f"roc_pr{suffix}"] = plots.roc_pr(binary, os.path.join(local_dir, f"roc_pr{suffix}.png"))
-    return plots.upload_beside(storage, made, report_url)
+            wanted[f"roc_pr{suffix}"] = lambda path, binary=binary: plots.roc_pr(binary, path)
+    plotted, failed = {}, {}
+    for name, plot in wanted.items():
+        try:
+            plotted.update(plots.upload_beside(storage, {name: plot(os.path.join(local_dir, f"{name}.png"))},
+                                               report_url))
+        except Exception as e:           # a picture is never worth the run (the scores are written)
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            print(f"warning: plot {name} not made: {failed[name]}", flush=True)
+    return plotted, failed

@@ -1,4 +1,9 @@
-"""The end-of-run pictures: training curves, the confusion matrix, ROC/PR for binary tasks (PNG)."""
+"""The end-of-run pictures: training curves, the confusion matrix, ROC/PR for binary tasks (PNG).
+
+Bounded whatever the data: a confusion matrix shows at most MAX_CLASSES classes (for a larger
+label set, those most confused), so the figure stays the same size for 300 classes as for 30
+(its area grew with the square of the class count: 100 classes took 1.7 GB); class names are
+shown as written, never as matplotlib's math (a class called `$\\dog$` raised ValueError)."""
 from __future__ import annotations
 
 import os
@@ -42,19 +47,42 @@ def training_curves(history: list[dict], samples: list[dict], path: str) -> str:
     return _save(fig, plt, path)
 
 
+MAX_CLASSES = 30              # classes a confusion matrix shows; more: the most confused
+
+
+def plain(text: str, limit: int = 40) -> str:
+    """`text` as matplotlib shows it literally (a `$` would start math, and fail on `\\dog`),
+    cut to `limit` characters so that no name can widen a figure without bound."""
+    text = str(text)
+    text = text if len(text) <= limit else text[:limit - 1] + "…"
+    return text.replace("$", r"\$")
+
+
+def most_confused(matrix: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` classes with the most errors, as true class or as prediction, in
+    class order."""
+    errors = matrix.sum(axis=0) + matrix.sum(axis=1) - 2 * np.diag(matrix)
+    return np.sort(np.argsort(-errors, kind="stable")[:count])
+
+
 def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str) -> str:
     plt = _pyplot()
+    title = "confusion matrix (counts; colour: share of the true class)"
+    rows = matrix.sum(axis=1, keepdims=True)      # of all predictions, also those not shown
+    if len(classes) > MAX_CLASSES:
+        title = (f"confusion matrix: the {MAX_CLASSES} most confused of {len(classes)} classes "
+                 "(counts; colour: share of the true class)")
+        shown = most_confused(matrix, MAX_CLASSES)
+        matrix, rows, classes = matrix[np.ix_(shown, shown)], rows[shown], [classes[i] for i in shown]
     size = max(5, 0.6 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    rows = matrix.sum(axis=1, keepdims=True)
     ax.imshow(matrix / np.maximum(rows, 1), cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title("confusion matrix (counts; colour: share of the true class)")
-    if len(classes) <= 30:
-        for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
-                    color="white" if value > 0.5 * max(rows[i, 0], 1) else "black")
+    ax.set_xticks(range(len(classes)), [plain(c) for c in classes], rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), [plain(c) for c in classes])
+    ax.set_xlabel("predicted"), ax.set_ylabel("true"), ax.set_title(title)
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
+                color="white" if value > 0.5 * max(rows[i, 0], 1) else "black")
     return _save(fig, plt, path)
 
 
@@ -64,7 +92,7 @@ def roc_pr(curves: dict, path: str) -> str:
     roc.plot(curves["roc"]["fpr"], curves["roc"]["tpr"])
     roc.plot([0, 1], [0, 1], ":", color="grey")
     roc.set_xlabel("false positive rate"), roc.set_ylabel("true positive rate")
-    roc.set_title(f"ROC ({curves['positive_class']}), AUC {curves['roc_auc']:.3f}")
+    roc.set_title(f"ROC ({plain(curves['positive_class'])}), AUC {curves['roc_auc']:.3f}")
     pr.plot(curves["pr"]["recall"], curves["pr"]["precision"])
     pr.set_xlabel("recall"), pr.set_ylabel("precision")
     pr.set_title(f"precision-recall, AP {curves['average_precision']:.3f}")

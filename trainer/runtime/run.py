@@ -109,7 +109,8 @@ class Run:
 
     def checkpoint_meta(self) -> dict:
         """What a checkpoint's marker says about the model (--init-from rebuilds it from this)."""
-        meta = {"dataset": self.config.inputs.dataset, "world_size": hvd.size(),
+        meta = {"dataset": self.config.inputs.dataset, "dataset_version": self.manifest.content_id,
+                "world_size": hvd.size(),
                 "model": self.config.model.name, "global_batch": self.global_batch,
                 "accumulate": self.batches.accumulate, "precision": self.config.devices.precision,
                 "image_shape": list(self.model_input.shape), "classes": self.manifest.classes}

@@ -8,6 +8,12 @@ only if its marker exists, so a crash during upload leaves the previous one as t
 complete one. Upload and commit run in a background thread while training goes on (at most
 one in flight).
 
+One run at a time writes a checkpoint folder: rank 0 holds a lease on it (<dir>/LOCK, the
+contract's lease: pipeline/dataset/lease.py), and a second run with the same folder is refused
+in one line until the first ends or its lease expires; each commit checks first that the lease
+is still ours. The marker records the dataset's version, so a resume onto a dataset republished
+since is named and refused unless asked for (--resume-other-version).
+
 On resume, rank 0 checks the newest committed checkpoint against its marker (every file there,
 every sha256 right) before choosing it; a damaged one is named in one line and the previous
 committed one is tried. The choice is broadcast (train.py), and every rank restores exactly that
@@ -21,20 +27,43 @@ import os
 import re
 import shutil
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import tensorflow as tf
 
 from pipeline.dataset.local_files import file_digest
+from pipeline.dataset.lease import Lease
+from pipeline.dataset.local_paths import UnsafeName, path_under
 from pipeline.dataset.storage import Storage, join
+from trainer.errors import UsageError
 
 MARKER = "COMMITTED"
 NAME = re.compile(r"^ckpt-(\d{5,})$")
+LOCK = "LOCK"
+# A crashed rank 0 on another host (or in a pod that is gone) keeps the folder for this long; on
+# its own host its successor takes over at once (the lease sees that its process is gone).
+LEASE_SECONDS = 300
+
+
+class CheckpointLease(Lease):
+    kind = "training run"
+    prefix = "trainer"
+    held_hint = "; wait for it to end, or use another --checkpoint-dir"
+    lost_suffix = "; stopped before committing"
+
+
+def checkpoint_lease(storage: Storage, checkpoint_dir: str) -> CheckpointLease:
+    """Not yet acquired: rank 0 acquires it (train.py) and holds it to the end of the run."""
+    return CheckpointLease(storage, join(checkpoint_dir.rstrip("/"), LOCK), LEASE_SECONDS,
+                           uuid.uuid4().hex[:12])
 
 
 class CheckpointStore:
-    def __init__(self, storage: Storage, url: str, local_dir: str, keep: int = 3):
+    def __init__(self, storage: Storage, url: str, local_dir: str, keep: int = 3,
+                 lease: Lease | None = None):
         self.storage, self.url, self.local_dir, self.keep = storage, url.rstrip("/"), local_dir, keep
+        self.lease = lease           # checked before each commit: never commit into a folder we lost
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future | None = None
         self._checked: set[tuple[int, int]] = set()    # (step, rank) fetched and checked here
@@ -100,6 +129,8 @@ class CheckpointStore:
             raise IOError(f"checkpoint {join(self.url, name)}: {', '.join(missing)} not stored as "
                           "written; not committed")
         marker = {"step": step, "files": files, **meta}
+        if self.lease is not None:
+            self.lease.verify()
         self.storage.write_text(join(self.url, name, MARKER), json.dumps(marker, indent=2))
         shutil.rmtree(local, ignore_errors=True)
         self._prune(step)
@@ -128,7 +159,10 @@ class CheckpointStore:
         except ValueError:
             return f"its {MARKER} marker is not JSON"
         for f in marker["files"]:
-            path = os.path.join(local, f["name"])
+            try:                  # the marker is the bucket's: a name must not leave `local`
+                path = path_under(local, f["name"])
+            except UnsafeName as e:
+                return str(e)
             try:
                 self.storage.download(join(self.url, name, f["name"]), path)
             except FileNotFoundError:
@@ -169,7 +203,32 @@ def position(store: CheckpointStore, step: int) -> dict:
     marker = store.marker(step)
     return {"checkpoint": join(store.url, store.name(step)), "step": step,
             "epoch": marker.get("epoch", 0), "batch": marker.get("batch", 0),
-            "steps_per_epoch": marker.get("steps_per_epoch"), "global_batch": marker.get("global_batch")}
+            "steps_per_epoch": marker.get("steps_per_epoch"), "global_batch": marker.get("global_batch"),
+            "dataset": marker.get("dataset"), "dataset_version": marker.get("dataset_version")}
+
+
+def resumable(store: CheckpointStore, version: str, dataset: str, allow: bool, say=print) -> dict | None:
+    """The newest intact checkpoint's position (None: start afresh), if it was trained on this
+    version of the data, or `allow` (--resume-other-version) says go on anyway."""
+    latest = latest_position(store, say)
+    check_dataset_version(latest, version, dataset, allow, say)
+    return latest
+
+
+def check_dataset_version(latest: dict | None, version: str, dataset: str, allow: bool, say) -> None:
+    """A resume onto another version of the data than the checkpoint was trained on (the dataset
+    republished, or another --dataset) is named, and refused unless `allow`: mixing them
+    silently would train a model on data nobody asked for. Markers older than this record no
+    version and pass."""
+    trained_on = (latest or {}).get("dataset_version")
+    if trained_on is None or trained_on == version:
+        return
+    what = (f"checkpoint {latest['checkpoint']} was trained on dataset version {trained_on} "
+            f"({latest.get('dataset')}); --dataset {dataset} is version {version}")
+    if not allow:
+        raise UsageError(f"{what}: pass --resume-other-version to go on from it anyway, or use a new "
+                         "--checkpoint-dir")
+    say(f"{what}: going on from it (--resume-other-version)", flush=True)
 
 
 def resume(store: CheckpointStore, checkpoint: tf.train.Checkpoint, latest: dict, steps: int,

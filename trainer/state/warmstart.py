@@ -6,6 +6,13 @@ checkpoint directory holding COMMITTED checkpoints (the newest is used), or a Ke
 (.h5 / .keras, e.g. ImageNet weights saved elsewhere from keras.applications). Weights are
 copied for every layer whose name and weight shapes match; a head sized for other classes (or
 the ImageNet classifier "predictions", which our models do not have) is left out.
+
+Warm start restores weights only and never runs code that came with them: a model is data from
+a bucket, and every rank holds the store's credentials. A SavedModel is never loaded as a model
+(keras.models.load_model revives Lambda layers by running their Python; tf.saved_model.load
+runs the graph's initialisers): its variables are read from its checkpoint by name. A checkpoint
+is restored into a model our own code builds; an HDF5 file is read as arrays; a .keras file is
+loaded with safe_mode (Keras refuses its Lambda layers).
 """
 from __future__ import annotations
 
@@ -17,7 +24,9 @@ import zipfile
 import h5py
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf.trackable_object_graph_pb2 import TrackableObjectGraph
 
+from pipeline.dataset.local_paths import path_under, relative_key
 from pipeline.dataset.storage import Storage, join
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
@@ -32,13 +41,24 @@ WEIGHTS_FILES = (".h5", ".hdf5", ".keras")
 
 @dataclasses.dataclass(frozen=True)
 class LayerWeights:
-    """What a source offers to transfer: weight arrays by layer name, in the layer's order."""
+    """What a source offers to transfer: weight arrays by layer name, in the layer's order, or
+    (a SavedModel's checkpoint) by variable name, "block1_conv/kernel"."""
     name: str
     layers: dict[str, list[np.ndarray]]
+    variables: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, model: keras.Model) -> "LayerWeights":
         return cls(model.name, {layer.name: layer.get_weights() for layer in model.layers if layer.weights})
+
+    def weights_for(self, layer) -> list[np.ndarray] | None:
+        """The arrays for `layer`'s weights, in its order; None if the source lacks one."""
+        if layer.name in self.layers:
+            return self.layers[layer.name]
+        names = [w.name.rsplit(":", 1)[0] for w in layer.weights]
+        if names and all(n in self.variables for n in names):
+            return [self.variables[n] for n in names]
+        return None
 
 
 def from_config(storage: Storage, config: TrainConfig, model: keras.Model, rank: int) -> dict:
@@ -54,12 +74,7 @@ def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tu
     """(the source's weights by layer, a description of what was loaded)."""
     local_dir = os.path.join(local_dir, f"init-{rank}")
     if storage.exists(join(url, "saved_model.pb")):
-        local = os.path.join(local_dir, "savedmodel")
-        shutil.rmtree(local, ignore_errors=True)
-        prefix = url.rstrip("/") + "/"
-        for file_url, _ in storage.list(url):
-            storage.download(file_url, os.path.join(local, file_url[len(prefix):]))
-        return LayerWeights.of(keras.models.load_model(local, compile=False)), f"SavedModel {url}"
+        return saved_model_weights(storage, url, os.path.join(local_dir, "savedmodel")), f"SavedModel {url}"
     if url.lower().endswith(WEIGHTS_FILES):
         return load_weights_file(storage, url, local_dir)
     store = CheckpointStore(storage, url, local_dir)
@@ -79,15 +94,51 @@ def load_source(storage: Storage, url: str, local_dir: str, rank: int = 0) -> tu
     return LayerWeights.of(model), f"checkpoint {join(url, store.name(step))} ({marker['model']})"
 
 
+def saved_model_weights(storage: Storage, url: str, local: str) -> LayerWeights:
+    """A SavedModel's variables by name, read from its variables/ checkpoint (the only files
+    fetched): the model itself is never loaded, so none of its code runs."""
+    shutil.rmtree(local, ignore_errors=True)
+    for file_url, _ in storage.list(url):
+        key = relative_key(url, file_url)
+        if key.startswith("variables/"):      # the bucket's keys: refused if they leave `local`
+            storage.download(file_url, path_under(local, key))
+    try:
+        variables = checkpoint_variables(os.path.join(local, "variables", "variables"))
+    except (tf.errors.OpError, ValueError) as e:
+        raise UsageError(f"--init-from {url}: its variables/ checkpoint cannot be read "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    return LayerWeights(url, {}, variables)
+
+
+def checkpoint_variables(prefix: str) -> dict[str, np.ndarray]:
+    """{variable name: array} of a TF2 checkpoint, from the object graph it stores beside the
+    tensors (each variable's full name and key). A name held by two variables is left out:
+    which one would be meant is unknown."""
+    reader = tf.train.load_checkpoint(prefix)
+    graph = TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    keys: dict[str, list[str]] = {}
+    for node in graph.nodes:
+        for attribute in node.attributes:
+            if attribute.name == "VARIABLE_VALUE" and attribute.full_name:
+                keys.setdefault(attribute.full_name, []).append(attribute.checkpoint_key)
+    return {name: reader.get_tensor(found[0]) for name, found in keys.items() if len(found) == 1}
+
+
 def load_weights_file(storage: Storage, url: str, local_dir: str) -> tuple[LayerWeights, str]:
     """A whole Keras model (.keras zip from model.save) or an HDF5 weights file by layer name:
     model.save_weights("x.h5"), model.save("x.h5"), and keras.applications' own ImageNet files."""
     if not storage.exists(url):
         raise UsageError(f"--init-from {url}: no such file")
-    local = os.path.join(local_dir, os.path.basename(url))
+    local = path_under(local_dir, os.path.basename(url))
     storage.download(url, local)
     if zipfile.is_zipfile(local):
-        return LayerWeights.of(keras.models.load_model(local, compile=False)), f"Keras model file {url}"
+        try:        # safe_mode: Keras refuses to deserialise a Lambda layer's Python
+            model = keras.models.load_model(local, compile=False, safe_mode=True)
+        except ValueError as e:
+            raise UsageError(f"--init-from {url}: Keras refused to load it safely "
+                             f"({str(e).splitlines()[0][:200]})") from None
+        return LayerWeights.of(model), f"Keras model file {url}"
     if not h5py.is_hdf5(local):
         raise UsageError(f"--init-from {url}: neither an HDF5 weights file nor a .keras model file")
     with h5py.File(local, "r") as f:
@@ -119,7 +170,7 @@ def transfer(source: LayerWeights | keras.Model, target: keras.Model,
     for layer in target.layers:
         if not layer.weights or layer.name in backbones.INPUT_CONSTANTS:   # set by the model itself
             continue
-        theirs = source.layers.get(layer.name)
+        theirs = source.weights_for(layer)
         if prefixes is not None and not layer.name.startswith(tuple(prefixes)):
             new[layer.name] = "not selected by --restore"
         elif theirs is None:

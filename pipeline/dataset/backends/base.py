@@ -18,6 +18,11 @@ class WriteConflict(StorageError):
     """A conditional write or delete found the object created, changed or deleted by someone else."""
 
 
+class TooLarge(Exception):
+    """An object holds more bytes than a read was allowed to take (not a store failure: the
+    object is the problem, so a caller quarantines it)."""
+
+
 class Backend(abc.ABC):
     """One kind of store. Reads of a missing object raise FileNotFoundError."""
 
@@ -49,8 +54,9 @@ class Backend(abc.ABC):
         """Bytes [start, end), fewer at the end of the file."""
 
     @abc.abstractmethod
-    def list(self, prefix_url: str) -> Iterator[tuple[str, int]]:
-        """(url, size) of every file under the prefix, streamed."""
+    def list(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int]]:
+        """(url, size) of every file under the prefix, streamed; an entry that is no file to read
+        (a local FIFO, device, symlink out of the folder) is appended to `skipped` as (url, why)."""
 
     @abc.abstractmethod
     def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
@@ -63,8 +69,9 @@ class Backend(abc.ABC):
         """One file's stamp (as `stamps`); FileNotFoundError if it is missing."""
 
     @abc.abstractmethod
-    def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
-        """One level under the prefix: (url, size) per file, (url, None) per folder."""
+    def list_children(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int | None]]:
+        """One level under the prefix: (url, size) per file, (url, None) per folder; `skipped`
+        as for list."""
 
     @abc.abstractmethod
     def download(self, url: str, local_path: str) -> None:

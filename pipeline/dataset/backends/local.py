@@ -1,20 +1,29 @@
-"""Local paths: a file system on this machine, or one every worker mounts at the same path."""
+"""Local paths: a file system on this machine, or one every worker mounts at the same path.
+
+A listing yields regular files only, looked at without following links (lstat): a FIFO would
+hang its reader forever, a device such as /dev/zero never ends, and a symlink can lead anywhere
+the job may read (/etc/shadow when it runs as root). A symlink is followed only to a regular
+file inside the folder being listed; a symlink to a folder is not followed. What is left out is
+told to the caller's `skipped` list with the reason, for the quarantine. Reads open without
+blocking and refuse what is not a regular file (what a listed name became since)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import posixpath
 import shutil
+import stat
 import threading
 from typing import Iterator
 
 from pipeline.dataset.backends.base import Backend, WriteConflict
-from pipeline.dataset.local_files import delete_local, local_token, write_local
+from pipeline.dataset.local_files import delete_local, durable_folders, durable_replace, local_token, write_local
 
 
 class LocalBackend(Backend):
-    """Writes are atomic (written beside the target, then renamed); conditional ones compare
-    the content's sha256 under an flock (local_files.py)."""
+    """Writes are atomic (written beside the target, then renamed) and durable (fsynced, and
+    their folders: local_files.py); conditional ones compare the content's sha256 under an
+    flock. A move is a rename only: the commit that follows it fsyncs the folder it lands in."""
 
     def __init__(self, settings=None):      # nothing to configure
         pass
@@ -34,7 +43,7 @@ class LocalBackend(Backend):
         return os.path.getsize(url)
 
     def read(self, url: str) -> bytes:      # no token: hashing every image read was 10 % of a job
-        with open(url, "rb") as f:
+        with open_regular(url) as f:
             return f.read()
 
     def read_versioned(self, url: str) -> tuple[bytes, str]:
@@ -42,15 +51,22 @@ class LocalBackend(Backend):
         return data, local_token(data)
 
     def read_range(self, url: str, start: int, end: int) -> bytes:
-        with open(url, "rb") as f:
+        with open_regular(url) as f:
             f.seek(start)
             return f.read(max(0, end - start))
 
-    def list(self, prefix_url: str) -> Iterator[tuple[str, int]]:
-        for root, _, files in os.walk(prefix_url):
-            for name in sorted(files):
-                path = os.path.join(root, name)
-                yield path, os.path.getsize(path)
+    def list(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int]]:
+        root = os.path.realpath(prefix_url)
+        folders = [prefix_url] if os.path.isdir(prefix_url) else []
+        while folders:
+            folder = folders.pop()
+            found = []
+            for entry, size in entries(folder, root, skipped):
+                if size is None:
+                    found.append(entry.path)
+                else:
+                    yield entry.path, size
+            folders.extend(sorted(found, reverse=True))     # depth first, in name order
 
     def stamps(self, prefix_url: str) -> Iterator[tuple[str, int, str]]:
         for path, size in self.list(prefix_url):
@@ -60,27 +76,28 @@ class LocalBackend(Backend):
         info = os.stat(url)
         return f"{info.st_size}:{info.st_mtime_ns}"
 
-    def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
-        for entry in sorted(os.scandir(prefix_url), key=lambda e: e.name):
-            yield (entry.path, None) if entry.is_dir() else (entry.path, entry.stat().st_size)
+    def list_children(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int | None]]:
+        root = os.path.realpath(prefix_url)
+        for entry, size in entries(prefix_url, root, skipped):
+            yield entry.path, size
 
     def download(self, url: str, local_path: str) -> None:
         shutil.copyfile(url, local_path)
 
     def upload(self, local_path: str, url: str) -> None:
-        os.makedirs(os.path.dirname(url) or ".", exist_ok=True)
+        durable_folders(os.path.dirname(url) or ".")
         tmp = url + ".partial"
         shutil.copyfile(local_path, tmp)
-        os.replace(tmp, url)
+        durable_replace(tmp, url)
 
     @contextlib.contextmanager
     def writing(self, url: str):
         """Beside the target (one partial name per writer thread), renamed once complete."""
         path = f"{url}.{os.getpid()}-{threading.get_ident()}.partial"
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        durable_folders(os.path.dirname(path) or ".")
         try:
             yield path
-            os.replace(path, url)
+            durable_replace(path, url)
         finally:
             if os.path.exists(path):
                 os.remove(path)
@@ -105,5 +122,73 @@ class LocalBackend(Backend):
         self.delete(prefix_url)
 
     def move(self, src: str, dst: str) -> None:
-        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        durable_folders(os.path.dirname(dst) or ".")
         os.replace(src, dst)
+
+
+def entries(folder: str, root: str, skipped: list | None):
+    """(entry, size) per regular file in `folder` (a symlink: to a regular file under `root`),
+    (entry, None) per real folder, in name order; each entry left out is appended to `skipped`
+    as (path, reason)."""
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        try:
+            mode = entry.stat(follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                yield entry, None
+            elif stat.S_ISREG(mode):
+                yield entry, entry.stat(follow_symlinks=False).st_size
+            elif stat.S_ISLNK(mode):
+                yield entry, linked_size(entry.path, root)
+            else:
+                raise SkippedEntry(f"not a regular file ({kind(mode)})")
+        except SkippedEntry as e:
+            if skipped is not None:
+                skipped.append((entry.path, str(e)))
+        except FileNotFoundError:
+            continue                   # removed while listed
+
+
+class SkippedEntry(Exception):
+    """Why a listed entry is not a file to read."""
+
+
+def linked_size(path: str, root: str) -> int:
+    """The size of the regular file a symlink leads to, if it lies under `root`."""
+    target = os.path.realpath(path)
+    if os.path.commonpath([target, root]) != root:
+        raise SkippedEntry(f"a symlink to {target}, outside the folder listed ({root}): not followed")
+    try:
+        mode = os.stat(target)
+    except OSError:
+        raise SkippedEntry("a symlink that leads nowhere") from None
+    if stat.S_ISDIR(mode.st_mode):
+        raise SkippedEntry("a symlink to a folder: not followed")
+    if not stat.S_ISREG(mode.st_mode):
+        raise SkippedEntry(f"a symlink to {target}, not a regular file ({kind(mode.st_mode)})")
+    return mode.st_size
+
+
+def kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+@contextlib.contextmanager
+def open_regular(path: str):
+    """Open for reading without blocking (a FIFO would wait for a writer forever), then refuse
+    anything but a regular file."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(f"{path}: not a regular file ({'a folder' if stat.S_ISDIR(mode) else kind(mode)}); "
+                          "not read")
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f

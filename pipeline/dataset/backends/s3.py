@@ -149,7 +149,7 @@ class S3Backend(Backend):
             raise
         return data
 
-    def list(self, prefix_url: str) -> Iterator[tuple[str, int]]:
+    def list(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int]]:
         for bucket, page in self._pages(prefix_url):
             for obj in page.get("Contents", []):
                 yield f"{SCHEME}{bucket}/{obj['Key']}", obj["Size"]
@@ -162,7 +162,7 @@ class S3Backend(Backend):
     def stamp(self, url: str) -> str:
         return self._call("stat", url, self.client.head_object, **self._key(url))["ETag"]
 
-    def list_children(self, prefix_url: str) -> Iterator[tuple[str, int | None]]:
+    def list_children(self, prefix_url: str, skipped: list | None = None) -> Iterator[tuple[str, int | None]]:
         for bucket, page in self._pages(prefix_url, Delimiter="/"):
             for obj in page.get("Contents", []):
                 yield f"{SCHEME}{bucket}/{obj['Key']}", obj["Size"]
