@@ -9,9 +9,8 @@ shared folder in /tmp that another local user could read or plant files in.
 from __future__ import annotations
 
 import os
-import posixpath
 
-__all__ = ["UnsafeName", "path_under", "private_dir", "relative_key", "user_cache_dir"]
+__all__ = ["UnsafeName", "key_problem", "path_under", "private_dir", "relative_key", "user_cache_dir"]
 
 APP = "image-classifier-pipeline"
 
@@ -20,14 +19,28 @@ class UnsafeName(ValueError):
     """A remote name that would leave its local folder (absolute, `..`, empty or NUL)."""
 
 
+def key_problem(name: str) -> str | None:
+    """Why a remote relative name is not one plain path (None: it is). S3 keeps `a//b`, `a/./b`,
+    `a/../b` and `a/` as keys of their own, a file system or another store (SeaweedFS) would not:
+    such names are refused in one place, here, never quietly normalised into another name."""
+    if not name or "\0" in name or name.startswith("/") or "\\" in name:
+        return "not a plain relative path (empty, absolute, NUL or backslash)"
+    if name.endswith("/"):
+        return "ends with / (a folder marker, not a file)"
+    parts = name.split("/")
+    if "" in parts:
+        return "holds // (an empty path segment)"
+    if any(part in ("..", ".") for part in parts):
+        return "holds a . or .. segment"
+    return None
+
+
 def path_under(root: str, name: str) -> str:
     """root/name for a remote relative name, refused if it would land outside `root`."""
-    if not name or "\0" in name or name.startswith("/") or "\\" in name:
-        raise UnsafeName(f"refusing remote name {name!r}: not a plain relative path")
-    parts = name.split("/")
-    if any(part in ("..", ".") for part in parts) or posixpath.normpath(name) != name.rstrip("/"):
-        raise UnsafeName(f"refusing remote name {name!r}: it leaves its folder or is not normalised")
-    path = os.path.join(root, *[p for p in parts if p])
+    problem = key_problem(name)
+    if problem:
+        raise UnsafeName(f"refusing remote name {name!r}: {problem}")
+    path = os.path.join(root, *name.split("/"))
     real_root = os.path.realpath(root)
     if os.path.commonpath([os.path.realpath(path), real_root]) != real_root:   # through a symlink
         raise UnsafeName(f"refusing remote name {name!r}: it resolves outside {root}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from pipeline.dataset import quarantine
+from pipeline.dataset.local_paths import key_problem
 from pipeline.dataset.storage import Storage, relative
 from pipeline.sources.rows import QUARANTINE
 
@@ -24,6 +25,18 @@ class Listed:
 
     def hidden(self, url: str, key: str) -> bool:
         return url in self.skip or any(part.startswith(".") for part in key.split("/"))
+
+    @staticmethod
+    def odd_key(source: str, url: str):
+        """A quarantine entry (tagged) for a key S3 keeps but no file system or other store
+        would (`a//b`, `a/./b`, a trailing /: pipeline/dataset/local_paths.key_problem), else None.
+        Checked on the key as listed: relative() would quietly normalise it into another name."""
+        prefix = source.rstrip("/") + "/"
+        key = url[len(prefix):] if url.startswith(prefix) else url
+        problem = key_problem(key)
+        if problem is None:
+            return None
+        return beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(key, url, f"unusable key: {problem}; not read"))
 
     def too_large(self, key: str, url: str, size: int):
         """A quarantine entry (tagged) when the object is over the cap, else None."""
@@ -49,10 +62,13 @@ class ListTopLevel(Listed, beam.DoFn):
         skipped = []
         for url, size in self.storage.list_children(source, skipped):
             yield from self.rejected(source, skipped)
+            odd = self.odd_key(source, url)     # before `relative`, which would normalise it
             key = relative(url, source)
-            if url in self.skip or key.startswith("."):
+            if url in self.skip or (key.startswith(".") and not odd):
                 continue
-            if size is None:
+            if odd:                   # a prefix like "a//" is refused whole, never listed as "a"
+                yield odd
+            elif size is None:
                 yield beam.pvalue.TaggedOutput(FOLDERS, (source, url))
             else:
                 yield self.too_large(key, url, size) or (key, (url, size))
@@ -71,7 +87,7 @@ class ListFiles(Listed, beam.DoFn):
             key = relative(url, source)
             if self.hidden(url, key):
                 continue
-            yield self.too_large(key, url, size) or (key, (url, size))
+            yield self.odd_key(source, url) or self.too_large(key, url, size) or (key, (url, size))
         yield from self.rejected(source, skipped)
 
 

@@ -166,8 +166,8 @@ class S3Backend(Backend):
         for bucket, page in self._pages(prefix_url, Delimiter="/"):
             for obj in page.get("Contents", []):
                 yield f"{SCHEME}{bucket}/{obj['Key']}", obj["Size"]
-            for sub in page.get("CommonPrefixes", []):
-                yield f"{SCHEME}{bucket}/{sub['Prefix'].rstrip('/')}", None
+            for sub in page.get("CommonPrefixes", []):      # "a//": its folder is "a/", not "a"
+                yield f"{SCHEME}{bucket}/{sub['Prefix'][:-1]}", None
 
     def _pages(self, prefix_url: str, **options) -> Iterator[tuple[str, dict]]:
         """(bucket, page) of list_objects_v2 under a prefix, each call's failure named."""
