@@ -19,10 +19,10 @@ from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage, join
 from tests.conftest import ingest_folders, run_cli
 
-# Measured here (2026-12-06): 0.8128 on 1,114 test images (grey 0.8069, colour 0.8188, turned
-# 0.8230); the same items ingested at their native 28x28 reach 0.86 in 3 epochs (docs/trainer.md
-# "Photos"). Five points of margin; each group ten.
-BAR = 0.76
+# Measured here (2026-12-06): 0.7899 on 1,114 test images; served, grey 0.8029 (553), colour
+# 0.7772 (561), turned 0.8151 (119). The same items ingested at their native 28x28: see
+# docs/trainer.md "Photos". Five points of margin; each group about eight.
+BAR = 0.74
 GROUP_BAR = 0.70
 
 

@@ -48,10 +48,12 @@ class ResizeCrop:
     def shape(self) -> tuple[int, int, int]:
         return (self.height, self.width, self.channels)
 
-    def describe(self, augment: bool) -> str:
+    def describe(self, augment: bool, why: str = "") -> str:
+        """The start line for photos: which crops training takes, and `why` (the --augment decision)."""
+        because = f": {why}" if why else ""
         training = (f"random-resized crops for training (area {self.area[0]:g}-{self.area[1]:g}, aspect "
-                    f"{self.aspect[0]:.2f}-{self.aspect[1]:.2f})" if augment else
-                    "the central crop for training too (augmentation off)")
+                    f"{self.aspect[0]:.2f}-{self.aspect[1]:.2f}{'; ' + why if why else ''})" if augment else
+                    f"the central crop for training too (augmentation off{because})")
         return (f"images resized to {self.height}x{self.width}: {training}, the central "
                 f"{CENTER_FRACTION:.1%} for evaluation and serving")
 
