@@ -69,8 +69,8 @@ def onto_background(img):
     return out
 
 
-def strips(shape) -> list[slice]:
-    """Row ranges of an image of `shape` (height, width, ...) of about STRIP_PIXELS each."""
+def strips(shape, pixels: int = STRIP_PIXELS) -> list[slice]:
+    """Row ranges of an image of `shape` (height, width, ...) of about `pixels` each."""
     height, width = shape[0], max(1, shape[1])
-    step = max(1, STRIP_PIXELS // width)
+    step = max(1, pixels // width)
     return [slice(top, top + step) for top in range(0, height, step)]
