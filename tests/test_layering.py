@@ -1,7 +1,7 @@
 """The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
 
 pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
-two reader modules (load.py, crops.py), which the job never imports; the trainer imports
+reader modules (load.py, crops.py, headers.py), which the job never imports; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
 import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra. Inside the
 trainer, input/ and model/ never import runtime/ or results/ (what trains and what is trained on

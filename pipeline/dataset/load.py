@@ -10,7 +10,9 @@ within a disk budget, in a folder of this process's own), parsed and decoded in 
 of a dataset of one size come as they are stored; photos of many sizes, or with `image_size`, as
 the central crop resized to it (the evaluation's and the serving signature's crop: crops.py).
 Images are float32 in [0, 1] (no standardisation: Manifest's pixel_mean/pixel_std are there to
-apply), labels int64 indices into the manifest's classes. TensorFlow is imported here and in
+apply), upright by each record's EXIF orientation, labels int64 indices into the manifest's
+classes. A record whose image header declares more than the manifest's max_pixels stops the
+iteration with the reason before it is decoded (headers.py). TensorFlow is imported here and in
 crops.py only (records.parse_spec imports it when called): the ingestion job never imports
 either module."""
 from __future__ import annotations
