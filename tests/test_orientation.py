@@ -5,6 +5,7 @@ and load(), the trainer's input (in memory, evaluation crops, training crops) an
 serving signature all give the pixels PIL.ImageOps.exif_transpose gives. TensorFlow's and
 Pillow's JPEG decoders differ by ~2 levels on average; a wrong turn differs by tens."""
 import io
+import json
 
 import numpy as np
 import pytest
@@ -192,3 +193,23 @@ def test_ignore_orientation_takes_every_jpeg_as_stored(written, tmp_path):
         stored = as_stored(originals[key])
         top, left = (stored.shape[0] - side) // 2, (stored.shape[1] - side) // 2
         assert close(image.numpy() * 255, stored[top:top + side, left:left + side]), key
+
+
+def test_records_and_manifests_from_before_orientation_still_read(dataset):
+    """A record without image/orientation (every dataset published before it) parses as 1, as
+    stored; a manifest without max_pixels and exif_orientation reads with the default limit and
+    serves images as stored, as its model was trained."""
+    from pipeline.dataset import example_proto as pb
+    from pipeline.dataset.manifest import Manifest
+
+    full = records.encode_example(records.ImageRecord("x", photo(6), "jpeg", 96, 64, 3, 0, "a", orientation=6))
+    example = pb.Example.FromString(full)
+    del example.features.feature[records.ORIENTATION]
+    older = example.SerializeToString(deterministic=True)
+    assert records.decode_example(older).orientation == 1
+    assert int(tf.io.parse_single_example(older, records.parse_spec())[records.ORIENTATION]) == 1
+    assert int(tf.io.parse_single_example(full, records.parse_spec())[records.ORIENTATION]) == 6
+    doc = json.loads(read_manifest(Storage(), dataset).to_json())
+    del doc["max_pixels"], doc["exif_orientation"]
+    manifest = Manifest.from_json(json.dumps(doc))
+    assert manifest.max_pixels == 50_000_000 and not manifest.exif_orientation
