@@ -62,7 +62,10 @@ class RewriteShard(beam.DoFn):
                 for raw in tfrecord.read_records(f, url):
                     record = records.decode_example(raw)
                     if record.id not in drop:
-                        shard.add(images.prepare_image(record.image, self.max_pixels), record.id,
+                        # EXIF read again only where the writer read it (not under --ignore_orientation)
+                        prepared = images.prepare_image(record.image, self.max_pixels,
+                                                        orientation=record.orientation != 1)
+                        shard.add(prepared, record.id,
                                   record.label, record.label_name, record.attributes)
         staged = deduped(info.file)
         return shard.write(self.storage, join(self.staging_url, staged), info.split, info.index,

@@ -4,6 +4,7 @@
     Candidate           CheckRows -> WriteShards: a row that passed the label check
     ShardInfo           WriteShards -> DropDuplicates -> Publish: one written shard file
     QuarantineFileInfo  WriteQuarantine -> Publish: one written quarantine file
+    Decoding            the plan -> Publish: how images were read (max pixels, EXIF orientation)
     PublishRequest      Publish -> the launcher's commit, staged as publish.json
 
 They pickle (Beam moves them between workers); the staged request is JSON with sorted keys, so
@@ -16,7 +17,7 @@ import dataclasses
 import json
 from typing import Iterable, Sequence
 
-from pipeline.dataset.image_sizes import ImageSizes
+from pipeline.dataset.image_sizes import MAX_PIXELS, ImageSizes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ class PixelSums:
     squares: tuple[float, ...]
 
 
-BY_INT_VALUE = ("heights", "widths", "channel_counts")     # counts keyed by an int: str keys in JSON
+BY_INT_VALUE = ("heights", "widths", "channel_counts", "orientations")     # counts keyed by an int: str keys in JSON
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +89,12 @@ class ShardInfo:
     class_counts: tuple[int, ...]
     attribute_counts: dict[str, tuple[int, ...]]
     pixel_stats: dict[int, PixelSums]       # by channel count
-    heights: dict[int, int]                 # {height: images}
+    heights: dict[int, int]                 # {height as displayed: images}
     widths: dict[int, int]
     formats: dict[str, int]                 # {"png": images}
     channel_counts: dict[int, int]
     staged: str | None = None               # its name in staging when not `file` (a deduped copy)
+    orientations: dict[int, int] = dataclasses.field(default_factory=dict)   # {EXIF 2-8: images}
 
     @property
     def staged_file(self) -> str:
@@ -116,7 +118,7 @@ class ShardInfo:
             attribute_counts={a: tuple(c) for a, c in doc["attribute_counts"].items()},
             pixel_stats={int(c): PixelSums(p["pixels"], tuple(p["sums"]), tuple(p["squares"]))
                          for c, p in doc["pixel_stats"].items()},
-            **{key: {int(v): n for v, n in doc[key].items()} for key in BY_INT_VALUE}))
+            **{key: {int(v): n for v, n in doc.get(key, {}).items()} for key in BY_INT_VALUE}))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +130,14 @@ class QuarantineFileInfo:
 
 
 @dataclasses.dataclass(frozen=True)
+class Decoding:
+    """How the job read the images, which every reader of the dataset repeats (the manifest's
+    max_pixels and exif_orientation)."""
+    max_pixels: int = MAX_PIXELS
+    exif_orientation: bool = True       # False: --ignore_orientation
+
+
+@dataclasses.dataclass(frozen=True)
 class PublishRequest:
     """What the launcher commits (publish.py): every staged file's info, and what the manifest
     says besides."""
@@ -136,18 +146,21 @@ class PublishRequest:
     source: dict                    # {"layout", "images", "labels", "span"}: the manifest's source
     shards: tuple[ShardInfo, ...]   # every split's, in split order, then by index
     quarantine: tuple[QuarantineFileInfo, ...]     # sorted by file
+    decoding: Decoding = dataclasses.field(default_factory=lambda: Decoding())
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "space": self.space.to_json(), "source": self.source,
                            "shards": [s.to_json() for s in self.shards],
-                           "quarantine": [dataclasses.asdict(q) for q in self.quarantine]}, sort_keys=True)
+                           "quarantine": [dataclasses.asdict(q) for q in self.quarantine],
+                           "decoding": dataclasses.asdict(self.decoding)}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "PublishRequest":
         doc = json.loads(text)
         return cls(doc["name"], LabelSpace.from_json(doc["space"]), doc["source"],
                    tuple(ShardInfo.from_json(s) for s in doc["shards"]),
-                   tuple(QuarantineFileInfo(**q) for q in doc["quarantine"]))
+                   tuple(QuarantineFileInfo(**q) for q in doc["quarantine"]),
+                   Decoding(**doc.get("decoding", {})))
 
 
 def summed(counts: Iterable[dict]) -> dict:
@@ -164,4 +177,5 @@ def image_sizes(shards: Sequence[ShardInfo]) -> ImageSizes | None:
     if not heights:
         return None
     return ImageSizes.from_counts(heights, summed(s.widths for s in shards),
-                                  summed(s.formats for s in shards), summed(s.channel_counts for s in shards))
+                                  summed(s.formats for s in shards), summed(s.channel_counts for s in shards),
+                                  summed(s.orientations for s in shards))

@@ -17,6 +17,7 @@ import apache_beam as beam
 from pipeline.check import CheckRows, FindLabelSpace
 from pipeline.dedupe import DropDuplicates
 from pipeline.dataset.storage import Storage
+from pipeline.elements import Decoding
 from pipeline.plan import Plan
 from pipeline.publish import Publish
 from pipeline.quarantine_files import WriteQuarantine
@@ -31,7 +32,7 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     space = rows | "LabelSpace" >> FindLabelSpace(plan.layout, plan.classes, plan.label_attribute)
     candidates, unlabelled = rows | "CheckRows" >> CheckRows(plan.ratios, space)
     writer = WriteShard(storage, plan.staging, plan.name, plan.max_pixels, plan.channels,
-                        plan.resize, plan.fetch_threads)
+                        plan.resize, plan.fetch_threads, plan.orientation, plan.worker_memory)
     infos, unreadable, hashes = candidates | "WriteShards" >> WriteShards(
         writer, space, plan.num_shards, plan.num_readers, plan.target_shard_bytes)
     infos, duplicates = (infos, hashes) | "DropDuplicates" >> DropDuplicates(
@@ -41,7 +42,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     source = {"layout": plan.layout, "images": plan.source, "labels": plan.labels, "span": plan.span,
               **({"fingerprint": plan.fingerprint} if plan.fingerprint else {})}
     # The workers stage the dataset; the launcher commits it afterwards (pipeline/publish.py).
-    _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.name, source, space)
+    decoding = Decoding(plan.max_pixels, plan.orientation)
+    _ = (infos, quarantine) | "Publish" >> Publish(storage, plan.staging, plan.name, source, space, decoding)
 
 
 def read_source(plan: Plan, storage: Storage) -> beam.PTransform:

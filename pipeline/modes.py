@@ -14,6 +14,11 @@ import numpy as np
 SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I")
 ALPHA_MODES = ("LA", "RGBA", "PA")
 BACKGROUND = 255                 # white, on the 0..255 scale
+STRIP_PIXELS = 2**20             # pixels converted at once: int64 arithmetic on strips, never a
+                                 # whole 50-Mpx image (8 bytes a value: 1.6 GB for RGBA; issue 26)
+# Pillow's transpose that turns a decoded image upright, by EXIF orientation (PIL.ImageOps.exif_transpose's).
+UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE",
+           6: "ROTATE_270", 7: "TRANSVERSE", 8: "ROTATE_90"}
 
 
 def convert(img, mode: str):
@@ -33,18 +38,39 @@ def convert(img, mode: str):
     return img if img.mode == mode else img.convert(mode)
 
 
+def upright(img, orientation: int):
+    """`img` turned as its EXIF orientation says (1: as it is)."""
+    from PIL import Image
+
+    return img if orientation == 1 else img.transpose(getattr(Image.Transpose, UPRIGHT[orientation]))
+
+
 def scale_to_8_bit(values: np.ndarray) -> np.ndarray:
     """0..65535 -> 0..255, rounded to nearest (65535 -> 255, 32896 -> 128)."""
-    wide = np.clip(values.astype(np.int64), 0, 65535)
-    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
+    out = np.empty(values.shape, np.uint8)
+    for rows in strips(values.shape):
+        wide = np.clip(values[rows].astype(np.int64), 0, 65535)
+        out[rows] = (wide * 255 + 32767) // 65535
+    return out
 
 
 def onto_background(img):
-    """LA/RGBA -> L/RGB: each pixel blended with white by its alpha, rounded to nearest."""
+    """LA/RGBA -> L/RGB: each pixel blended with white by its alpha, rounded to nearest. Strip
+    by strip into the new image, so no full-size array exists beside the two images."""
     from PIL import Image
 
-    pixels = np.asarray(img, dtype=np.int64)
-    colour, alpha = pixels[..., :-1], pixels[..., -1:]
-    blended = (colour * alpha + BACKGROUND * (255 - alpha) + 127) // 255
-    out = blended.astype(np.uint8)
-    return Image.fromarray(out[..., 0], "L") if out.shape[-1] == 1 else Image.fromarray(out, "RGB")
+    out = Image.new("L" if img.mode == "LA" else "RGB", img.size)
+    for rows in strips((img.height, img.width)):
+        box = (0, rows.start, img.width, min(img.height, rows.stop))
+        wide = np.asarray(img.crop(box)).astype(np.int64)
+        colour, alpha = wide[..., :-1], wide[..., -1:]
+        blended = ((colour * alpha + BACKGROUND * (255 - alpha) + 127) // 255).astype(np.uint8)
+        out.paste(Image.fromarray(blended[..., 0] if out.mode == "L" else blended, out.mode), box[:2])
+    return out
+
+
+def strips(shape, pixels: int = STRIP_PIXELS) -> list[slice]:
+    """Row ranges of an image of `shape` (height, width, ...) of about `pixels` each."""
+    height, width = shape[0], max(1, shape[1])
+    step = max(1, pixels // width)
+    return [slice(top, top + step) for top in range(0, height, step)]

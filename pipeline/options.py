@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.decode_budget import DEFAULT_WORKER_MEMORY_GB
 from pipeline.images import DEFAULT_MAX_PIXELS
 from pipeline.sharding import DEFAULT_TARGET_SHARD_BYTES
 from pipeline.staging import LEASE_SECONDS
@@ -34,7 +35,8 @@ class IngestOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser = BothSpellings(parser)
-        for flags in (_source_flags, _label_flags, _output_flags, _shard_flags, _input_limit_flags, _run_flags):
+        for flags in (_source_flags, _label_flags, _output_flags, _shard_flags, _input_limit_flags,
+                      _image_flags, _run_flags):
             flags(parser)
         cassandra_config.add_flags(parser)
 
@@ -125,6 +127,17 @@ def _input_limit_flags(parser) -> None:
     parser.add_argument("--max_image_bytes", type=int, default=DEFAULT_MAX_IMAGE_BYTES,
                         help="objects under --source larger than this are quarantined unread (and "
                         "no read takes more than an object's listed size) (default: %(default)s)")
+
+
+def _image_flags(parser) -> None:
+    parser.add_argument("--ignore_orientation", action="store_true",
+                        help="take every JPEG as stored, ignoring its EXIF orientation (for "
+                        "collections known to be upright); by default the orientation is recorded "
+                        "and every reader, the trainer and the served model turn the pixels upright")
+    parser.add_argument("--worker_memory_gb", type=float, default=DEFAULT_WORKER_MEMORY_GB,
+                        help="memory each worker process may spend decoding images at once; a "
+                        "large image waits for room (default: %(default)s, at least what one image "
+                        "of --max_pixels needs)")
 
 
 def _run_flags(parser) -> None:

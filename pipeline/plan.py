@@ -10,7 +10,7 @@ import uuid
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions, S3Options,
                                                   StandardOptions, WorkerOptions)
 
-from pipeline import fingerprint, preflight, runners, staging
+from pipeline import decode_budget, fingerprint, preflight, runners, staging
 from pipeline.dataset import naming
 from pipeline.dataset.storage import S3Settings, Storage, StorageError, is_local, join, unsupported
 from pipeline.options import IngestOptions
@@ -131,6 +131,8 @@ class Plan:
         self.fetch_threads = max(1, o.fetch_threads)
         if self.max_image_bytes < 1:
             raise UsageError(f"--max_image_bytes {self.max_image_bytes}: must be at least 1")
+        self.orientation = not o.ignore_orientation
+        self.worker_memory = worker_memory(o.worker_memory_gb, self.max_pixels)
         if self.num_readers < 1 or self.num_shards < 0:
             raise UsageError("--num_readers must be >= 1 and --num_shards >= 0")
         if self.keep_versions < 1:
@@ -233,3 +235,12 @@ def workers(options: PipelineOptions) -> int:
     else:
         count = options.view_as(WorkerOptions).max_num_workers or options.view_as(WorkerOptions).num_workers
     return max(1, count or 1)
+
+
+def worker_memory(gb: float, max_pixels: int) -> int:
+    """--worker_memory_gb in bytes; refused when one image of --max_pixels could not be decoded in it."""
+    need = decode_budget.worst_case(max_pixels)
+    if gb * 2**30 < need:
+        raise UsageError(f"--worker_memory_gb {gb:g} is less than one image of --max_pixels {max_pixels:,} "
+                         f"may need while it is decoded ({need / 2**30:.2f} GiB): raise it or lower --max_pixels")
+    return int(gb * 2**30)

@@ -31,8 +31,8 @@ from pipeline import quarantine_files, versions
 from pipeline.dataset.manifest import SPLITS, Manifest, Shard, Split, write_manifest
 from pipeline.dataset.naming import MANIFEST_NAME, REQUEST_NAME, shard_files, version_folder
 from pipeline.dataset.storage import Storage, WriteConflict, join
-from pipeline.elements import (LabelSpace, PixelSums, PublishRequest, QuarantineFileInfo, ShardInfo,
-                               image_sizes, summed)
+from pipeline.elements import (Decoding, LabelSpace, PixelSums, PublishRequest, QuarantineFileInfo,
+                               ShardInfo, image_sizes, summed)
 from pipeline.shard_file import ShardBuilder
 
 log = logging.getLogger("pipeline")
@@ -46,26 +46,27 @@ class Publish(beam.PTransform):
     """(ShardInfos, QuarantineFileInfos) -> the staging folder's URL, once every file is
     written: the PublishRequest is staged for the launcher to commit."""
 
-    def __init__(self, storage: Storage, staging_url: str, name: str, source: dict, space):
+    def __init__(self, storage: Storage, staging_url: str, name: str, source: dict, space,
+                 decoding: Decoding = Decoding()):
         super().__init__()
         self.storage, self.staging_url, self.name = storage, staging_url, name
-        self.source, self.space = source, space
+        self.source, self.space, self.decoding = source, space, decoding
 
     def expand(self, inputs):
         infos, bad = inputs
         return (infos.pipeline | "Once" >> beam.Create([None])
                 | "StageRequest" >> beam.Map(stage_request, self.storage, self.staging_url,
-                                             self.name, self.source,
+                                             self.name, self.source, self.decoding,
                                              beam.pvalue.AsSingleton(self.space),
                                              beam.pvalue.AsList(infos), beam.pvalue.AsList(bad)))
 
 
-def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict, space: LabelSpace,
-                  infos: list[ShardInfo], bad: list[QuarantineFileInfo]) -> str:
+def stage_request(_, storage: Storage, staging_url: str, name: str, source: dict, decoding: Decoding,
+                  space: LabelSpace, infos: list[ShardInfo], bad: list[QuarantineFileInfo]) -> str:
     """Write what publish() needs into staging (deterministic, so a retried bundle rewrites
     the same bytes)."""
     request = PublishRequest(name, space, source, fill_empty_shards(storage, staging_url, name, space, infos),
-                             tuple(sorted(bad, key=lambda q: q.file)))
+                             tuple(sorted(bad, key=lambda q: q.file)), decoding)
     storage.write_text(join(staging_url, REQUEST_NAME), request.to_json())
     return staging_url
 
@@ -195,6 +196,7 @@ def build_manifest(request: PublishRequest) -> Manifest:
         quarantine=bad,
         source=request.source, label_attributes={a: list(c) for a, c in space.attributes.items()},
         duplicates=bad["by_reason"].get("duplicate", 0),
+        max_pixels=request.decoding.max_pixels, exif_orientation=request.decoding.exif_orientation,
         empty_classes=[c for k, c in enumerate(space.classes)
                        if not any(s.class_counts[k] for s in splits.values())])
 
@@ -209,15 +211,29 @@ def one_shape(shard_infos: tuple[ShardInfo, ...]) -> list[int] | None:
 
 def pixel_statistics(stats: list[dict[int, PixelSums]]) -> tuple[list[float] | None, list[float] | None]:
     """Per-channel mean/std over all shards (each shard's PixelSums by channel count), summed in
-    shard order (so the result is deterministic); None when the split mixes channel counts."""
+    shard order (so the result is deterministic). A split that mixes channel counts gets the
+    statistics of the 3 channels the trainer decodes it in (crops.choose: mixed means RGB)."""
     channels = {c for shard in stats for c in shard}
-    if len(channels) != 1:
+    if not channels:
         return None, None
-    c = channels.pop()
-    present = [shard[c] for shard in stats if c in shard]
+    c = channels.pop() if len(channels) == 1 else 3
+    present = [as_channels(shard[k], c) for shard in stats for k in sorted(shard)]
     pixels = sum(p.pixels for p in present)
     sums = [sum(p.sums[k] for p in present) for k in range(c)]
     squares = [sum(p.squares[k] for p in present) for k in range(c)]
     mean = [s / pixels for s in sums]
     std = [max(q / pixels - m * m, 0.0) ** 0.5 for q, m in zip(squares, mean)]
     return [round(m, 6) for m in mean], [round(s, 6) for s in std]
+
+
+def as_channels(sums: PixelSums, channels: int) -> PixelSums:
+    """Sums of images of one channel count as the trainer's decoder sees them in `channels`
+    (tf.io.decode_image): grey (and grey + alpha) repeated into R, G and B, alpha dropped.
+    Exact: a decoded grey pixel is the same value in each of the three."""
+    have = len(sums.sums)
+    if have == channels:
+        return sums
+    if channels != 3:
+        raise ValueError(f"no {channels}-channel view of {have}-channel images")
+    pick = [0, 0, 0] if have < 3 else [0, 1, 2]
+    return PixelSums(sums.pixels, tuple(sums.sums[k] for k in pick), tuple(sums.squares[k] for k in pick))

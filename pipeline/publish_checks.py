@@ -51,8 +51,9 @@ def warnings(request: PublishRequest) -> list[str]:
     channels = summed(i.channel_counts for i in request.shards)
     if len(channels) > 1:
         counts = ", ".join(f"{n:,} with {c} channel(s)" for c, n in sorted(channels.items()))
-        lines.append(f"images disagree in channels ({counts}): the splits get no pixel "
-                     "statistics; pass --channels 1 or 3 to convert them all")
+        lines.append(f"images disagree in channels ({counts}): the trainer decodes them all as "
+                     "RGB, and the pixel statistics are those of that view; pass --channels 1 or 3 "
+                     "to store them converted")
     summary = image_sizes(request.shards)
     if summary and not summary.fixed:
         (h0, h, h1), (w0, w, w1) = summary.height, summary.width

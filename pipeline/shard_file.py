@@ -23,6 +23,7 @@ class ShardBuilder:
         self.widths: collections.Counter = collections.Counter()
         self.formats: collections.Counter = collections.Counter()
         self.channel_counts: collections.Counter = collections.Counter()
+        self.orientations: collections.Counter = collections.Counter()   # turned photos only
         self.stats: dict[int, list] = {}          # channels -> [pixels, sums, squared sums]
         self.duplicate_ids: list[dict] = []
 
@@ -36,12 +37,15 @@ class ShardBuilder:
         self.examples.append(records.encode_example(records.ImageRecord(
             id=record_id, image=prepared.data, image_format=info.format,
             height=info.height, width=info.width, channels=info.channels,
-            label=label, label_name=label_name, attributes=attributes)))
+            label=label, label_name=label_name, attributes=attributes, orientation=info.orientation)))
         self.class_counts[label] += 1
         for attribute, value in attributes.items():
             self.attribute_counts[attribute][value] += 1
-        self.heights[info.height] += 1
-        self.widths[info.width] += 1
+        height, width = info.displayed              # sizes as a person sees them
+        self.heights[height] += 1
+        self.widths[width] += 1
+        if info.orientation != 1:
+            self.orientations[info.orientation] += 1
         self.formats[info.format] += 1
         self.channel_counts[info.channels] += 1
         acc = self.stats.setdefault(info.channels, [0, [0.0] * info.channels, [0.0] * info.channels])
@@ -60,7 +64,8 @@ class ShardBuilder:
             pixel_stats={c: PixelSums(p, tuple(s), tuple(q)) for c, (p, s, q) in sorted(self.stats.items())},
             heights=dict(sorted(self.heights.items())), widths=dict(sorted(self.widths.items())),
             formats=dict(sorted(self.formats.items())),
-            channel_counts=dict(sorted(self.channel_counts.items())), staged=staged)
+            channel_counts=dict(sorted(self.channel_counts.items())), staged=staged,
+            orientations=dict(sorted(self.orientations.items())))
 
 
 def write_shard_file(storage: Storage, url: str, examples: list[bytes]) -> tuple[int, str]:

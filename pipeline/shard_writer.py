@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
-from pipeline import images, progress, sharding
+from pipeline import decode_budget, images, progress, sharding
 from pipeline.dataset import naming, quarantine
 from pipeline.dataset.backends.s3_faults import backoff
 from pipeline.dataset.storage import Storage, StorageError, TransientStorageError, join
@@ -75,10 +75,11 @@ class WriteShard(beam.DoFn):
     Side outputs: quarantine entries, and (content sha256, (id, source, file)) for the dedupe."""
 
     def __init__(self, storage: Storage, staging_url: str, name: str, max_pixels: int,
-                 channels: int = 0, size: tuple[int, int] | None = None, fetch_threads: int = 16):
+                 channels: int = 0, size: tuple[int, int] | None = None, fetch_threads: int = 16,
+                 orientation: bool = True, worker_memory: int = decode_budget.DEFAULT_WORKER_MEMORY_GB * 2**30):
         self.storage, self.staging_url, self.name = storage, staging_url, name
         self.max_pixels, self.channels, self.size = max_pixels, channels, size
-        self.fetch_threads = fetch_threads
+        self.fetch_threads, self.orientation, self.worker_memory = fetch_threads, orientation, int(worker_memory)
         self.written = Metrics.counter("ingest", "images_written")
         self.bad = Metrics.counter("ingest", "quarantined_images")
         self.retried = Metrics.counter("ingest", "shards_written_again")
@@ -138,7 +139,8 @@ class WriteShard(beam.DoFn):
             data = candidate.image
             if data is None:
                 data = self.storage.read_bytes(candidate.url, max_bytes=candidate.size)   # as listed
-            prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size)
+            prepared = images.prepare_image(data, self.max_pixels, self.channels, self.size, self.orientation,
+                                            decode_budget.shared(self.worker_memory))   # per process
             return candidate, prepared, hashlib.sha256(data).hexdigest(), None
         except FileNotFoundError:
             return candidate, None, None, "no image: object vanished before it was read"

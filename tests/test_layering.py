@@ -1,7 +1,7 @@
 """The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
 
 pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
-two reader modules (load.py, crops.py), which the job never imports; the trainer imports
+reader modules (load.py, crops.py, headers.py), which the job never imports; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
 import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra. Inside the
 trainer, input/ and model/ never import runtime/ or results/ (what trains and what is trained on
@@ -62,7 +62,8 @@ def test_the_contract_imports_no_beam_trainer_or_infra():
                          and (top(m) != "pipeline" or within(m, "pipeline.dataset")))
 
 
-TENSORFLOW_READERS = {"pipeline/dataset/load.py", "pipeline/dataset/crops.py"}
+TENSORFLOW_READERS = {"pipeline/dataset/load.py", "pipeline/dataset/crops.py",
+                      "pipeline/dataset/headers.py"}   # issue 28: EXIF orientation and sizes in TF ops
 
 
 def test_the_contract_imports_tensorflow_only_in_its_two_reader_modules():
@@ -72,7 +73,7 @@ def test_the_contract_imports_tensorflow_only_in_its_two_reader_modules():
 
 
 def test_the_job_never_imports_tensorflow_or_the_reader_modules():
-    readers = {"pipeline.dataset.load", "pipeline.dataset.crops"}
+    readers = {"pipeline.dataset.load", "pipeline.dataset.crops", "pipeline.dataset.headers"}
     bad = offending("pipeline", lambda m: top(m) != "tensorflow" and not any(within(m, r) for r in readers))
     assert not {path: found for path, found in bad.items() if not path.startswith("pipeline/dataset/")}
 

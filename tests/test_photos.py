@@ -100,6 +100,20 @@ def test_two_ranks_train_on_random_resized_crops(cnn_run):
     assert report["settings"]["image_size"] == [64, 64] and report["test"]["examples"] > 0
 
 
+def test_pictures_of_what_the_model_sees_are_written_beside_the_report(cnn_run):
+    """train_batch.png and eval_batch.png (issue 28): 4 images per rank (--batch-size 4), so one
+    row of 4 tiles of 64 px enlarged twice (at least 96 px), each with a 14-px caption."""
+    run, _ = cnn_run
+    report = json.loads((run / "report.json").read_text())
+    assert set(report["batches"]) == {"train_batch", "eval_batch"}
+    for name in report["batches"]:
+        picture = Image.open(run / f"{name}.png")
+        picture.load()
+        assert picture.format == "PNG" and picture.size == (4 * (128 + 2), 128 + 14 + 2)
+        tiles = np.asarray(picture.convert("RGB"))[:128]
+        assert tiles.std() > 10                      # pixels, not a blank (de-standardised)
+
+
 @pytest.mark.parametrize("name, extra", [
     ("mobilenet_v2", ()), ("efficientnet_b0", ()), ("resnet50", ()),
     # VGG16 has no batch norm: at the default rate (0.025 x 2 ranks) its validation loss became

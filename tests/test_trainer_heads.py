@@ -114,7 +114,8 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
     truth = [(i % 3, i % 2) for i in range(60)]
     out = serve(image_bytes=tf.constant([cartoon(c, b, rng) for c, b in truth]))
     assert set(out) == {f"{a}_{k}" for a in ("bar", "color", "noise")
-                        for k in ("probabilities", "class", "classes")}
+                        for k in ("probabilities", "class", "classes")} | {"error"}   # issue 26: per item
+    assert not any(out["error"].numpy())
     assert out["color_probabilities"].shape == (60, 3) and out["noise_probabilities"].shape == (60, 4)
     np.testing.assert_allclose(out["bar_probabilities"].numpy().sum(axis=1), 1, rtol=1e-5)
     assert out["color_classes"][0].numpy().tolist() == [b"0", b"1", b"2"]

@@ -124,7 +124,11 @@ def test_pixel_statistics_pool_shards_exactly():
     shard = {1: PixelSums(4, (2.0,), (1.5,))}
     mean, std = pixel_statistics([shard, shard, {}])
     assert mean == [0.5] and std == [round((1.5 / 4 - 0.25) ** 0.5, 6)]
-    assert pixel_statistics([shard, {3: PixelSums(1, (0, 0, 0), (0, 0, 0))}]) == (None, None)
+    # Issue 28: grey and colour mixed get the statistics of the RGB view (grey repeated in R, G, B),
+    # where they used to get none: 4 grey pixels summing 2 and one black RGB pixel.
+    mixed = pixel_statistics([shard, {3: PixelSums(1, (0, 0, 0), (0, 0, 0))}])
+    assert mixed == ([0.4] * 3, [round((1.5 / 5 - 0.4 ** 2) ** 0.5, 6)] * 3)
+    assert pixel_statistics([{}, {}]) == (None, None)
 
 
 def test_names_are_built_and_parsed_by_one_template():

@@ -77,8 +77,8 @@ def run_rank(config: TrainConfig, held: contextlib.ExitStack) -> dict | None:
     batches = on_every_rank(lambda: plan_batches(
         manifest.splits["train"].num_records, size, config.batch_size, config.devices.accumulate,
         config.global_batch_size, (latest or {}).get("global_batch"), elastic))
-    config = resolve_augmentation(config, batches, say)
-    for line in start_lines(config, manifest, heads, model_input, batches, device, elastic):
+    config, why = resolve_augmentation(config, batches, say)
+    for line in start_lines(config, manifest, heads, model_input, batches, device, elastic, why):
         say(line, flush=True)
     # Shards are fetched as they are read, within --cache-limit-gb, in this process's own folder.
     shards = on_every_rank(lambda: ShardCache(storage, config.inputs.dataset, config.local_dir(rank, "shards"),
@@ -210,26 +210,29 @@ def host_line(device: str, threads: int) -> str:
             f"{threads} CPU thread(s) each")
 
 
-def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> TrainConfig:
+def resolve_augmentation(config: TrainConfig, batches: BatchPlan, say) -> tuple[TrainConfig, str]:
     """--augment auto: crops pay off on long runs and cost accuracy on short ones (a few hundred
-    updates are too few to learn the shifted copies). The same decision on every rank: it depends
-    only on the epochs and the batch plan."""
+    updates are too few to learn the shifted copies; on photos of many sizes the random-resized
+    crops too: docs/trainer.md "Defaults"). The same decision on every rank: it depends only on
+    the epochs and the batch plan. Returns the config and why augmentation is on or off."""
     i = config.inputs
     if i.augment is not None:
-        return config
+        return config, f"--augment {'on' if i.augment else 'off'}"
     updates = batches.updates_per_epoch * config.epochs
     asked = i.flip or i.brightness or i.contrast or i.erase        # explicit augmentation flags win
     augment = asked or updates >= AUGMENT_FROM_UPDATES
     why = ("--flip, --brightness, --contrast or --erase given" if asked else
            f"{updates} updates, {'at least' if augment else 'fewer than'} {AUGMENT_FROM_UPDATES}")
     say(f"augmentation {'on' if augment else 'off'} (--augment auto: {why})", flush=True)
-    return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment))
+    return dataclasses.replace(config, inputs=dataclasses.replace(config.inputs, augment=augment)), \
+        f"--augment auto: {why}"
 
 
 def start_lines(config: TrainConfig, manifest: Manifest, heads: list, model_input: ModelInput,
-                batches: BatchPlan, device: str, elastic: bool) -> list[str]:
-    """What rank 0 says before training: the run in one line, then photo crops, heads, and
-    splits with fewer shard files than processes, when there are any."""
+                batches: BatchPlan, device: str, elastic: bool, why: str = "") -> list[str]:
+    """What rank 0 says before training: the run in one line, then photo crops (and why
+    augmentation is on or off), heads, and splits with fewer shard files than processes, when
+    there are any."""
     d, size = config.devices, batches.size
     numerics = f"{d.precision}{', XLA' if d.xla else ''}{', fp16 allreduce' if d.fp16_allreduce else ''}"
     lines = [f"training {config.model.name} on {manifest.name}: {size} processes, global batch "
@@ -237,7 +240,7 @@ def start_lines(config: TrainConfig, manifest: Manifest, heads: list, model_inpu
              f"{device}, {numerics}, image {model_input.shape}, {len(manifest.classes)} classes, "
              f"{batches.steps_per_epoch} steps per epoch{', elastic' if elastic else ''}"]
     if model_input.sizing:
-        lines.append(model_input.sizing.describe(bool(config.inputs.augment)))
+        lines.append(model_input.sizing.describe(bool(config.inputs.augment), why))
     if heads_lib.describe(heads):
         lines.append(heads_lib.describe(heads))
     return lines + record_sharding(manifest, size)

@@ -7,6 +7,7 @@ Written in the `folders` layout (<out>/<class>/<name>.<ext>), locally or to s3:/
 
     python -m infra.local.photos OUT                   # the samples and CIFAR-10 PNGs
     python -m infra.local.photos OUT --fashion 6000    # + 6,000 pasted Fashion-MNIST JPEGs
+    python -m infra.local.photos OUT --fashion 6000 --colour 0.5 --turned 0.1   # as a team's photos are
 """
 from __future__ import annotations
 
@@ -62,16 +63,20 @@ def as_jpeg(data: bytes, quality: int = 90) -> bytes:
         return out.getvalue()
 
 
-def pasted_fashion(count: int, split: str = "train", seed: int = 0) -> list[tuple[str, str, bytes]]:
+def pasted_fashion(count: int, split: str = "train", seed: int = 0, colour: float = 0.0,
+                   turned: float = 0.0) -> list[tuple[str, str, bytes]]:
     """(class, name, JPEG bytes) of the first `count` Fashion-MNIST items of `split`, each resized
     to 30-200 px (aspect 3/4-4/3) and pasted at a random place on a black canvas up to 30 %
-    larger on each side."""
+    larger on each side. `colour`: the share of them saved as colour photos instead of grey (the
+    item tinted, on a coloured background); `turned`: the share stored turned as a phone does,
+    with the EXIF orientation (6 or 8, sometimes 3) that makes them upright again. With both 0
+    the photos are those of earlier versions, byte for byte."""
     from PIL import Image
 
     from infra.local.fashion_mnist import CLASSES, load
 
     images, labels = load(split)
-    rng = np.random.default_rng(seed)
+    rng, looks = np.random.default_rng(seed), np.random.default_rng(seed + 1_000_003)
     made = []
     for i in range(min(count, len(labels))):
         side = rng.uniform(30, 200)
@@ -81,10 +86,46 @@ def pasted_fashion(count: int, split: str = "train", seed: int = 0) -> list[tupl
         canvas_h, canvas_w = round(h * rng.uniform(1.0, 1.3)), round(w * rng.uniform(1.0, 1.3))
         canvas = Image.new("L", (canvas_w, canvas_h))
         canvas.paste(item, (int(rng.integers(0, canvas_w - w + 1)), int(rng.integers(0, canvas_h - h + 1))))
-        out = io.BytesIO()
-        canvas.save(out, format="JPEG", quality=90)
-        made.append((CLASSES[labels[i]].replace("/", "-"), f"{split}-{i:05d}.jpg", out.getvalue()))
+        in_colour, orientation = looks.random() < colour, turn_of(looks, turned)
+        photo = tinted(canvas, looks) if in_colour else canvas
+        made.append((CLASSES[labels[i]].replace("/", "-"), f"{split}-{i:05d}.jpg", as_taken(photo, orientation)))
     return made
+
+
+def tinted(grey, rng):
+    """A grey canvas as a colour photo: the item in a random colour on a dark random background."""
+    from PIL import Image
+
+    value = np.asarray(grey, np.float32)[..., None] / 255
+    item, background = rng.uniform(120, 255, 3), rng.uniform(0, 90, 3)
+    return Image.fromarray((value * item + (1 - value) * background).round().astype(np.uint8), "RGB")
+
+
+# The transpose that stores an upright photo as a camera held that way does (the inverse of
+# PIL.ImageOps.exif_transpose's for each orientation).
+STORED_AS = {3: "ROTATE_180", 6: "ROTATE_90", 8: "ROTATE_270"}
+
+
+def turn_of(rng, share: float) -> int:
+    """1, or for `share` of the photos a phone's EXIF orientation: 6 or 8 (portrait), some 3."""
+    if rng.random() >= share:
+        return 1
+    return int(rng.choice([6, 8, 3], p=[0.45, 0.45, 0.1]))
+
+
+def as_taken(photo, orientation: int, quality: int = 90) -> bytes:
+    """JPEG bytes of an upright `photo` stored turned, with the EXIF tag that turns it back."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    if orientation == 1:
+        photo.save(out, format="JPEG", quality=quality)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        photo.transpose(getattr(Image.Transpose, STORED_AS[orientation])).save(
+            out, format="JPEG", quality=quality, exif=exif.tobytes())
+    return out.getvalue()
 
 
 def write(storage: Storage, root: str, photos: list[tuple[str, str, bytes]]) -> dict[str, bytes]:
@@ -105,9 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", help="s3://bucket/prefix or a local folder")
     p.add_argument("--fashion", type=int, default=0, metavar="N",
                    help="also N Fashion-MNIST training items pasted as variable-size JPEGs (default 0)")
+    p.add_argument("--colour", type=float, default=0.0, metavar="SHARE",
+                   help="share of the pasted items saved as colour photos (default 0: all grey)")
+    p.add_argument("--turned", type=float, default=0.0, metavar="SHARE",
+                   help="share of the pasted items stored turned with an EXIF orientation (default 0)")
     p.add_argument("--no-samples", action="store_true", help="only the Fashion-MNIST JPEGs")
     args = p.parse_args(argv)
-    photos = ([] if args.no_samples else samples()) + pasted_fashion(args.fashion)
+    photos = ([] if args.no_samples else samples()) + pasted_fashion(args.fashion, colour=args.colour,
+                                                                      turned=args.turned)
     written = write(Storage(), args.out, photos)
     print(f"{len(written)} photos written to {args.out} "
           f"({sum(map(len, written.values())) / 1e6:.1f} MB)")

@@ -15,9 +15,10 @@
     reader.py         a split's shards for one (rank, size): which files, staged and sha256-checked
     shard_cache.py    shards fetched ahead of a reader within a disk budget, sha256-checked
     crops.py          photos of many sizes to one input size: random-resized and center crops (TensorFlow)
+    headers.py        an encoded image's size and EXIF orientation from its header; turned upright (TensorFlow)
     load.py           a split as a tf.data.Dataset, for any reader (TensorFlow)
 
-This package imports neither Beam nor the trainer, and TensorFlow only in crops.py and load.py
+This package imports neither Beam nor the trainer, and TensorFlow only in crops.py, headers.py and load.py
 (and inside records.parse_spec, when a reader calls it), so the ingestion job never loads it
 (tests/test_layering.py checks these arrows). The trainer and the nightly import nothing else from
 pipeline/.

@@ -13,7 +13,9 @@ within a disk budget, in a folder of this process's own), parsed and decoded in 
 of a dataset of one size come as they are stored; photos of many sizes, or with `image_size`, as
 the central crop resized to it (the evaluation's and the serving signature's crop: crops.py).
 Images are float32 in [0, 1] (no standardisation: Manifest's pixel_mean/pixel_std are there to
-apply), labels int64 indices into the manifest's classes. TensorFlow is imported here and in
+apply), upright by each record's EXIF orientation, labels int64 indices into the manifest's
+classes. A record whose image header declares more than the manifest's max_pixels stops the
+iteration with the reason before it is decoded (headers.py). TensorFlow is imported here and in
 crops.py only (records.parse_spec imports it when called): the ingestion job never imports
 either module."""
 from __future__ import annotations
@@ -23,8 +25,9 @@ import tempfile
 
 import tensorflow as tf
 
-from pipeline.dataset import records
+from pipeline.dataset import headers, records
 from pipeline.dataset import manifest as manifest_lib
+from pipeline.dataset.image_sizes import MAX_PIXELS
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.reader import RankShare, rank_share
 from pipeline.dataset.shard_cache import ShardCache
@@ -54,7 +57,8 @@ def load(url: str, split: str, rank: int = 0, size: int = 1, image_size: int | t
     folder = cache_dir or tempfile.mkdtemp(prefix="dataset-load-")
     cache = ShardCache(storage, url, os.path.join(folder, f"{split}-rank-{rank}"), cache_limit_gb * 2**30)
     share = rank_share(manifest, split, rank, size, cache)
-    return decoded(share, shape, share.shard_records, deterministic=True, sizing=sizing).map(
+    return decoded(share, shape, share.shard_records, deterministic=True, sizing=sizing,
+                   max_pixels=manifest.max_pixels).map(
         lambda image, label: (tf.cast(image, tf.float32) / 255.0, label), num_parallel_calls=AUTOTUNE)
 
 
@@ -83,17 +87,19 @@ def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | No
 
 def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
             deterministic: bool = False, outputs: dict[str, str] | None = None,
-            sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0) -> tf.data.Dataset:
-    """(image, label) per record, decoded in parallel: uint8 padded or cropped to `shape`, or with
-    `sizing` (photos) float32 center crops. With `outputs` ({model output name: attribute},
-    several heads) the label is a dict of the records' attribute labels by output."""
+            sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0,
+            max_pixels: int = MAX_PIXELS) -> tf.data.Dataset:
+    """(image, label) per record, decoded in parallel, upright: uint8 padded or cropped to
+    `shape`, or with `sizing` (photos) float32 center crops. With `outputs` ({model output name:
+    attribute}, several heads) the label is a dict of the records' attribute labels by output."""
     return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
-        lambda stored, label: (decode_image(stored[0], shape, sizing), label), num_parallel_calls=AUTOTUNE,
-        deterministic=deterministic)
+        lambda stored, label: (decode_image(stored[0], shape, sizing, stored[4], max_pixels), label),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def decoded_batches(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
-                    outputs: dict[str, str] | None = None, batch_size: int = 256) -> tf.data.Dataset:
+                    outputs: dict[str, str] | None = None, batch_size: int = 256,
+                    max_pixels: int = MAX_PIXELS) -> tf.data.Dataset:
     """decoded(..., deterministic=True) for images of one size, in batches of up to `batch_size`:
     one parse and one tf.data call per batch instead of per record, which is what small images
     cost (measured: 5x the records per second on 28x28 PNGs; benchmarks/trainer_input.py)."""
@@ -105,11 +111,15 @@ def decoded_batches(files: list[str] | RankShare, shape, shard_records: tuple[in
     def parse_and_decode(serialized_batch):
         f = tf.io.parse_example(serialized_batch, spec)
         # Cropping or padding costs 2-4x the decoding of a small image: only batches that hold
-        # an image of another size (by the records' own height and width) pay for it.
-        exact = tf.reduce_all((f[records.HEIGHT] == shape[0]) & (f[records.WIDTH] == shape[1]))
+        # an image of another size (by the records' own height and width), a turned one, or one
+        # that is not a PNG within max_pixels by its header (each then checked in full) pay for it.
+        exact = tf.reduce_all((f[records.HEIGHT] == shape[0]) & (f[records.WIDTH] == shape[1])
+                              & (f[records.ORIENTATION] == 1)) & headers.pngs_within(f[records.IMAGE], max_pixels)
         images = tf.cond(exact, lambda: decode_all(f[records.IMAGE], lambda encoded: tf.ensure_shape(
                              tf.io.decode_image(encoded, channels=shape[2], expand_animations=False), shape)),
-                         lambda: decode_all(f[records.IMAGE], lambda encoded: decode_image(encoded, shape)))
+                         lambda: tf.map_fn(lambda stored: decode_image(stored[0], shape, None, stored[1], max_pixels),
+                                           (f[records.IMAGE], f[records.ORIENTATION]),
+                                           fn_output_signature=tf.TensorSpec(shape, tf.uint8)))
         if outputs:
             return images, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
         return images, f[records.LABEL]
@@ -118,14 +128,17 @@ def decoded_batches(files: list[str] | RankShare, shape, shard_records: tuple[in
         parse_and_decode, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
-def decode_image(encoded: tf.Tensor, shape, sizing: ResizeCrop | None = None) -> tf.Tensor:
-    """One stored image at the model's size: uint8 padded or cropped to `shape` (a dataset of one
-    size), or with `sizing` (photos) the float32 central crop. Evaluation and serving share it."""
+def decode_image(encoded: tf.Tensor, shape, sizing: ResizeCrop | None = None, orientation=1,
+                 max_pixels: int = MAX_PIXELS) -> tf.Tensor:
+    """One stored image at the model's size, upright by EXIF `orientation`: uint8 padded or
+    cropped to `shape` (a dataset of one size), or with `sizing` (photos) the float32 central
+    crop (its own max_pixels). Evaluation and serving share it. An image whose header declares
+    more than `max_pixels` stops the reader before it is decoded (headers.checked)."""
     if sizing:
-        return sizing.evaluate(encoded)
+        return sizing.evaluate(encoded, orientation)
     height, width, channels = shape
-    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
-    image = tf.image.resize_with_crop_or_pad(image, height, width)
+    image = tf.io.decode_image(headers.checked(encoded, max_pixels), channels=channels, expand_animations=False)
+    image = tf.image.resize_with_crop_or_pad(headers.upright(image, orientation), height, width)
     image.set_shape((height, width, channels))
     return image
 
@@ -133,12 +146,14 @@ def decode_image(encoded: tf.Tensor, shape, sizing: ResizeCrop | None = None) ->
 def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
                     deterministic: bool = False, outputs: dict[str, str] | None = None, epoch=-1,
                     seed: int = 0) -> tf.data.Dataset:
-    """((encoded image, format, height, width), label) per record, not yet decoded."""
+    """((encoded image, format, height, width, orientation), label) per record, not yet decoded
+    (height and width as stored)."""
     spec = records.parse_spec(list((outputs or {}).values()))
 
     def parse(serialized_record):
         f = tf.io.parse_single_example(serialized_record, spec)
-        stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH])
+        stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH],
+                  f[records.ORIENTATION])
         if outputs:
             return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
         return stored, f[records.LABEL]

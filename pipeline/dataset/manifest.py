@@ -28,7 +28,7 @@ import json
 from pipeline.dataset import records
 from pipeline.dataset.naming import MANIFEST_NAME, is_version_id
 from pipeline.dataset.quarantine import files as quarantine_files
-from pipeline.dataset.image_sizes import ImageSizes
+from pipeline.dataset.image_sizes import MAX_PIXELS, ImageSizes
 from pipeline.dataset.storage import Storage, join
 
 SPLITS = ("train", "validation", "test")
@@ -51,7 +51,8 @@ class Split:
     shards: list[Shard]
     class_counts: list[int]
     # Per-channel mean and standard deviation of pixel values on the [0, 1] scale, for the
-    # trainer's standardisation; None when the split's images differ in channel count.
+    # trainer's standardisation; for a split that mixes grey and colour, those of its images
+    # decoded as RGB (older manifests: None for such a split).
     pixel_mean: list[float] | None = None
     pixel_std: list[float] | None = None
     attribute_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
@@ -81,7 +82,11 @@ class Manifest:
     duplicates: int = 0      # records dropped because an identical image was kept under another id
     version: str | None = None     # the version folder (v-<id>); None: a flat dataset
     empty_classes: list[str] = dataclasses.field(default_factory=list)   # classes with no records
-
+    # How the job read the images, which readers repeat: the pixel limit checked on every header
+    # before decoding, and whether records carry the JPEGs' EXIF orientation (then the serving
+    # signature reads it from the bytes too). Older manifests: the default limit, and no.
+    max_pixels: int = MAX_PIXELS
+    exif_orientation: bool = False
     def to_json(self) -> str:
         doc = {
             "format_version": self.format_version,
@@ -101,6 +106,8 @@ class Manifest:
             "source": self.source,
             "label_attributes": self.label_attributes,
             "duplicates": self.duplicates,
+            "max_pixels": self.max_pixels,
+            "exif_orientation": self.exif_orientation,
         }
         if self.version:
             doc["version"] = self.version
@@ -124,7 +131,9 @@ class Manifest:
                    splits=splits, quarantine=doc["quarantine"], source=doc["source"],
                    label_attributes=doc.get("label_attributes", {}),
                    duplicates=doc.get("duplicates", 0), version=doc.get("version"),
-                   empty_classes=doc.get("empty_classes", []))
+                   empty_classes=doc.get("empty_classes", []),
+                   max_pixels=doc.get("max_pixels", MAX_PIXELS),
+                   exif_orientation=doc.get("exif_orientation", False))
 
     @property
     def content_id(self) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 
-# Feature keys, TFDS-style names. Bump FORMAT_VERSION when a key or its meaning changes.
+# Feature keys, TFDS-style names. Bump FORMAT_VERSION when a key or its meaning changes (a key
+# added with a default that keeps older records' meaning, like ORIENTATION, does not: older
+# datasets still read).
 FORMAT_VERSION = 1
 IMAGE = "image/encoded"
 IMAGE_FORMAT = "image/format"
@@ -19,12 +21,16 @@ CHANNELS = "image/channels"
 LABEL = "label"
 LABEL_NAME = "label/name"
 ID = "id"
+# EXIF orientation the decoded pixels still need to be upright (1-8; 1: as stored). Records
+# written before it have none: parse_spec's default, 1, is what they meant.
+ORIENTATION = "image/orientation"
 ATTRIBUTE_PREFIX = "label/"   # + attribute name: one int64 label per attribute (multi-label data)
 
 FEATURE_TYPES = {
     IMAGE: "bytes", IMAGE_FORMAT: "bytes", HEIGHT: "int64", WIDTH: "int64",
-    CHANNELS: "int64", LABEL: "int64", LABEL_NAME: "bytes", ID: "bytes",
+    CHANNELS: "int64", LABEL: "int64", LABEL_NAME: "bytes", ID: "bytes", ORIENTATION: "int64",
 }
+DEFAULTS = {ORIENTATION: 1}       # what a record without the feature means
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +40,13 @@ class ImageRecord:
     image: bytes          # the original encoded bytes (PNG/JPEG); re-encoded as PNG only when
                           # the job normalises channels or size
     image_format: str     # "png" or "jpeg"
-    height: int
+    height: int           # as stored (encoded); turned by `orientation` when displayed
     width: int
     channels: int
     label: int            # index into the manifest's class list
     label_name: str
     attributes: dict = dataclasses.field(default_factory=dict)   # {attribute: class index}
+    orientation: int = 1  # EXIF orientation (pipeline/images.py); the bytes keep their tag
 
 
 def attribute_key(attribute: str) -> str:
@@ -67,6 +74,7 @@ def encode_example(record: ImageRecord) -> bytes:
         LABEL: _int(record.label),
         LABEL_NAME: _bytes(record.label_name.encode()),
         ID: _bytes(record.id.encode()),
+        ORIENTATION: _int(record.orientation),
     }
     for attribute, index in record.attributes.items():
         feature[attribute_key(attribute)] = _int(index)
@@ -90,6 +98,7 @@ def decode_example(serialized: bytes) -> ImageRecord:
         label_name=f[LABEL_NAME].bytes_list.value[0].decode(),
         attributes={key[len(ATTRIBUTE_PREFIX):]: f[key].int64_list.value[0] for key in sorted(f)
                     if key.startswith(ATTRIBUTE_PREFIX) and key != LABEL_NAME},
+        orientation=f[ORIENTATION].int64_list.value[0] if ORIENTATION in f else DEFAULTS[ORIENTATION],
     )
 
 
@@ -99,6 +108,7 @@ def parse_spec(attributes: tuple[str, ...] | list[str] = ()) -> dict:
     import tensorflow as tf
 
     dtypes = {"bytes": tf.string, "int64": tf.int64}
-    spec = {key: tf.io.FixedLenFeature([], dtypes[kind]) for key, kind in FEATURE_TYPES.items()}
+    spec = {key: tf.io.FixedLenFeature([], dtypes[kind], default_value=DEFAULTS.get(key))
+            for key, kind in FEATURE_TYPES.items()}
     spec.update({attribute_key(a): tf.io.FixedLenFeature([], tf.int64) for a in attributes})
     return spec

@@ -93,13 +93,14 @@ class Augmentation:
 class PhotoAugmentation(Augmentation):
     """Photos (pipeline/dataset/crops.py): a random-resized crop instead of the padded crop, then
     the same flip, brightness and contrast, keyed by (seed, epoch, index in epoch). Records arrive
-    undecoded."""
+    undecoded, and are turned upright by their EXIF orientation inside the crop."""
     sizing: ResizeCrop | None = None
 
     def __call__(self, epoch, index, record):
-        (encoded, image_format, height, width), label = record
+        (encoded, image_format, height, width, *turned), label = record   # + orientation (load.py)
         key = self.keys(epoch, index)
-        image = self.sizing.random_crop(encoded, image_format, height, width, key(0)) / 255.0
+        orientation = turned[0] if turned else 1
+        image = self.sizing.random_crop(encoded, image_format, height, width, key(0), orientation) / 255.0
         if self.flip:
             image = tf.image.stateless_random_flip_left_right(image, key(1))
         image = self.shift(image, key, ()) if self.photometric else image

@@ -162,7 +162,8 @@ def streamed(files, shape, plan: EpochPlan, start, augmentation, shard_records, 
         return decoded(files, shape, shard_records, True, outputs, epoch=epoch, seed=plan.seed)
     ds = plan.stream(items().cache() if plan.cached else per_epoch(files, plan, items), *start)
     if sizing:
-        crop = augmentation or (lambda epoch, index, record: (sizing.evaluate(record[0][0]) / 255.0, record[1]))
+        crop = augmentation or (lambda epoch, index, record: (
+            sizing.evaluate(record[0][0], record[0][4]) / 255.0, record[1]))
         return ds.map(crop, num_parallel_calls=AUTOTUNE).batch(plan.batch_size, drop_remainder=True)
     ds = ds.batch(plan.batch_size, drop_remainder=True)
     if not augmentation:

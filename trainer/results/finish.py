@@ -8,7 +8,7 @@ import time
 
 from trainer.input.model_input import ModelInput
 from trainer.model import heads as heads_lib
-from trainer.results import metrics, plots, scores
+from trainer.results import batch_grid, metrics, plots, scores
 from trainer.results.export import export_model
 
 
@@ -23,6 +23,8 @@ def finish(storage, config, model, scored: dict, heads: list, model_input: Model
         report = {**report, "heads": {h.attribute: h.classes for h in heads}}
     report = {**report, "test": result, "model_dir": model_url,
               "standardization": model_input.standardize.to_json(), "plots": {},
+              "batches": {name: url for name, url in batch_grid.batch_urls(report_url).items()
+                          if storage.exists(url)},        # written at the start (a resumed run's: earlier)
               "wall_seconds": round(time.monotonic() - started, 1)}
     # The report first: a plot that runs out of memory or fails leaves the scores written.
     storage.write_text(report_url, json.dumps(report, indent=2))

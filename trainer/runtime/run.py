@@ -19,7 +19,7 @@ from trainer.input.model_input import ModelInput
 from trainer.input.rank_inputs import RankInputs
 from trainer.keras import keras
 from trainer.model import heads as heads_lib, precise_bn, precision
-from trainer.results import scores
+from trainer.results import batch_grid, scores
 from trainer.runtime import faults
 from trainer.runtime.callbacks import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
                               UploadDirectory)
@@ -129,6 +129,9 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
     rank scores its own files and the sums are added over ranks ({head: (confusion, histogram)})."""
     rank, size = hvd.rank(), hvd.size()     # Horovod: elastic: the world as it is now
     inputs = run.inputs(rank, size)
+    if rank == 0 and start == (0, 0):        # Horovod: one picture of what the model is fed
+        batch_grid.write_batches(run.storage, inputs, run.manifest.classes, run.model_input.standardize,
+                                 run.config.outputs.report_url(), run.config.local_dir(0, "batches"))
     position = Position(run.steps, start)
     # Extra callbacks (elastic commits) last: they then commit what the others left, e.g. the
     # batch-norm statistics averaged at the end of an epoch.
