@@ -55,10 +55,17 @@ def score(storage: Storage, model_urls: dict[str, str], dataset_url: str, split:
         local = fetch_model(storage, model_url, os.path.join(cache_dir, "eval-models", label))
         serve = serving_signature(tf.saved_model.load(local), model_url)
         matrix = np.zeros((len(manifest.classes),) * 2, dtype=np.int64)
+        refused = 0
         for batch in examples:
-            predicted = np.argmax(serve(image_bytes=batch[records.IMAGE])["probabilities"].numpy(), axis=1)
-            np.add.at(matrix, (batch[records.LABEL].numpy(), predicted), 1)
+            served = serve(image_bytes=batch[records.IMAGE])
+            predicted = np.argmax(served["probabilities"].numpy(), axis=1)
+            # An image the model refuses to decode (its header: too many pixels, not an image)
+            # has no class: counted apart, not as a prediction of class 0.
+            decoded = served["error"].numpy() == b"" if "error" in served else np.ones(len(predicted), bool)
+            refused += int((~decoded).sum())
+            np.add.at(matrix, (batch[records.LABEL].numpy()[decoded], predicted[decoded]), 1)
         result = evaluate.metrics(matrix, manifest.classes)
+        result["refused"] = refused
         f1s = [c["f1"] for c in result["per_class"].values()]
         result["macro_f1"] = round(sum(f1s) / len(f1s), 4) if f1s else 0.0
         results[label] = result
