@@ -111,7 +111,8 @@ def upload(storage: Storage, root: str, limit: int | None = None, processes: int
     current rate, percentage, time left; default: on stdout, in place on a terminal, else
     every 10 s). Returns the URLs."""
     storage.ensure_bucket(root)
-    log = log or LiveLine(sys.stdout, every=10.0).progress
+    screen = None if log else LiveLine(sys.stdout, every=10.0)
+    log = log or screen.progress
     rows, parts = [], []
     for split in ("train", "test"):
         _, labels = load(split)
@@ -127,6 +128,8 @@ def upload(storage: Storage, root: str, limit: int | None = None, processes: int
             done += count
             meter.update(done)
             log(meter.progress("upload:", "images").line())
+    if screen:
+        screen.end()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["key", "label", "split"])

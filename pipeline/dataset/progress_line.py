@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import re
 import shutil
+import threading
 import time
 
 __all__ = ["LiveLine", "Meter", "Progress", "duration", "parse"]
@@ -75,10 +76,10 @@ class Meter:
     """A count toward an optional total: the rate over the last `window` seconds (not since the
     start, which a slow start would drag down for the whole run) and the time left at that rate."""
 
-    def __init__(self, total: int | None = None, window: float = 30.0, clock=time.monotonic):
+    def __init__(self, total: int | None = None, window: float = 30.0, clock=time.monotonic, start: int = 0):
         self.total, self.window, self.clock = total, window, clock
         self.started = clock()
-        self.samples = collections.deque([(self.started, 0)])
+        self.samples = collections.deque([(self.started, start)])     # `start`: done before now
 
     def update(self, done: int, total: int | None = None) -> None:
         now = self.clock()
@@ -123,8 +124,13 @@ class LiveLine:
         self.shown = ""                 # the progress line on the screen now (terminal only)
         self.midline = False            # text written without its newline yet
         self.last = None                # when the last plain progress line was written
+        self.lock = threading.RLock()   # lines come from several threads (uploads, logging)
 
     def progress(self, line: str) -> None:
+        with self.lock:
+            self._progress(line)
+
+    def _progress(self, line: str) -> None:
         if not self.tty:
             now, shown = self.clock(), parse(line)
             complete = shown is not None and shown.total is not None and shown.done >= shown.total
@@ -138,6 +144,10 @@ class LiveLine:
             self._draw()
 
     def write(self, text: str) -> int:
+        with self.lock:
+            return self._write(text)
+
+    def _write(self, text: str) -> int:
         if self.tty and self.shown and not self.midline:
             self.stream.write("\r\x1b[K")          # the progress line off, the text in its place
         self.stream.write(text)
@@ -149,10 +159,19 @@ class LiveLine:
 
     def end(self) -> None:
         """Leave the last progress line on the screen as an ordinary line; stop redrawing it."""
-        if self.tty and self.shown and not self.midline:
-            self.stream.write("\n")
-        self.shown = ""
-        self.flush()
+        with self.lock:
+            if self.tty and self.shown and not self.midline:
+                self.stream.write("\n")
+            self.shown = ""
+            self.flush()
+
+    def clear(self) -> None:
+        """Take the progress line off the screen (the next line says how it ended)."""
+        with self.lock:
+            if self.tty and self.shown and not self.midline:
+                self.stream.write("\r\x1b[K")
+            self.shown = ""
+            self.flush()
 
     def flush(self) -> None:
         self.stream.flush()
