@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
         check_flags(config)
     except (FlagError, UsageError) as e:
         if rank() in ("0", "?"):          # every rank has the same flags: one line is enough
-            print(f"trainer: error: {e}", file=sys.stderr, flush=True)
+            print(f"trainer: error: {e}{' (see --help)' if isinstance(e, FlagError) else ''}",
+                  file=sys.stderr, flush=True)
         return 2
     if args.verbose:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"

@@ -261,7 +261,7 @@ class Parser(argparse.ArgumentParser):
     lines, once per rank under horovodrun) and exiting; --help still prints and exits."""
 
     def error(self, message: str):
-        raise FlagError(f"{message} (see --help)")
+        raise FlagError(message)
 
 
 def parser() -> Parser:
