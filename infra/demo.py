@@ -7,7 +7,7 @@ With --from cassandra the images sit in a local Cassandra table instead (one PNG
 and the Beam job reads them from there; the dataset, checkpoints and report still go to S3.
 Each step shows its progress (count, rate, percentage, time left) as one line updated in place
 on a terminal, as plain lines in a log or CI; the ingestion's and the training's whole output is
-in <workdir>/ingest.log and train.log.
+in <workdir>/ingest.log and train.log (Beam's and the workers' own lines in ingest-job.log).
 
     python -m infra.demo [--limit N] [--epochs E] [--from cassandra]     (make demo)
 """
@@ -37,7 +37,8 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, help="images per split (default: all 60k + 10k)")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
+    p.add_argument("--batch-size", type=int, help="per process (default: 128, smaller for a --limit "
+                   "too small to give each epoch a few steps of 128)")
     p.add_argument("--processes", type=int, default=2, help="horovodrun -np")
     p.add_argument("--from", dest="origin", choices=("s3", "cassandra"), default="s3",
                    help="where the raw images sit: PNG objects + labels.csv in the local S3 "
@@ -149,11 +150,12 @@ def main(argv=None) -> int:
         t = step(f"ingest with Beam ({how}) -> {dataset}")
         run([sys.executable, "-m", "pipeline", *source, "--output", dataset,
              "--splits", "train:0.95,validation:0.05", "--num_readers", str(args.processes),
-             "--fetch_threads", "2", "--overwrite", *runner, *(["-v"] if args.verbose else [])],
+             "--fetch_threads", "2", "--overwrite", *runner, *(["-v"] if args.verbose else []),
+             "--log_file", os.path.join(args.workdir, "ingest-job.log")],     # Beam's and the workers' lines
             env, os.path.join(args.workdir, "ingest.log"), args.verbose)
         timings["ingest"] = time.monotonic() - t
 
-        flags = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        flags = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size or batch_size(args)),
                  "--flip"]           # clothing: a mirrored shirt is a shirt (off by default)
         checkpoints = run_folder(storage, dataset, args.processes, flags)
         if storage.exists(f"{checkpoints}/report.json") and not args.fresh:
@@ -177,6 +179,16 @@ def main(argv=None) -> int:
           f"{report['test']['accuracy']:.4f} on {report['test']['examples']} images; "
           f"report {os.path.join(args.workdir, 'report.json')}")
     return 0
+
+
+def batch_size(args) -> int:
+    """128 per process, or for a small --limit the largest power of two that gives each epoch
+    at least 4 steps of the ~95 % of the training images the job puts in the training split
+    (--limit 200: 16; the trainer refuses a split smaller than one global batch)."""
+    if not args.limit:
+        return 128
+    per_process = int(args.limit * 0.95) // (args.processes * 4)
+    return max(1, min(128, 2 ** max(0, per_process.bit_length() - 1)))
 
 
 def run_folder(storage: Storage, dataset: str, processes: int, flags: list[str]) -> str:

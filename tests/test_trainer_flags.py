@@ -14,7 +14,6 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, run_cli
-from trainer.banners import LauncherLines
 from trainer.results.metrics import format_confusion
 
 BANNER = re.compile(r"absl::InitializeLog|oneDNN|port\.cc:|cpu_feature_guard|^[IW]\d{4} ", re.M)
@@ -71,6 +70,8 @@ def test_help_and_a_failed_launch_print_no_tensorflow_banner(tmp_path):
 def test_a_failed_horovodrun_shows_one_line_through_the_launchers_filter(tmp_path):
     """The ranks' own output has no banner; horovodrun's (its TensorFlow import, its traceback
     under Gloo) is what the demo and the nightly leave out, so they show the rank's one line."""
+    from trainer.banners import LauncherLines
+
     result = run_cli(["horovodrun", "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "trainer",
                       "--dataset", str(tmp_path / "none"), "--checkpoint-dir", str(tmp_path / "run")])
     assert result.returncode != 0

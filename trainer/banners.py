@@ -31,9 +31,10 @@ BANNERS = (
     re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
     # absl's INFO lines (I<mmdd> <time> <thread> <file>:<line>]), the oneDNN note among them.
     re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w.-]+:\d+\] "),
-    # horovodrun with Gloo, after a rank failed.
+    # horovodrun with Gloo, after a rank failed, and the shell of a rank it then ended.
     re.compile(r"^Process \d+ exit with status code -?\d+\.$"),
     re.compile(r"^Terminating remaining workers after failure of Process \d+\.$"),
+    re.compile(r"^Terminated$"),
 )
 # mpirun's blocks between lines of dashes that only say a rank failed (its line says why).
 MPIRUN_BLOCKS = ("Primary job  terminated normally", "mpirun detected that one or more processes exited",
