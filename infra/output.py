@@ -5,33 +5,42 @@ terminal; every line as it came also in a log file when one is named. `verbose`:
 shown as it came."""
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 
 from pipeline.dataset.progress_line import LiveLine, parse
 from trainer.banners import LauncherLines
+
+DRAIN_SECONDS = 10.0     # for the command's last lines after it ended
 
 
 def run_shown(command: list[str], env: dict | None = None, log_path: str | None = None,
               verbose: bool = False, screen: LiveLine | None = None) -> int:
     """Run `command` (stdout and stderr merged) to its end; its exit code."""
     screen = screen or LiveLine(sys.stdout)
-    lines = LauncherLines()
-    log = open(log_path, "w") if log_path else None
-    try:
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_path, "w")) if log_path else None
         child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, bufsize=1, errors="replace")
-        for line in child.stdout:
-            if log:
-                log.write(line)
-                log.flush()
-            show(screen, [line] if verbose else lines.feed(line))
-        show(screen, lines.flush())
-        return child.wait()
-    finally:
+        reader = threading.Thread(target=relay, args=(child.stdout, screen, log, verbose), daemon=True)
+        reader.start()
+        code = child.wait()
+        # A process the command left behind may hold the pipe open: its end is not waited for.
+        reader.join(DRAIN_SECONDS)
         screen.end()
-        if log:
-            log.close()
+    return code
+
+
+def relay(stream, screen: LiveLine, log, verbose: bool) -> None:
+    lines = LauncherLines()
+    for line in stream:
+        if log and not log.closed:
+            log.write(line)
+            log.flush()
+        show(screen, [line] if verbose else lines.feed(line))
+    show(screen, lines.flush())
 
 
 def show(screen: LiveLine, lines: list[str]) -> None:

@@ -14,6 +14,7 @@
     shard_cache.py    shards fetched ahead of a reader within a disk budget, sha256-checked
     crops.py          photos of many sizes to one input size: random-resized and center crops (TensorFlow)
     load.py           a split as a tf.data.Dataset, for any reader (TensorFlow)
+    progress_line.py  the progress line every command shows (count, rate, percentage, time left)
 
 This package imports neither Beam nor the trainer, and TensorFlow only in crops.py and load.py
 (and inside records.parse_spec, when a reader calls it), so the ingestion job never loads it
