@@ -5,6 +5,9 @@
   report in S3 -> test accuracy and a summary.
 With --from cassandra the images sit in a local Cassandra table instead (one PNG blob per row)
 and the Beam job reads them from there; the dataset, checkpoints and report still go to S3.
+Each step shows its progress (count, rate, percentage, time left) as one line updated in place
+on a terminal, as plain lines in a log or CI; the ingestion's and the training's whole output is
+in <workdir>/ingest.log and train.log (Beam's and the workers' own lines in ingest-job.log).
 
     python -m infra.demo [--limit N] [--epochs E] [--from cassandra]     (make demo)
 """
@@ -15,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -23,6 +25,7 @@ from infra.local import cassandra_load, fashion_mnist
 from infra.local.beam_cluster import BeamCluster
 from infra.local.cassandra import PROTOCOL_VERSION, LocalCassandra
 from infra.local.s3server import LocalS3
+from infra.output import run_shown
 from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import Storage
 
@@ -34,7 +37,8 @@ def parse_args(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--limit", type=int, help="images per split (default: all 60k + 10k)")
     p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128, help="per process")
+    p.add_argument("--batch-size", type=int, help="per process (default: 128, smaller for a --limit "
+                   "too small to give each epoch a few steps of 128)")
     p.add_argument("--processes", type=int, default=2, help="horovodrun -np")
     p.add_argument("--from", dest="origin", choices=("s3", "cassandra"), default="s3",
                    help="where the raw images sit: PNG objects + labels.csv in the local S3 "
@@ -55,6 +59,9 @@ def parse_args(argv):
                    "settings is finished (it is replaced)")
     p.add_argument("--workdir", default=os.path.join("runs", time.strftime("demo-%Y%m%d-%H%M%S")),
                    help="local logs and caches (default: runs/demo-<time>)")
+    p.add_argument("--verbose", action="store_true",
+                   help="every line of every step: Beam's INFO lines, TensorFlow's, absl's, horovodrun's "
+                   "and mpirun's own (default: the steps' own lines and progress)")
     return p.parse_args(argv)
 
 
@@ -63,22 +70,12 @@ def step(name: str):
     return time.monotonic()
 
 
-def run(cmd: list[str], env: dict, log_path: str | None = None) -> None:
-    """Run a step, its output on the terminal (and, with `log_path`, in that log too); stop the
-    demo if it fails."""
-    if log_path is None:
-        result = subprocess.run(cmd, env=env)
-    else:
-        with open(log_path, "w") as log:
-            result = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, bufsize=1)
-            for line in result.stdout:       # the job's own lines: start, progress, summary
-                print(line, end="", flush=True)
-                log.write(line)
-            result.wait()
-    if result.returncode != 0:
-        where = f"; see {log_path}" if log_path else ""
-        raise SystemExit(f"demo: step failed (exit {result.returncode}): {' '.join(cmd[:4])} ...{where}")
+def run(cmd: list[str], env: dict, log_path: str, verbose: bool = False) -> None:
+    """Run a step, its lines on the terminal (progress in place, banners left out: infra/output.py)
+    and all of them in `log_path`; stop the demo if it fails."""
+    code = run_shown(cmd, env, log_path, verbose)
+    if code != 0:
+        raise SystemExit(f"demo: step failed (exit {code}): {' '.join(cmd[:4])} ...; see {log_path}")
 
 
 def announce(s3: LocalS3, kept: str) -> None:
@@ -101,8 +98,7 @@ def stage_in_s3(storage: Storage, args) -> list[str]:
         step(f"Fashion-MNIST already uploaded to {root} (kept in {args.s3_data_dir}): reused")
     else:
         step("upload Fashion-MNIST as one PNG object per image + labels.csv")
-        urls = fashion_mnist.upload(storage, root, limit=args.limit,
-                                    log=lambda line: print(line, flush=True))
+        urls = fashion_mnist.upload(storage, root, limit=args.limit)     # its progress line on stdout
     return ["--source", urls["images"], "--labels_file", urls["labels"], "--classes", urls["classes"]]
 
 
@@ -133,7 +129,7 @@ def main(argv=None) -> int:
     with LocalS3(log_path=os.path.join(args.workdir, "s3-server.log"), data_dir=kept or None,
                  backend=args.s3_backend) as s3, \
             contextlib.ExitStack() as stack:
-        env = {**os.environ, **s3.env(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        env = {**os.environ, **s3.env()}     # (with TensorFlow's variables: trainer/__init__.py)
         os.environ.update(s3.env())
         storage = Storage()
         announce(s3, kept)
@@ -154,11 +150,12 @@ def main(argv=None) -> int:
         t = step(f"ingest with Beam ({how}) -> {dataset}")
         run([sys.executable, "-m", "pipeline", *source, "--output", dataset,
              "--splits", "train:0.95,validation:0.05", "--num_readers", str(args.processes),
-             "--fetch_threads", "2", "--overwrite", *runner],
-            env, os.path.join(args.workdir, "ingest.log"))
+             "--fetch_threads", "2", "--overwrite", *runner, *(["-v"] if args.verbose else []),
+             "--log_file", os.path.join(args.workdir, "ingest-job.log")],     # Beam's and the workers' lines
+            env, os.path.join(args.workdir, "ingest.log"), args.verbose)
         timings["ingest"] = time.monotonic() - t
 
-        flags = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
+        flags = ["--epochs", str(args.epochs), "--batch-size", str(args.batch_size or batch_size(args)),
                  "--flip"]           # clothing: a mirrored shirt is a shirt (off by default)
         checkpoints = run_folder(storage, dataset, args.processes, flags)
         if storage.exists(f"{checkpoints}/report.json") and not args.fresh:
@@ -169,8 +166,9 @@ def main(argv=None) -> int:
             t = step(f"train with horovodrun -np {args.processes} (Gloo) -> {checkpoints}")
             run(["horovodrun", "-np", str(args.processes), "-H", f"localhost:{args.processes}",
                  "--gloo", sys.executable, "-m", "trainer", "--dataset", dataset,
-                 "--checkpoint-dir", checkpoints, *flags,
-                 "--cache-dir", os.path.join(os.path.abspath(args.workdir), "cache")], env)
+                 "--checkpoint-dir", checkpoints, *flags, *(["--verbose"] if args.verbose else []),
+                 "--cache-dir", os.path.join(os.path.abspath(args.workdir), "cache")],
+                env, os.path.join(args.workdir, "train.log"), args.verbose)
             timings["train"] = time.monotonic() - t
         report = json.loads(storage.read_text(f"{checkpoints}/report.json"))
         with open(os.path.join(args.workdir, "report.json"), "w") as f:
@@ -181,6 +179,16 @@ def main(argv=None) -> int:
           f"{report['test']['accuracy']:.4f} on {report['test']['examples']} images; "
           f"report {os.path.join(args.workdir, 'report.json')}")
     return 0
+
+
+def batch_size(args) -> int:
+    """128 per process, or for a small --limit the largest power of two that gives each epoch
+    at least 4 steps of the ~95 % of the training images the job puts in the training split
+    (--limit 200: 16; the trainer refuses a split smaller than one global batch)."""
+    if not args.limit:
+        return 128
+    per_process = int(args.limit * 0.95) // (args.processes * 4)
+    return max(1, min(128, 2 ** max(0, per_process.bit_length() - 1)))
 
 
 def run_folder(storage: Storage, dataset: str, processes: int, flags: list[str]) -> str:

@@ -11,7 +11,7 @@ from pipeline import progress, staging
 from pipeline.failures import failed_step, last_line
 from pipeline.dataset.naming import refused_folder
 from pipeline.dataset.storage import join
-from pipeline.logs import RunLog, quiet_logs
+from pipeline.logs import PROGRESS, RunLog, quiet_logs
 
 log = logging.getLogger("pipeline")
 
@@ -95,7 +95,7 @@ def run(options, storage, plan, run_log: RunLog) -> int:
     import apache_beam as beam
 
     from pipeline.job import build
-    from pipeline.summary import summary_line
+    from pipeline.summary import summary_line, worker_warnings
 
     if plan.already:
         records = sum(split.num_records for split in plan.already.splits.values())
@@ -107,9 +107,10 @@ def run(options, storage, plan, run_log: RunLog) -> int:
     started = time.monotonic()
     log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,
              plan.staging)
+    say_progress = lambda line: log.info(line, extra=PROGRESS)    # noqa: E731  (in place on a terminal)
     try:
         with staging.Lease(storage, plan.staging, plan.lease_seconds):   # "this run is alive"
-            with progress.Watcher(storage, plan.staging, log.info, plan.progress_seconds):
+            with progress.Watcher(storage, plan.staging, say_progress, plan.progress_seconds):
                 with beam.Pipeline(options=options) as p:    # the workers write into staging only
                     build(p, plan, storage)
             manifest = commit_run(storage, plan)
@@ -119,11 +120,13 @@ def run(options, storage, plan, run_log: RunLog) -> int:
             storage.delete_prefix(plan.staging)   # never part of a dataset: nothing to keep
         except Exception:  # the store itself may be what failed; the error below says so
             pass
+        run_log.terminal.end()
         print(f"pipeline: failed{failed_step(e)}: {last_line(e)} (details: {plan.log_file})",
               file=run_log.terminal, flush=True)
         return 1
-    print(summary_line(manifest, plan.output, time.monotonic() - started) + f"; log: {plan.log_file}",
-          flush=True)
+    run_log.terminal.end()
+    print(summary_line(manifest, plan.output, time.monotonic() - started, worker_warnings(p.result),
+                       plan.log_file), flush=True)
     return 0
 
 

@@ -6,16 +6,24 @@ Local workers (the DirectRunner's processes) inherit the launcher's stderr, so w
 runs file descriptor 2 itself is pointed at the log file and the terminal keeps a duplicate of
 the original: a worker's traceback or a C library's warning lands in the file, not on the
 terminal. With --log_level (or -v for INFO) the terminal shows every logger at that level, and
-nothing is redirected."""
+nothing is redirected.
+
+Two kinds of the job's own lines are marked with `extra=`: PROGRESS, the progress line, which
+on a terminal is one line rewritten in place (in the log file, a line each time); FILE_ONLY,
+what the summary line says again (the version published), kept for the log file."""
 from __future__ import annotations
 
 import logging
 import os
 import sys
 
+from pipeline.dataset.progress_line import LiveLine
+
 # Warnings that say nothing about this run (Beam's GCP modules without the GCP extras).
 NOISE = ("apitools not found",)
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+PROGRESS = {"progress": True}
+FILE_ONLY = {"file_only": True}
 
 
 def not_noise(record: logging.LogRecord) -> bool:
@@ -33,7 +41,7 @@ def from_a_worker(record: logging.LogRecord) -> bool:
 def ours_or_warning(record: logging.LogRecord) -> bool:
     """The terminal's lines by default: the launcher's own, and warnings other than the workers'
     (those are in the log file; their outcome reaches the summary as counts or a failure)."""
-    ours = record.name.split(".")[0] == "pipeline"
+    ours = record.name.split(".")[0] == "pipeline" and not getattr(record, "file_only", False)
     return (ours or record.levelno >= logging.WARNING) and not_noise(record) and not from_a_worker(record)
 
 
@@ -43,6 +51,20 @@ class TerminalFormat(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+class TerminalHandler(logging.StreamHandler):
+    """The terminal's handler: a progress record (extra=PROGRESS) goes to the LiveLine's
+    progress line, every other record above it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "progress", False) and isinstance(self.stream, LiveLine):
+            try:
+                self.stream.progress(self.format(record))
+            except Exception:
+                self.handleError(record)
+            return
+        super().emit(record)
 
 
 def quiet_logs() -> None:
@@ -77,7 +99,7 @@ class RunLog:
         to_file = logging.StreamHandler(self.file)
         to_file.setFormatter(logging.Formatter(FORMAT))
         root.addHandler(to_file)
-        self.terminal = self._redirect_stderr() if self.level is None else sys.stderr
+        self.terminal = LiveLine(self._redirect_stderr() if self.level is None else sys.stderr)
         root.addHandler(self._console())
         return self
 
@@ -90,7 +112,7 @@ class RunLog:
         return os.fdopen(os.dup(self.saved_stderr), "w", buffering=1)
 
     def _console(self) -> logging.Handler:
-        console = logging.StreamHandler(self.terminal)
+        console = TerminalHandler(self.terminal)
         console.setFormatter(TerminalFormat("%(message)s"))
         console.addFilter(ours_or_warning if self.level is None else not_noise)
         if self.level is not None:
@@ -98,6 +120,7 @@ class RunLog:
         return console
 
     def stop(self) -> None:
+        self.terminal.end()
         if self.saved_stderr is not None:
             sys.stderr.flush()
             os.dup2(self.saved_stderr, 2)

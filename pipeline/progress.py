@@ -1,8 +1,12 @@
 """Progress of a running job on any runner: each shard writer keeps a small counter object in
 the run's staging folder (<staging>/progress/<writer id>.json, rewritten at most every few
-seconds and after each shard), and the launcher sums them into one line every 10 s. The
-counters go where the shards go, so the launcher sees them whether the workers are local
-processes or a cluster's; the staging folder (with them) is deleted after publishing.
+seconds and after each shard), the job notes each split's count of images to read there once
+it is known (<staging>/progress/total-<split>.json: after the rows are listed and checked, before
+the first shard is written), and the launcher sums them into one line every 10 s: images read of
+the total, the current rate, the percentage and the time left
+(pipeline/dataset/progress_line.py). The counters go where the shards go, so the launcher sees
+them whether the workers are local processes or a cluster's; the staging folder (with them) is
+deleted after publishing.
 
 Not the runner's metrics: Beam's local job service reports a job's metrics only once the job has
 ended (LocalJobServicer.GetJobMetrics reads the finished result), the DirectRunner's are in the
@@ -17,6 +21,7 @@ import time
 import uuid
 
 from pipeline.dataset.naming import PROGRESS_FOLDER, is_progress_file, progress_file
+from pipeline.dataset.progress_line import Meter
 from pipeline.dataset.storage import Storage, join
 
 WRITE_EVERY = 5.0       # seconds between a writer's counter updates (plus one after each shard)
@@ -40,9 +45,17 @@ class Counter:
             self.written_at = time.monotonic()
 
 
+def note_total(split_size, storage: Storage, staging_url: str) -> None:
+    """(split, (records, bytes)) -> nothing: the split's images to read, as a counter object of
+    its own (the progress line's total)."""
+    split, (records, _) = split_size
+    storage.write_text(join(staging_url, progress_file(f"total-{split}")), json.dumps({"total": records}))
+
+
 def totals(storage: Storage, staging_url: str) -> dict:
-    """The sums of every writer's counters so far."""
-    summed = {"read": 0, "quarantined": 0, "shards": 0}
+    """The sums of every writer's counters so far, and the images to read ("total": 0 until
+    the job has counted them)."""
+    summed = {"read": 0, "quarantined": 0, "shards": 0, "total": 0}
     for url, _ in storage.list(join(staging_url, PROGRESS_FOLDER)):
         if not is_progress_file(posixpath.basename(url)):
             continue                # a counter being rewritten beside itself: counted once, as itself
@@ -55,41 +68,44 @@ def totals(storage: Storage, staging_url: str) -> dict:
     return summed
 
 
-def line(counts: dict, seconds: float, rate: float) -> str:
+def line(counts: dict, meter: Meter) -> str:
+    """The progress line of `counts` (totals()), `meter` updated with them."""
+    meter.update(counts["read"], counts["total"] or None)
     if not counts["read"]:
-        return (f"no image read yet (workers starting, rows being listed, checked and grouped "
-                f"by shard), {seconds:.0f} s")
-    return (f"{counts['read']:,} images read ({rate:,.0f} images/s), {counts['quarantined']:,} "
-            f"quarantined, {counts['shards']:,} shards written, {seconds:.0f} s")
+        extra = ("rows counted, being grouped by shard" if counts["total"] else
+                 "workers starting: rows being listed and checked")
+    else:
+        extra = f"{counts['quarantined']:,} quarantined, {counts['shards']:,} shards written"
+    return meter.progress("ingest:", "images read", extra=f"{extra}, {meter.seconds:.0f} s").line()
 
 
 class Watcher:
     """In the launcher: every `every` seconds, one progress line through `say` (the rate is the
-    last interval's)."""
+    last 30 s's), and a last one when the workers are done."""
 
     def __init__(self, storage: Storage, staging_url: str, say, every: float = 10.0):
         self.storage, self.staging_url, self.say, self.every = storage, staging_url, say, every
         self.stopped = threading.Event()
-        self.started = time.monotonic()
+        self.meter = Meter(window=max(30.0, 3 * every))
         self.thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def __enter__(self):
         self.thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stopped.set()
         self.thread.join(timeout=self.every)
+        if exc_type is None:
+            self._show()              # where the workers ended: every image read, of the total
 
     def _run(self) -> None:
-        before, then = 0, time.monotonic()
         while not self.stopped.wait(self.every):
-            try:
-                counts = totals(self.storage, self.staging_url)
-            except Exception:   # a progress line is not worth failing or slowing the job for
-                continue
-            now = time.monotonic()
-            rate = (counts["read"] - before) / (now - then)       # over the last interval
-            before, then = counts["read"], now
-            if not self.stopped.is_set():
-                self.say(line(counts, now - self.started, rate))
+            self._show()
+
+    def _show(self) -> None:
+        try:
+            counts = totals(self.storage, self.staging_url)
+        except Exception:   # a progress line is not worth failing or slowing the job for
+            return
+        self.say(line(counts, self.meter))

@@ -33,6 +33,7 @@ from pipeline.dataset.naming import MANIFEST_NAME, REQUEST_NAME, shard_files, ve
 from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.elements import (Decoding, LabelSpace, PixelSums, PublishRequest, QuarantineFileInfo,
                                ShardInfo, image_sizes, summed)
+from pipeline.logs import FILE_ONLY
 from pipeline.shard_file import ShardBuilder
 
 log = logging.getLogger("pipeline")
@@ -93,8 +94,8 @@ def publish(storage: Storage, staging_url: str, output_url: str, request: Publis
     pause_for_test("retiring")
     retired = versions.retire(storage, output_url, published, keep_versions)
     storage.delete_prefix(staging_url)
-    log.info("published %s at %s%s", published.version, output_url,
-             f"; retired {', '.join(retired)}" if retired else "")
+    log.info("published %s at %s%s", published.version, output_url,      # the summary line says it
+             f"; retired {', '.join(retired)}" if retired else "", extra=FILE_ONLY)
     return published
 
 

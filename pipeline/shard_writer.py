@@ -192,11 +192,13 @@ class WriteShards(beam.PTransform):
         self.num_shards, self.num_readers, self.target_shard_bytes = num_shards, num_readers, target_shard_bytes
 
     def expand(self, candidates):
-        shard_counts = (candidates
-                        | "SizeOf" >> beam.Map(size_of)                  # (split, (1, bytes))
-                        | "SumPerSplit" >> beam.CombinePerKey(sum_pairs)  # (split, (records, bytes))
-                        | "ShardCount" >> beam.Map(shard_count, self.num_shards, self.num_readers,
-                                                   self.target_shard_bytes))   # (split, shards)
+        sizes = (candidates
+                 | "SizeOf" >> beam.Map(size_of)                  # (split, (1, bytes))
+                 | "SumPerSplit" >> beam.CombinePerKey(sum_pairs))  # (split, (records, bytes))
+        _ = sizes | "NoteTotal" >> beam.Map(progress.note_total, self.writer.storage,
+                                            self.writer.staging_url)   # the progress line's total
+        shard_counts = sizes | "ShardCount" >> beam.Map(shard_count, self.num_shards, self.num_readers,
+                                                        self.target_shard_bytes)   # (split, shards)
         written = (candidates
                    | "ShardKey" >> beam.ParDo(KeyByShard(), beam.pvalue.AsDict(shard_counts))
                    # ((split, index, shards), [Candidate])

@@ -22,6 +22,7 @@ from pipeline.sources.cassandra.ring import TOKEN_BOUNDS, ring_ranges, split_rin
 from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError, parse_source_url
 from pipeline.sources.cassandra.connection import check, connect
 from pipeline.sources.cassandra.read import ReadRows
+from pipeline.summary import worker_warnings
 from tests.conftest import run_cli
 
 KEYSPACE, TABLE = "source_test", "images"
@@ -119,12 +120,16 @@ def beam_options() -> PipelineOptions:
                             "--direct_num_workers=2"])
 
 
-def read_with_beam(config: CassandraConfig, out_dir: str, slow: "SlowRows | None" = None) -> list[str]:
+def read_with_beam(config: CassandraConfig, out_dir: str, slow: "SlowRows | None" = None,
+                   warnings: dict | None = None) -> list[str]:
+    """The rows read, described; `warnings` gets what the job's summary would count."""
     with beam.Pipeline(options=beam_options()) as p:
         rows = p | ReadRows(config)
         if slow:
             rows = rows | "Slow" >> beam.ParDo(slow)
         _ = rows | beam.Map(describe) | beam.io.WriteToText(os.path.join(out_dir, "rows"))
+    if warnings is not None:
+        warnings.update(worker_warnings(p.result))
     lines = []
     for path in glob.glob(os.path.join(out_dir, "rows*")):
         with open(path) as f:
@@ -163,11 +168,11 @@ class SlowRows(beam.DoFn):
 def test_server_restart_while_reading(cassandra, table, tmp_path):
     expected, _, _ = table_rows(table)
     config = dataclasses.replace(table, page_size=100)
-    marker, outcome = str(tmp_path / "started"), {}
+    marker, outcome, warnings = str(tmp_path / "started"), {}, {}
 
     def job():
         try:
-            outcome["rows"] = read_with_beam(config, str(tmp_path / "out"), SlowRows(marker, 500))
+            outcome["rows"] = read_with_beam(config, str(tmp_path / "out"), SlowRows(marker, 500), warnings)
         except Exception as e:  # reported by the assertions below
             outcome["error"] = e
 
@@ -185,6 +190,9 @@ def test_server_restart_while_reading(cassandra, table, tmp_path):
     assert not thread.is_alive(), "the job hangs after the restart"
     assert "error" not in outcome, outcome.get("error")
     assert outcome["rows"] == expected
+    # The workers' retries (logged as warnings, in the log file only) are counted for the
+    # ingestion's summary line through the runner's metrics (pipeline/summary.py).
+    assert set(warnings) <= {"Cassandra retry", "Cassandra retries"} and sum(warnings.values()) >= 1, warnings
 
 
 def test_check_names_what_is_wrong(cassandra, table):

@@ -1,20 +1,23 @@
-"""What a data engineer sees on the terminal while the ingestion job runs (issue 16): a start
-line, a progress line every --progress_seconds, one summary line naming the log file; Beam's and
-the workers' lines go to that file. A worker's failure is one line naming the step; its
-traceback is in the log. Real Beam job (DirectRunner, 2 worker processes), real S3 servers."""
+"""What a data engineer sees on the terminal while the ingestion job runs (issues 16, 29): a start
+line, a progress line every --progress_seconds (images read of the total, the current rate, the
+percentage and the time left) and a last one when the workers are done, one summary line naming
+the version published and the log file; Beam's and the workers' lines go to that file. A
+worker's failure is one line naming the step; its traceback is in the log. Real Beam job
+(DirectRunner, 2 worker processes), real S3 servers."""
 import os
 import re
 import subprocess
 import sys
 
 from infra.local.s3server import LocalS3
+from pipeline.dataset.manifest import read_manifest
 from pipeline.dataset.storage import S3Settings, Storage
 from tests.conftest import ROOT, run_cli
 from tests.helpers import png
 
-PROGRESS = re.compile(r"^([\d,]+) images read \(([\d,]+) images/s\), ([\d,]+) quarantined, "
-                      r"([\d,]+) shards written, \d+ s$")
-STARTING = re.compile(r"^no image read yet \(workers starting, .*\), \d+ s$")
+PROGRESS = re.compile(r"^ingest: ([\d,]+)/([\d,]+) images read \((\d+) %\), ([\d,]+) images/s"
+                      r"(, [\w ]+ left)?; ([\d,]+) quarantined, ([\d,]+) shards written, \d+ s$")
+STARTING = re.compile(r"^ingest: 0(/300)? images read( \(0 %\))?, 0 images/s; (workers starting|rows counted).*, \d+ s$")
 
 
 def ingest(raw, output, log_file, *flags):
@@ -30,14 +33,15 @@ def test_a_successful_ingest_prints_a_start_line_progress_and_a_summary(fmnist, 
     lines = result.stderr.splitlines() + result.stdout.splitlines()
     assert lines[0].startswith(f"ingesting {fmnist['images']} -> s3://fmnist/datasets/logs; log: {log_file}")
     summary = result.stdout.strip().splitlines()
-    assert len(summary) == 1 and summary[0].startswith("published logs at s3://fmnist/datasets/logs")
+    version = read_manifest(Storage(), "s3://fmnist/datasets/logs").version
+    assert len(summary) == 1 and summary[0].startswith(f"published logs {version} at s3://fmnist/datasets/logs:")
     assert summary[0].endswith(f"; log: {log_file}")
-    *between, published = result.stderr.splitlines()[1:]
-    assert published.startswith("published v-")               # the version committed
+    between = result.stderr.splitlines()[1:]                # one "published" line: the summary's
     progress = [PROGRESS.match(line) for line in between if not STARTING.match(line)]
     assert progress and all(progress), result.stderr        # nothing but progress lines between
     read = [int(m[1].replace(",", "")) for m in progress]
-    assert read == sorted(read) and read[-1] <= 300          # running totals of the 300 images
+    assert read == sorted(read) and {int(m[2]) for m in progress} == {300}     # of the 300 images
+    assert (read[-1], progress[-1][3]) == (300, "100")      # the last line: where the workers ended
     text = log_file.read_text()
     assert "apache_beam" in text and "Traceback" not in text     # Beam's own lines went there
 

@@ -9,9 +9,17 @@
   model/       models, heads, loss, learning rate, precision
   state/       checkpoints and warm starts
   runtime/     the fit loop, its callbacks, guards, devices, agreement over ranks
-  results/     rank 0's end: test scores, export, plots, report"""
+  results/     rank 0's end: test scores, export, plots, report
+  banners.py   TensorFlow's, absl's, horovodrun's and mpirun's noise kept off the terminal"""
 import os as _os
 
-# Keras 2 for horovod.tensorflow.keras: with TensorFlow >= 2.16, tf.keras is the tf_keras package
-# only when this is set before TensorFlow is imported (README "Versions").
-_os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# What TensorFlow reads when it is imported, set here, before any module imports it (every
+# command that runs TensorFlow imports this package first; a variable already set wins):
+# - Keras 2 for horovod.tensorflow.keras: with TensorFlow >= 2.16, tf.keras is the tf_keras
+#   package only when TF_USE_LEGACY_KERAS is set (README "Versions");
+# - TensorFlow's C++ logs: errors only (its INFO and WARNING lines at start-up say nothing a
+#   user can act on; --verbose shows them: trainer/__main__.py). absl's start-up lines ignore
+#   it: trainer/banners.py.
+TENSORFLOW_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+for _name, _value in TENSORFLOW_ENV.items():
+    _os.environ.setdefault(_name, _value)

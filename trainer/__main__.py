@@ -1,4 +1,7 @@
-"""python -m trainer --dataset URL --checkpoint-dir URL [options]   (one process per rank)"""
+"""python -m trainer --dataset URL --checkpoint-dir URL [options]   (one process per rank)
+
+The flags are parsed and checked first, in about a second; TensorFlow and Horovod start only
+after (with their start-up banners held back: trainer/banners.py)."""
 from __future__ import annotations
 
 import os
@@ -6,20 +9,33 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainer.flags import XLA_ENV, parser
+    from trainer.checks import check_flags
+    from trainer.config import TrainConfig
+    from trainer.errors import DIVERGED, USER_ERRORS, Diverged, OneLine, UsageError, exit_code
+    from trainer.flags import XLA_ENV, FlagError, parser
 
-    args = parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:                                  # nothing of TensorFlow imported yet
+        args = parser().parse_args(argv)
+        config = TrainConfig.from_args(args)
+        check_flags(config)
+    except (FlagError, UsageError) as e:
+        if rank() in ("0", "?"):          # every rank has the same flags: one line is enough
+            print(f"trainer: error: {e}{' (see --help)' if isinstance(e, FlagError) else ''}",
+                  file=sys.stderr, flush=True)
+        return 2
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     if args.xla and "--tf_xla_auto_jit" not in os.environ.get("TF_XLA_FLAGS", ""):   # before TensorFlow
         os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {XLA_ENV['TF_XLA_FLAGS']}".strip()
 
-    from trainer.config import TrainConfig
-    from trainer.errors import DIVERGED, USER_ERRORS, Diverged, OneLine, exit_code
-    from trainer.runtime.agree import ReportedByRankZero
-    from trainer.train import train
+    from trainer.banners import imported_quietly
+
+    with imported_quietly(args.verbose):
+        from trainer.runtime.agree import ReportedByRankZero
+        from trainer.train import train
 
     try:
-        train(TrainConfig.from_args(args))
+        train(config)
     except ReportedByRankZero as e:      # rank 0 prints the one line for every rank
         return e.code
     except Diverged as e:       # exit 3, so a scheduler can tell "diverged" from "bad input"
@@ -35,10 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if PEER_GONE not in str(e):
             raise
-        print(f"trainer: error: rank {os.environ.get('HOROVOD_RANK', os.environ.get('OMPI_COMM_WORLD_RANK', '?'))} "
-              "stopped: another rank failed first (its line above says why)", file=sys.stderr, flush=True)
+        print(f"trainer: error: rank {rank()} stopped: another rank failed first (its line above says why)",
+              file=sys.stderr, flush=True)
         return PEER_FAILED
     return 0
+
+
+def rank() -> str:
+    """This process's rank as its launcher set it before starting it ("?" when none did)."""
+    return os.environ.get("HOROVOD_RANK", os.environ.get("OMPI_COMM_WORLD_RANK", "?"))
 
 
 # What every other rank's collective raises once one rank has left (Horovod's own words).

@@ -250,14 +250,29 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                    "run: when an elastic run loses a process each remaining one takes a larger "
                    "share, so the learning rate schedule and steps per epoch do not change")
     p.add_argument("--log-every", type=positive(float), default=10.0,
-                   help="seconds between progress lines (default %(default)s)")
+                   help="seconds between progress lines in a log or pipe (on a terminal the line "
+                   "is updated in place every second; default %(default)s)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also TensorFlow's, absl's and Horovod's own start-up and INFO lines "
+                   "(TF_CPP_MIN_LOG_LEVEL=0; default: errors only)")
     p.add_argument("--s3-endpoint-url", help="S3-compatible endpoint (default: boto3's configuration)")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", description=DESCRIPTION,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                allow_abbrev=False)
+class FlagError(Exception):
+    """A flag argparse cannot parse; the message names it (printed as one line by __main__)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag raises FlagError instead of printing the whole usage (some 40
+    lines, once per rank under horovodrun) and exiting; --help still prints and exits."""
+
+    def error(self, message: str):
+        raise FlagError(message)
+
+
+def parser() -> Parser:
+    p = Parser(prog="python -m trainer", description=DESCRIPTION,
+               formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     add_location_flags(p)
     add_training_flags(p)
     add_optimizer_flags(p)

@@ -19,6 +19,7 @@ from pipeline.dataset.manifest import Manifest, current_version, read_manifest
 from pipeline.dataset.reader import files_for_rank
 from pipeline.dataset.shard_cache import ShardCache, check_room
 from pipeline.dataset.storage import Storage
+from trainer.checks import check_flags
 from trainer.config import TrainConfig
 from trainer.errors import UsageError
 from trainer.flags import AUGMENT_FROM_UPDATES
@@ -26,7 +27,7 @@ from trainer.input.batching import BatchPlan, plan_batches
 from trainer.input.model_input import ModelInput
 from trainer.keras import keras
 from trainer.model import heads as heads_lib, objective, precision
-from trainer.model.models import MODEL_NAMES, build_model, random_generators
+from trainer.model.models import build_model, random_generators
 from trainer.model.schedule import WarmupDecay
 from trainer.results.finish import finish
 from trainer.runtime import agree, devices, faults, inputcheck
@@ -184,24 +185,6 @@ def checked_inputs(config: TrainConfig, storage: Storage, version: str | None):
     heads = heads_lib.choose(config.model.heads, manifest, config.model.head_weights)
     check_room({name: split.shards for name, split in manifest.splits.items()}, config.inputs.cache_limit_gb * 2**30)
     return manifest, heads, ModelInput.of(manifest, config.inputs.image_size)
-
-
-def check_flags(config: TrainConfig) -> None:
-    m, o, d, out = config.model, config.optimizer, config.devices, config.outputs
-    if m.name not in MODEL_NAMES:
-        raise UsageError(f"unknown model {m.name!r} (choose from: {', '.join(MODEL_NAMES)})")
-    if m.unfreeze_top and not m.freeze:
-        raise UsageError("--unfreeze-top needs --freeze (e.g. --freeze all-but-head)")
-    if m.restore and not m.init_from:
-        raise UsageError("--restore needs --init-from")
-    if o.decay_epochs and o.decay != "step":
-        raise UsageError("--decay-epochs needs --decay step")
-    if o.decay_epochs and max(o.decay_epochs) >= config.epochs:
-        raise UsageError(f"--decay-epochs {o.decay_epochs} must lie before --epochs {config.epochs}")
-    for flag, every in (("--checkpoint-every", out.checkpoint_every), ("--commit-every", out.commit_every)):
-        if every % d.accumulate:
-            raise UsageError(f"{flag} {every} must be a multiple of --accumulate {d.accumulate}: a state "
-                             "saved between the batches of one update would lose their gradients")
 
 
 def host_line(device: str, threads: int) -> str:

@@ -10,13 +10,14 @@ import functools
 import gzip
 import io
 import os
-import struct
 import multiprocessing
-import time
+import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from pipeline.dataset.progress_line import LiveLine, Meter
 from pipeline.dataset.storage import Storage, join
 
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -54,11 +55,16 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@functools.lru_cache(maxsize=1)      # one client per upload process, not one per part
+def _storage(endpoint: str | None) -> Storage:
+    return Storage(endpoint_url=endpoint)
+
+
 def _upload_part(args) -> int:
     """Upload one slice of a split (runs in a worker process with its own S3 clients): several
     PUTs in flight, since each waits mostly on the server."""
     endpoint, root, split, start, stop = args
-    storage = Storage(endpoint_url=endpoint)
+    storage = _storage(endpoint)
     images, _ = load(split)
 
     def put(i: int) -> None:
@@ -90,14 +96,23 @@ def urls_at(root: str) -> dict:
             "classes": join(root, "classes.txt")}
 
 
+# Images per task: small enough that the progress line moves every few seconds (a task's
+# end is when its images count), large enough that a task's start costs nothing noticeable.
+PART = 250
+
+
 def upload(storage: Storage, root: str, limit: int | None = None, processes: int = 4,
-           log=print) -> dict:
+           log=None) -> dict:
     """Write <root>/images/<split>/<n>.png, <root>/labels.csv and <root>/classes.txt.
 
     `limit` takes the first N images of each split (tests). Signing S3 requests costs CPU, so
     the upload is spread over processes rather than threads; with 2 of them the local server sat
-    half idle (latency bound), so 4. Returns the URLs."""
+    half idle (latency bound), so 4. `log` gets a progress line as each part is done (count,
+    current rate, percentage, time left; default: on stdout, in place on a terminal, else
+    every 10 s). Returns the URLs."""
     storage.ensure_bucket(root)
+    screen = None if log else LiveLine(sys.stdout, every=10.0)
+    log = log or screen.progress
     rows, parts = [], []
     for split in ("train", "test"):
         _, labels = load(split)
@@ -106,14 +121,15 @@ def upload(storage: Storage, root: str, limit: int | None = None, processes: int
         # the ingestion job's stable hash split (rows with an empty split).
         assigned = "test" if split == "test" else ""
         rows += [(f"{split}/{i:05d}.png", CLASSES[labels[i]], assigned) for i in range(n)]
-        step = 2000
-        parts += [(storage.endpoint_url, root, split, a, min(a + step, n)) for a in range(0, n, step)]
-    started, done = time.monotonic(), 0
+        parts += [(storage.endpoint_url, root, split, a, min(a + PART, n)) for a in range(0, n, PART)]
+    meter, done = Meter(len(rows)), 0
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         for count in pool.imap_unordered(_upload_part, parts):
             done += count
-            log(f"uploaded {done}/{len(rows)} images "
-                f"({done / (time.monotonic() - started):.0f} images/s)")
+            meter.update(done)
+            log(meter.progress("upload:", "images").line())
+    if screen:
+        screen.end()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["key", "label", "split"])

@@ -169,6 +169,26 @@ def check(config: NightlyConfig) -> None:
                               "command line is readable by every local user while the job runs; set "
                               "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE) "
                               "in the nightly's environment instead")
+    check_trainer_flags(config)
+
+
+def check_trainer_flags(config: NightlyConfig) -> None:
+    """The trainer's flags of a night (train.*), checked as `python -m trainer` checks them before
+    TensorFlow starts (model names, URL schemes, flags that need each other): a bad one fails
+    the config, not a night hours later, after its ingestion."""
+    from infra.nightly.launch import trainer_flags
+    from trainer.checks import check_flags
+    from trainer.config import TrainConfig
+    from trainer.errors import UsageError
+    from trainer.flags import FlagError, parser
+
+    flags = trainer_flags(config.span_url("<date>"), config.version_url("<date>"), config.raw["train"], None)
+    try:
+        check_flags(TrainConfig.from_args(parser().parse_args(flags)))
+    except FlagError as e:
+        raise ConfigError(f"{config.path}: train.args: {e} (see python -m trainer --help)") from None
+    except UsageError as e:
+        raise ConfigError(f"{config.path}: train: {e}") from None
 
 
 def choice(key: str, allowed: tuple, config: NightlyConfig) -> None:

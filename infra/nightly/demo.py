@@ -41,7 +41,7 @@ def seed(storage: Storage, limit: int) -> dict:
             "classes": join(raw, "classes.txt")}
     storage.ensure_bucket(ROOT)
     if not storage.exists(urls["labels"]):
-        urls = fashion_mnist.upload(storage, raw, limit=limit, log=lambda line: print(line, flush=True))
+        urls = fashion_mnist.upload(storage, raw, limit=limit)      # its progress line on stdout
     evaluation = f"{ROOT}/datasets/fashion_mnist-eval"
     if not storage.exists(join(evaluation, MANIFEST_NAME)):
         code = subprocess.call([sys.executable, "-m", "pipeline", "--source", urls["images"],

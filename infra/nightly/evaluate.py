@@ -34,9 +34,11 @@ def score(storage: Storage, model_urls: dict[str, str], dataset_url: str, split:
     Each model is scored through its serving signature (encoded image bytes in, probabilities
     out), i.e. exactly as it will be served, with its own decoding and standardisation; the
     records' original bytes come straight from the evaluation split's shards."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
-    import tensorflow as tf
+    from trainer.banners import imported_quietly     # (trainer/__init__.py sets TensorFlow's variables)
+
+    with imported_quietly():
+        import tensorflow as tf
     from pipeline.dataset import records
     from pipeline.dataset.reader import stage
     from trainer.results import metrics as evaluate

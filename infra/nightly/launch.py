@@ -10,7 +10,6 @@ import json
 import os
 import re
 import ssl
-import subprocess
 import sys
 import time
 import urllib.error
@@ -19,6 +18,7 @@ import urllib.request
 import yaml
 
 from infra.nightly import supervise
+from infra.output import run_shown
 
 SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 MPIJOBS = "/apis/kubeflow.org/v2beta1/namespaces/{namespace}/mpijobs"
@@ -51,7 +51,8 @@ def run_local(flags: list[str], processes: int, limit_seconds: float | None = No
     command = ["horovodrun", "-np", str(processes), "-H", f"localhost:{processes}",
                sys.executable, "-m", "trainer", *flags]
     log(f"nightly: {' '.join(command[:5])} ... python -m trainer {' '.join(flags)}")
-    code = subprocess.call(supervise.command_for(command, limit_seconds))
+    # Its lines without TensorFlow's, horovodrun's and mpirun's banners (trainer --verbose: all).
+    code = run_shown(supervise.command_for(command, limit_seconds), verbose="--verbose" in flags)
     if code == supervise.TIMED_OUT:
         raise TrainingFailed(f"horovodrun ran past train.timeout_seconds ({limit_seconds:g} s) and was ended")
     if code != 0:

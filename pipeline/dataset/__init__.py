@@ -17,6 +17,7 @@
     crops.py          photos of many sizes to one input size: random-resized and center crops (TensorFlow)
     headers.py        an encoded image's size and EXIF orientation from its header; turned upright (TensorFlow)
     load.py           a split as a tf.data.Dataset, for any reader (TensorFlow)
+    progress_line.py  the progress line every command shows (count, rate, percentage, time left)
 
 This package imports neither Beam nor the trainer, and TensorFlow only in crops.py, headers.py and load.py
 (and inside records.parse_spec, when a reader calls it), so the ingestion job never loads it

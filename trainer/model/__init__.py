@@ -1,6 +1,7 @@
 """What is trained and how it learns.
 
   models.py      our small models by name, and build_model for every --model
+  names.py       the names --model accepts, without TensorFlow (checked before it starts)
   backbones.py   keras.applications backbones with our input adapter, pooling and head
   heads.py       the run's list of heads: one on `label`, or one per attribute (--heads)
   objective.py   the loss (label smoothing, class weights) and the base optimizer

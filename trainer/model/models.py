@@ -11,7 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from trainer.keras import keras
-from trainer.model import backbones
+from trainer.model import backbones, names
 
 layers = keras.layers
 HEAD = "head"
@@ -135,7 +135,8 @@ def resnet20(input_shape, num_classes, weight_decay=5e-4):
 
 MODELS = {"cnn": cnn, "cnn4": cnn4, "cnn5": cnn5, "shallow_cnn": shallow_cnn, "resnet20": resnet20,
           "linear": linear}
-MODEL_NAMES = sorted([*MODELS, *backbones.BACKBONES])      # what --model accepts
+# What --model accepts: MODELS and backbones.BACKBONES, listed without TensorFlow in names.py.
+MODEL_NAMES = names.MODEL_NAMES
 
 
 def random_generators(model: keras.Model) -> dict[str, tf.random.Generator]:

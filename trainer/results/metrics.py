@@ -65,9 +65,14 @@ def metrics(matrix: np.ndarray, classes: list[str]) -> dict:
 
 
 def format_confusion(matrix: np.ndarray, classes: list[str]) -> str:
-    short = [c[:9] for c in classes]
-    width = max(9, len(str(int(matrix.max()))))
-    lines = [" " * 12 + " ".join(f"{s:>{width}}" for s in short)]
-    for name, row in zip(short, matrix):
-        lines.append(f"{name:>11} " + " ".join(f"{int(v):>{width}}" for v in row))
+    """The confusion matrix for the terminal: a row per true class, named whole after its index,
+    and a column per predicted class, headed by that index (so no name is ever cut to a column's
+    width, however long)."""
+    corner = "true \\ predicted"
+    rows = [f"{i:>{len(str(len(classes) - 1))}} {name}" for i, name in enumerate(classes)]
+    first = max(len(corner), *(len(row) for row in rows))
+    width = max(len(str(int(matrix.max()))), len(str(len(classes) - 1)))
+    lines = [f"{corner:<{first}}  " + " ".join(f"{i:>{width}}" for i in range(len(classes)))]
+    for row, counts in zip(rows, matrix):
+        lines.append(f"{row:<{first}}  " + " ".join(f"{int(v):>{width}}" for v in counts))
     return "\n".join(lines)

@@ -1,11 +1,14 @@
 """Keras callbacks: the training position, progress lines, checkpoints, uploads of logs."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 import time
 
 import tensorflow as tf
 
+from pipeline.dataset.progress_line import LiveLine, Meter
 from pipeline.dataset.storage import join
 from trainer.keras import keras
 
@@ -33,10 +36,14 @@ class Position(keras.callbacks.Callback):
 
 
 SAMPLES_PER_EPOCH = 25
+TERMINAL_EVERY = 1.0       # seconds between updates of the progress line on a terminal
 
 
 class ProgressLogger(keras.callbacks.Callback):
-    """Every few seconds: epoch, step, loss, accuracy, learning rate, images/s (all ranks)."""
+    """The epoch's progress line (pipeline/dataset/progress_line.py): step of steps, images/s
+    over the last 30 s, percentage, time left in the epoch, loss, accuracy, learning rate; every
+    `every` seconds in a log or under horovodrun (a pipe), in place every second on a terminal,
+    where the run's other lines (checkpoints) are written above it. Then one line per epoch."""
 
     def __init__(self, epochs: int, position: Position, images_per_step: int, every: float, history: list,
                  samples: list | None = None):
@@ -49,10 +56,21 @@ class ProgressLogger(keras.callbacks.Callback):
         self.samples = samples if samples is not None else []
         self.sample_every = max(1, self.steps // SAMPLES_PER_EPOCH)
 
+    def on_train_begin(self, logs=None):
+        self.out = sys.stdout if isinstance(sys.stdout, LiveLine) else LiveLine(sys.stdout)
+        self.interval = TERMINAL_EVERY if self.out.tty else self.every
+        if self.out.tty:
+            sys.stdout = self.out        # print() from here on writes above the progress line
+
+    def on_train_end(self, logs=None):
+        if sys.stdout is self.out:
+            self.out.end()
+            sys.stdout = self.out.stream
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.epoch_start = epoch, time.monotonic()
         self.last_print, self.first_step = self.epoch_start, self.position.batch
-        self.last_step = self.first_step
+        self.meter = Meter(self.steps, window=max(30.0, 3 * self.interval), start=self.first_step)
 
     def on_train_batch_end(self, batch, logs=None):
         done = self.position.batch
@@ -60,15 +78,15 @@ class ProgressLogger(keras.callbacks.Callback):
             self.samples.append({"epoch": round(self.epoch + done / self.steps, 4),
                                  "loss": float(logs["loss"]), "lr": self._lr()})
         now = time.monotonic()
-        if now - self.last_print >= self.every:
-            done = self.position.batch
-            rate = (done - self.last_step) * self.images_per_step / (now - self.last_print)
-            print(f"epoch {self.epoch + 1}/{self.epochs} step {done}/{self.steps} "
-                  f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} lr {self._lr():.4f} "
-                  f"{rate:.0f} img/s", flush=True)
-            self.last_print, self.last_step = now, done
+        if now - self.last_print >= self.interval:
+            self.meter.update(done)
+            shown = self.meter.progress(f"epoch {self.epoch + 1}/{self.epochs} step", "", "images",
+                                        f"loss {logs['loss']:.4f} acc {logs['accuracy']:.4f} lr {self._lr():.4f}")
+            self.out.progress(dataclasses.replace(shown, rate=shown.rate * self.images_per_step).line())
+            self.last_print = now
 
     def on_epoch_end(self, epoch, logs=None):
+        self.out.clear()                 # the epoch's line below says how it ended
         seconds = time.monotonic() - self.epoch_start
         images = (self.steps - self.first_step) * self.images_per_step
         entry = {"epoch": epoch + 1, "seconds": round(seconds, 2), "lr": self._lr(),
