@@ -97,19 +97,19 @@ def run(options, storage, plan, run_log: RunLog) -> int:
     from pipeline.job import build
     from pipeline.summary import summary_line, worker_warnings
 
+    staging.remove(storage, plan.leftovers)      # of earlier runs into this output, even if nothing is to do
     if plan.already:
         records = sum(split.num_records for split in plan.already.splits.values())
         print(f"pipeline: {plan.output} already holds {plan.already.version or 'a dataset'} "
               f"({records:,} records), published from this same input (objects, labels, flags and "
               "job code): nothing to do (--reingest publishes it again)", flush=True)
         return 0
-    staging.remove(storage, plan.leftovers)      # of earlier runs into this output
     started = time.monotonic()
-    log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,
-             plan.staging)
     say_progress = lambda line: log.info(line, extra=PROGRESS)    # noqa: E731  (in place on a terminal)
     try:
         with staging.Lease(storage, plan.staging, plan.lease_seconds):   # "this run is alive"
+            log.info("ingesting %s -> %s; log: %s (staging %s)", plan.source, plan.output, plan.log_file,
+                     plan.staging)      # the launcher's work is done: from here on the workers read
             with progress.Watcher(storage, plan.staging, say_progress, plan.progress_seconds):
                 with beam.Pipeline(options=options) as p:    # the workers write into staging only
                     build(p, plan, storage)

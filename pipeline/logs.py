@@ -41,7 +41,9 @@ def from_a_worker(record: logging.LogRecord) -> bool:
 def ours_or_warning(record: logging.LogRecord) -> bool:
     """The terminal's lines by default: the launcher's own, and warnings other than the workers'
     (those are in the log file; their outcome reaches the summary as counts or a failure)."""
-    ours = record.name.split(".")[0] == "pipeline" and not getattr(record, "file_only", False)
+    if getattr(record, "file_only", False):
+        return False
+    ours = record.name.split(".")[0] == "pipeline"
     return (ours or record.levelno >= logging.WARNING) and not_noise(record) and not from_a_worker(record)
 
 

@@ -219,13 +219,13 @@ class Plan:
     def _check_output(self, storage: Storage):
         self.fingerprint = fingerprint.of_run(storage, self.options, self)
         self.already = None if self.reingest else fingerprint.published(storage, self.output, self.fingerprint)
+        self.leftovers = staging.find(storage, self.output)     # of earlier runs (removed at start)
         if self.already:
-            return                        # nothing to do: __main__ says so
+            return                        # nothing to do but remove those: __main__ says so
         if storage.exists(join(self.output, naming.MANIFEST_NAME)) and not self.overwrite:
             raise UsageError(f"a dataset is already published at {self.output} "
                              "(pass --overwrite to replace it)")
         preflight.check_output_writable(storage, self.output, self.run_id)
-        self.leftovers = staging.find(storage, self.output)     # of earlier runs (removed at start)
 
 
 def workers(options: PipelineOptions) -> int:

@@ -27,6 +27,7 @@ import time
 from pipeline import versions
 from pipeline.dataset import naming
 from pipeline.dataset.storage import Storage, join
+from pipeline.logs import FILE_ONLY
 
 LEASE_SECONDS = 600          # a killed run's leftovers are removed this long after its last renewal
 log = logging.getLogger("pipeline")
@@ -63,10 +64,17 @@ class Lease:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         self._thread.join()
-        self.storage.delete(self.url)       # after a publish the folder is gone: nothing to do
+        try:
+            self.storage.delete(self.url)   # after a publish the folder is gone: nothing to do
+        except Exception:
+            if exc_type is None:
+                raise
+            # The run failed already, maybe because the store did: that error is the one to report;
+            # the lease left behind expires and the next run removes the folder.
+            log.warning("could not remove the staging lease %s", self.url, exc_info=True, extra=FILE_ONLY)
 
 
 def expires(storage: Storage, staging_url: str) -> float | None:

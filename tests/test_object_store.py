@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -128,10 +129,17 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
 @pytest.mark.parametrize("bind", [None, "127.0.0.2"])
 def test_every_service_listens_only_on_the_address_given_and_loopback(bind):
     with LocalS3(bind=bind) as server:
-        addresses = listening_addresses(server.process.pid)
-        # weed adds a 127.0.0.1 listener to some services bound elsewhere; never another address.
+        expected_ports = set(server.server.ports.values())
+        deadline = time.monotonic() + 30
+        while True:             # S3 answers before every other service listens (seen: admin's port)
+            addresses = listening_addresses(server.process.pid)
+            # weed adds a 127.0.0.1 listener to some services bound elsewhere; never another address.
+            assert {address for address, _ in addresses} <= {bind or "127.0.0.1", "127.0.0.1"}
+            if {port for _, port in addresses} >= expected_ports or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert {address for address, _ in addresses} == {bind or "127.0.0.1", "127.0.0.1"}
-        assert {port for _, port in addresses} == set(server.server.ports.values())
+        assert {port for _, port in addresses} == expected_ports
         assert server.client().list_buckets()["Buckets"] == []        # answers there
     with pytest.raises(ValueError, match="not all of them"):
         LocalS3(bind="0.0.0.0")

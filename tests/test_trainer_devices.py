@@ -76,7 +76,9 @@ def test_local_folders_are_per_job_and_rank():
     b = TrainConfig.from_args(parser().parse_args(["--dataset", "d", "--checkpoint-dir", "s3://m/run-2"]))
     assert a.local_dir(0, "checkpoints") != b.local_dir(0, "checkpoints")
     assert a.local_dir(0) != a.local_dir(1)
-    assert a.local_dir(1, "export").startswith("/tmp/trainer-cache/jobs/m-run-1-")
+    # Under the per-user cache (0700), not a shared /tmp folder another user could plant.
+    assert a.local_dir(1, "export").startswith(f"{a.inputs.cache_dir}/jobs/m-run-1-")
+    assert a.local_dir(1, "export").endswith("/rank-1/export") and not a.inputs.cache_dir.startswith("/tmp/")
 
 
 @pytest.mark.parametrize("flags, words", [

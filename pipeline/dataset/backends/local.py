@@ -9,6 +9,7 @@ blocking and refuse what is not a regular file (what a listed name became since)
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import shutil
@@ -179,8 +180,12 @@ def kind(mode: int) -> str:
 @contextlib.contextmanager
 def open_regular(path: str):
     """Open for reading without blocking (a FIFO would wait for a writer forever), then refuse
-    anything but a regular file."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    anything but a regular file. A path under a file does not exist, as os.path.exists says: the
+    callers that treat a missing file as absent (a first run's manifest) treat it so too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except NotADirectoryError as e:
+        raise FileNotFoundError(errno.ENOENT, "no such file (a parent is a file)", path) from e
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
