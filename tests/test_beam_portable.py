@@ -23,7 +23,8 @@ import pytest
 from apache_beam.options.pipeline_options import PortableOptions
 
 from infra.local import hosts
-from infra.local.beam_cluster import BeamCluster, child_env
+from infra.local.beam_cluster import BeamCluster
+from infra.local.processes import child_env
 from infra.local.s3server import LocalS3, dies_with_parent, free_port
 from pipeline import runners
 from pipeline.dataset.storage import relative

@@ -26,9 +26,9 @@ import subprocess
 import sys
 import time
 
+from infra.local.processes import PROJECT, child_env, children
 from infra.local.s3server import dies_with_parent
 
-PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_STATE_DIR = os.path.join("runs", "beam-cluster")
 
 
@@ -144,23 +144,6 @@ class BeamCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def child_env(env) -> dict:
-    """`env`, with this checkout importable and this Python's bin first on PATH."""
-    paths = [PROJECT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT]
-    bin_dir = os.path.dirname(sys.executable)
-    return {**env, "PYTHONPATH": os.pathsep.join(paths),
-            "PATH": os.pathsep.join([bin_dir, env.get("PATH", "/usr/bin:/bin")])}
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    with contextlib.suppress(FileNotFoundError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found += [int(c) for c in f.read().split()]
-    return found
 
 
 # -- the command: up / serve / flags / status / down ------------------------------------------

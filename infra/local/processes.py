@@ -7,6 +7,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+
+PROJECT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def dies_with_parent(command: list[str]) -> list[str]:
@@ -61,3 +64,21 @@ def alive(pid: int) -> bool:
 def remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+def child_env(env) -> dict:
+    """`env`, with this checkout importable and this Python's bin first on PATH."""
+    paths = [PROJECT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != PROJECT]
+    bin_dir = os.path.dirname(sys.executable)
+    return {**env, "PYTHONPATH": os.pathsep.join(paths),
+            "PATH": os.pathsep.join([bin_dir, env.get("PATH", "/usr/bin:/bin")])}
+
+
+def children(pid: int) -> list[int]:
+    """The process ids of `pid`'s children (every thread's), from /proc."""
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(c) for c in f.read().split()]
+    return found
