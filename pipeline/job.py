@@ -50,7 +50,7 @@ def read_source(plan: Plan, storage: Storage) -> beam.PTransform:
     """PBegin -> (rows, quarantine): a Cassandra table, or files in one of their layouts."""
     if plan.cassandra:
         return ReadCassandra(plan.cassandra)
-    return ReadFileRows(storage, plan.source, plan.layout, plan.labels, plan.max_image_bytes)
+    return ReadFileRows(storage, plan.source, plan.layout, plan.labels, plan.max_image_bytes, plan.columns)
 
 
 class ReadCassandra(beam.PTransform):
