@@ -32,7 +32,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     space = rows | "LabelSpace" >> FindLabelSpace(plan.layout, plan.classes, plan.label_attribute)
     candidates, unlabelled = rows | "CheckRows" >> CheckRows(plan.ratios, space)
     writer = WriteShard(storage, plan.staging, plan.name, plan.max_pixels, plan.channels,
-                        plan.resize, plan.fetch_threads, plan.orientation, plan.worker_memory)
+                        plan.resize, plan.fetch_threads, plan.orientation, plan.worker_memory,
+                        plan.span, plan.index)
     infos, unreadable, hashes = candidates | "WriteShards" >> WriteShards(
         writer, space, plan.num_shards, plan.num_readers, plan.target_shard_bytes)
     infos, duplicates = (infos, hashes) | "DropDuplicates" >> DropDuplicates(

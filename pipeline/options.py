@@ -91,6 +91,9 @@ def _output_flags(parser) -> None:
                         help="publish a new version over a dataset already published at "
                         "--output; the old version is retired only afterwards (see "
                         "--keep_versions)")
+    parser.add_argument("--no_index", action="store_true",
+                        help="publish no Parquet index beside the shards (index-<split>-<i>-of-<n>.parquet: "
+                        "one row per record, for pipeline.dataset.load_index)")
     parser.add_argument("--keep_versions", type=int, default=2,
                         help="published versions kept at --output, the new one included, so "
                         "a trainer still reading the previous one finishes (default: "

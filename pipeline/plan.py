@@ -119,7 +119,7 @@ class Plan:
         self.source = self._in_span(o.source).rstrip("/")
         self.output = join(o.output.rstrip("/"), self.span) if self.span else o.output.rstrip("/")
         self.name = o.name or posixpath.basename(o.output.rstrip("/"))
-        self.label_attribute = o.label_attribute
+        self.label_attribute, self.index = o.label_attribute, not o.no_index
         self.columns = LabelColumns(o.key_column, o.label_column, o.split_column)
         self.channels, self.resize = o.channels, self._size(o.resize)
         self.num_readers, self.num_shards = o.num_readers, o.num_shards

@@ -1,7 +1,8 @@
 """The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
 
-pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
-reader modules (load.py, crops.py, headers.py), which the job never imports; the trainer imports
+pipeline.dataset (the contract) imports no Beam, no trainer, no infra, TensorFlow only in its
+reader modules (load.py, crops.py, headers.py), which the job never imports, and pyarrow only in
+index.py; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
 import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra. Inside the
 trainer, input/ and model/ never import runtime/ or results/ (what trains and what is trained on
@@ -70,6 +71,15 @@ def test_the_contract_imports_tensorflow_only_in_its_two_reader_modules():
     importers = {str(path.relative_to(ROOT)) for path in (ROOT / "pipeline" / "dataset").rglob("*.py")
                  if any(top(m) == "tensorflow" for m in imports(path, when_imported=True))}
     assert importers == TENSORFLOW_READERS
+
+
+PYARROW_MODULES = {"pipeline/dataset/index.py"}    # issue 27: the index as Parquet, load_index
+
+
+def test_the_contract_imports_pyarrow_only_in_its_index_module():
+    importers = {str(path.relative_to(ROOT)) for path in (ROOT / "pipeline" / "dataset").rglob("*.py")
+                 if any(top(m) == "pyarrow" for m in imports(path, when_imported=True))}
+    assert importers == PYARROW_MODULES
 
 
 def test_the_job_never_imports_tensorflow_or_the_reader_modules():
