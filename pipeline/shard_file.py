@@ -38,13 +38,14 @@ class ShardBuilder:
     def add(self, prepared: images.PreparedImage, record_id: str, label: int, label_name: str,
             attributes: dict[str, int], source: str = "") -> None:
         info = prepared.info
-        if self.index:
-            self.index.add(record_id, label, label_name, hashlib.sha256(prepared.data).hexdigest(), info.format,
-                           info.height, info.width, source, attributes)
         self.examples.append(records.encode_example(records.ImageRecord(
             id=record_id, image=prepared.data, image_format=info.format,
             height=info.height, width=info.width, channels=info.channels,
             label=label, label_name=label_name, attributes=attributes, orientation=info.orientation)))
+        if self.index:
+            self.index.add(record_id, label, label_name, len(self.examples[-1]),
+                           hashlib.sha256(prepared.data).hexdigest(), info.format, info.height, info.width,
+                           source, attributes)
         self.class_counts[label] += 1
         for attribute, value in attributes.items():
             self.attribute_counts[attribute][value] += 1

@@ -1,5 +1,5 @@
 """The Parquet index of a dataset version (issue 27): one row per record, consistent with the
-shards (each (shard, record) holds that id and image sha256), byte-identical whatever the number
+shards (each (shard, record) holds that id and image sha256, and its offset reads it alone), byte-identical whatever the number
 of workers, renumbered where dedupe rewrote a shard, and retired with its version."""
 import hashlib
 import io
@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 import pytest
 
 from pipeline.dataset import load_index, records, tfrecord
+from pipeline.dataset.index import read_record
 from pipeline.dataset.manifest import DatasetNotFound, read_manifest
 from pipeline.dataset.storage import Storage, join
 from tests.conftest import run_cli
@@ -16,7 +17,7 @@ from tests.helpers import png
 
 
 def shard_records(storage, url: str) -> list:
-    return [records.decode_example(raw) for raw in tfrecord.read_records(io.BytesIO(storage.read_bytes(url)), url)]
+    return list(tfrecord.read_records(io.BytesIO(storage.read_bytes(url)), url))
 
 
 def assert_consistent(storage, url: str, cache_dir) -> None:
@@ -30,8 +31,9 @@ def assert_consistent(storage, url: str, cache_dir) -> None:
     for split, info in manifest.splits.items():
         for shard in info.shards:
             name = shard.file.split("/", 1)[1]                  # relative to the version folder
-            for number, record in enumerate(shard_records(storage, join(url, shard.file))):
-                row = rows.pop((name, number))
+            for number, raw in enumerate(shard_records(storage, join(url, shard.file))):
+                row, record = rows.pop((name, number)), records.decode_example(raw)
+                assert read_record(storage, url, manifest.version, name, row["offset"]) == raw
                 assert (row["id"], row["split"], row["label"], row["label_name"]) == (
                     record.id, split, record.label, manifest.classes[record.label])
                 assert row["image_sha256"] == hashlib.sha256(record.image).hexdigest()

@@ -22,16 +22,18 @@ import pyarrow.parquet as pq
 from pipeline.dataset.local_files import file_digest
 from pipeline.dataset.local_paths import path_under, user_cache_dir
 from pipeline.dataset.manifest import IndexFile, read_manifest
+from pipeline.dataset import tfrecord
 from pipeline.dataset.records import attribute_key
 from pipeline.dataset.storage import Storage, join
 
-__all__ = ["COLUMNS", "IndexChecksumError", "IndexRows", "load_index", "schema", "write_index"]
+__all__ = ["COLUMNS", "IndexChecksumError", "IndexRows", "load_index", "read_record", "schema", "write_index"]
 
 # Column -> type; `label/<attribute>` (int64) follow for attribute datasets, sorted by name.
 COLUMNS = {
     "id": pa.string(), "split": pa.string(), "label": pa.int64(), "label_name": pa.string(),
     "shard": pa.string(),            # the shard file, relative to the version folder
     "record": pa.int64(),            # its position in the shard, from 0
+    "offset": pa.int64(),            # where its TFRecord frame begins in the shard file (bytes)
     "image_sha256": pa.string(),     # of image/encoded as stored in the record
     "format": pa.string(), "height": pa.int64(), "width": pa.int64(),   # as stored
     "source": pa.string(),           # the object URL, or the Cassandra table URL and row key
@@ -58,16 +60,19 @@ class IndexRows:
     def __init__(self, split: str, span: str | None, attributes=()):
         self.split, self.span, self.attributes = split, span, sorted(attributes)
         self.columns: dict[str, list] = {name: [] for name in schema(self.attributes).names}
+        self.offset = 0
 
-    def add(self, record_id: str, label: int, label_name: str, image_sha256: str, image_format: str,
-            height: int, width: int, source: str, attributes: dict[str, int]) -> None:
+    def add(self, record_id: str, label: int, label_name: str, record_bytes: int, image_sha256: str,
+            image_format: str, height: int, width: int, source: str, attributes: dict[str, int]) -> None:
         values = {"id": record_id, "split": self.split, "label": label, "label_name": label_name,
-                  "record": len(self.columns["id"]), "image_sha256": image_sha256, "format": image_format,
+                  "record": len(self.columns["id"]), "offset": self.offset,
+                  "image_sha256": image_sha256, "format": image_format,
                   "height": height, "width": width, "source": source, "span": self.span,
                   **{attribute_key(a): attributes.get(a) for a in self.attributes}}
         for name, column in self.columns.items():
             if name != "shard":
                 column.append(values[name])
+        self.offset += tfrecord.framed_size(record_bytes)
 
     def table(self, shard_file: str) -> pa.Table:
         columns = dict(self.columns, shard=[shard_file] * len(self.columns["id"]))
@@ -78,14 +83,15 @@ def write_index(path: str, table: pa.Table) -> None:
     pq.write_table(table, path, **WRITE_OPTIONS)
 
 
-def load_index(url: str, version: str | None = None, *, storage: Storage | None = None,
+def load_index(url: str, version: str | None = None, *, splits=None, storage: Storage | None = None,
                cache_dir: str | None = None) -> pads.Dataset:
     """The index of the dataset at `url` (its current version, or `version`) as a
-    pyarrow.dataset.Dataset: one row per record of every split. Its files are fetched into
-    `cache_dir` (default: the per-user cache) once, each checked against the manifest's sha256."""
+    pyarrow.dataset.Dataset: one row per record of every split (or of `splits`). Its files are
+    fetched into `cache_dir` (default: the per-user cache) once, each checked against the
+    manifest's sha256."""
     storage = storage or Storage()
     manifest = read_manifest(storage, url, version)
-    files = [f for split in manifest.splits.values() for f in split.index]
+    files = [f for name, split in manifest.splits.items() if splits is None or name in splits for f in split.index]
     if not files and any(split.shards for split in manifest.splits.values()):
         raise FileNotFoundError(f"{url} ({manifest.content_id}) has no index: published before "
                                 "the index existed, or with --no_index")
@@ -94,6 +100,16 @@ def load_index(url: str, version: str | None = None, *, storage: Storage | None 
         paths = list(pool.map(lambda f: fetched(storage, url, f, folder), files))
     attributes = manifest.label_attributes if manifest.label_attributes else {}
     return pads.dataset(paths, schema=schema(attributes), format="parquet")
+
+
+def read_record(storage: Storage, url: str, version: str | None, shard: str, offset: int) -> bytes:
+    """The serialized record an index row names (its `shard` and `offset`), by two ranged reads
+    of the shard, never the whole file: a picture of a few records of a large dataset."""
+    shard_url = join(url, version, shard) if version else join(url, shard)
+    length = tfrecord.frame_length(storage.read_range(shard_url, offset, offset + tfrecord.HEADER_BYTES), shard_url)
+    start = offset + tfrecord.HEADER_BYTES
+    body = storage.read_range(shard_url, start, start + length + tfrecord.FOOTER_BYTES)
+    return tfrecord.checked_data(body, length, shard_url)
 
 
 def fetched(storage: Storage, url: str, file: IndexFile, folder: str) -> str:
