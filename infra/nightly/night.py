@@ -123,15 +123,18 @@ class Night:
         models = {"new": model_dir}
         if promoted and promoted["model_dir"] != model_dir:
             models["promoted"] = promoted["model_dir"]
+        # Each model's predictions.parquet beside this night's report (runs/<date>/).
         scores = evaluate.score(self.storage, models, evaluation["dataset"], evaluation["split"],
-                                    self.cache_dir)
+                                self.cache_dir, self.report_url.removesuffix(".json"))
         metric = evaluation["metric"]
-        summary = {label: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "examples": s["examples"]}
-                   for label, s in scores.items()}
+        summary = {label: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "examples": s["examples"],
+                           "predictions": s["predictions"]} for label, s in scores.items()}
         self.report["evaluation"] = {"dataset": evaluation["dataset"], "split": evaluation["split"],
                                      "metric": metric, "new": summary["new"],
                                      "promoted": summary.get("promoted"),
-                                     "promoted_version": promoted["version"] if promoted else None}
+                                     "promoted_version": promoted["version"] if promoted else None,
+                                     # per class: images one model got right and the other wrong
+                                     "right_where_other_wrong": evaluate.compared(scores, self.cache_dir)}
         old = summary["promoted"][metric] if "promoted" in summary else None
         say(f"{metric} on {evaluation['dataset']} [{evaluation['split']}]: new {summary['new'][metric]:.4f}"
             + (f", promoted ({promoted['version']}) {old:.4f}" if old is not None else ", no promoted model"))
