@@ -7,7 +7,9 @@ copies the parts, a row group at a time, into `predictions.parquet` and removes 
 ever holds more than a batch of rows, whatever the size of the test split.
 
 The rows come from the same logits as the confusion matrices (trainer/results/scores.py): a
-row's `predicted` is the argmax that counted it, so the table agrees exactly with report.json."""
+row's `predicted` is the argmax that counted it, so the table agrees exactly with report.json.
+The nightly writes the same table for the models it compares (infra/nightly/evaluate.py, from
+their serving signatures' probabilities) and `compare` says what one got right and the other not."""
 from __future__ import annotations
 
 import os
