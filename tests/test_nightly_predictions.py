@@ -6,6 +6,7 @@ by the real Beam job on the S3 server, scored through their serving signatures."
 import io
 from collections import Counter
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from infra.nightly import evaluate
@@ -62,3 +63,27 @@ def test_both_models_predictions_and_who_got_right_what_the_other_got_wrong(stor
         totals.update(counts)
     assert totals["new"] > 0 and totals["promoted"] > 0, "two random models that never disagree"
     assert evaluate.compared({"new": scores["new"]}, cache) == {}         # nothing promoted yet
+
+
+def test_the_nights_report_says_who_got_right_what_the_other_got_wrong(storage, dataset, tmp_path):
+    from infra.nightly import config as nightly_config
+    from infra.nightly.night import Night
+
+    a = exported(dataset, f"{MODELS}/a", 1, str(tmp_path / "a"))
+    b = exported(dataset, f"{MODELS}/b", 2, str(tmp_path / "b"))
+    config = nightly_config.from_dict({
+        "name": "fashion", "root": "s3://fmnist/nightly-predictions", "evaluation": {"dataset": dataset},
+        "ingest": {"source": "s3://raw/x", "labels_file": "s3://raw/l.csv", "classes": "a,b"}})
+    night = Night(config, "2026-01-02", storage, str(tmp_path / "cache"))
+    new, old = night.evaluate(a, {"model_dir": b, "version": "2026-01-01"})
+    evaluation = night.report["evaluation"]
+    runs = "s3://fmnist/nightly-predictions/models/fashion/runs/2026-01-02"
+    assert evaluation["new"]["predictions"] == f"{runs}/predictions-new.parquet"
+    assert evaluation["promoted"]["predictions"] == f"{runs}/predictions-promoted.parquet"
+    tables = {label: pq.read_table(io.BytesIO(storage.read_bytes(evaluation[label]["predictions"])))
+              for label in ("new", "promoted")}
+    assert [new, old] == [float(np.mean(tables[label].column("correct").to_numpy())) for label in ("new", "promoted")]
+    right = {label: {r["id"] for r in t.to_pylist() if r["correct"]} for label, t in tables.items()}
+    counted = evaluation["right_where_other_wrong"]
+    assert sum(c["new"] for c in counted.values()) == len(right["new"] - right["promoted"])
+    assert sum(c["promoted"] for c in counted.values()) == len(right["promoted"] - right["new"])
