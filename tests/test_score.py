@@ -69,7 +69,7 @@ def test_scores_equal_the_trainers_evaluation_and_bad_images_get_their_errors(st
     result = run_cli(["pipeline.score", "--model", model_url, "--source", source, "--output", output,
                       "--batch_size", "32", "--num_files", "3"])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(storage.read_text(f"{output}/summary.json"))
+    summary = json.loads(storage.read_text(f"{output}/_summary.json"))
     files = sorted(url for url, _ in storage.list(output) if url.endswith(".parquet"))
     assert summary["files"] == files and len(files) == 3
     scored = pa.concat_tables([pq.read_table(io.BytesIO(storage.read_bytes(u))) for u in files])
@@ -104,3 +104,40 @@ def test_flags_that_cannot_work_are_one_line(storage, tmp_path):
     (tmp_path / "model" / "COMMITTED").write_text("")
     result = score(str(tmp_path / "model"), str(tmp_path / "nothing"))
     assert one_clear_line(result) == f"pipeline.score: error: --source {tmp_path / 'nothing'}: nothing there"
+
+
+def test_a_cassandra_table_is_scored_row_by_row(storage, dataset, cassandra, tmp_path):
+    """The table read as ingestion reads it (real Cassandra 2.1, the Beam Cassandra source): one
+    row per table row, each scored as the model's own signature scores its bytes; a corrupt and
+    an empty image get their errors."""
+    import uuid
+
+    import tensorflow as tf
+
+    from infra.local import cassandra_load
+    from pipeline.sources.cassandra.config import CassandraConfig
+    from pipeline.sources.cassandra.connection import connect
+
+    config = CassandraConfig(hosts=(cassandra.host,), port=cassandra.port, keyspace="score_test",
+                             table="incoming", protocol_version=3)
+    good = list(cassandra_load.fashion_mnist_rows(20))
+    corrupt, empty = uuid.uuid4(), uuid.uuid4()
+    cluster, session = connect(config)
+    try:
+        cassandra_load.create_table(session, config.keyspace, config.table)
+        cassandra_load.insert_rows(session, config.keyspace, config.table, good + [
+            (corrupt, None, good[0][2][:40] + b"\0" * 30, ""), (empty, None, b"", "")], log=lambda *_: None)
+    finally:
+        cluster.shutdown()
+    exported(storage, dataset, str(tmp_path / "model"), str(tmp_path / "export"))
+    output = str(tmp_path / "scores")
+    result = run_cli(["pipeline.score", "--model", str(tmp_path / "model"), "--source", config.url, "--output",
+                      output, "--cassandra_protocol_version", "3"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {r["id"]: r for r in pq.read_table(output).to_pylist()}       # _summary.json left out
+    assert set(rows) == {str(g[0]) for g in good} | {str(corrupt), str(empty)}
+    assert rows[str(corrupt)]["error"].startswith("cannot decode:") and rows[str(empty)]["error"]
+    serve = tf.saved_model.load(str(tmp_path / "model")).signatures["serving_default"]
+    own = serve(image_bytes=tf.constant([g[2] for g in good]))["class"].numpy()
+    assert [rows[str(g[0])]["predicted_name"] for g in good] == [c.decode() for c in own]
+    assert all(rows[str(g[0])]["source"].startswith(config.url + "/") for g in good)

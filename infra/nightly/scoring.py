@@ -7,7 +7,7 @@ images with the batch-scoring job (`python -m pipeline.score`), configured by `s
       args: [--runner, FlinkRunner, ...]             # further pipeline.score / Beam flags
       timeout_seconds: 21600
 
-Re-running a night scores again only if its output has no summary.json (the job's last write);
+Re-running a night scores again only if its output has no _summary.json (the job's last write);
 a partial output of a killed run is removed first, as the job refuses to mix with one."""
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def command(config, date: str, model_dir: str) -> list[str]:
 def run(storage: Storage, config, date: str, model_dir: str, log=print) -> dict:
     """Score the night's images with `model_dir` unless already done; returns the job's summary."""
     output = output_url(config, date)
-    summary_url = join(output, "summary.json")
+    summary_url = join(output, "_summary.json")
     if storage.exists(summary_url):
         log(f"{output} is already scored; not scoring it again")
     else:

@@ -1,6 +1,7 @@
 """The steps of batch scoring, each a composite transform or a DoFn:
 
-    ReadImages   PBegin -> Image per file under the source (listed as ingestion lists it)
+    ReadImages   PBegin -> Image per file under the source (listed as ingestion lists it), or
+                 per row of a Cassandra table (read as ingestion reads it)
     Predict      [Image] (a batch) -> rows (table.py), the model loaded once per worker
     WriteFiles   rows -> the URLs of the Parquet files written
 
@@ -19,6 +20,7 @@ from apache_beam.metrics import Metrics
 from pipeline.dataset.local_paths import path_under, relative_key
 from pipeline.dataset.storage import Storage, join
 from pipeline.score import table
+from pipeline.sources.cassandra.read import ReadRows
 from pipeline.sources.listing import ListAllFiles
 
 __all__ = ["ReadImages", "Predict", "WriteFiles", "Image", "fetch_model", "file_url"]
@@ -38,20 +40,32 @@ class Image:
 
 
 class ReadImages(beam.PTransform):
-    """PBegin -> Image per file under `source`, label files left out; an object over the byte
-    cap (or one that cannot be read) is an Image with its error and no bytes."""
+    """PBegin -> Image per file under `source`, label files left out, or per row of a Cassandra
+    table (`cassandra`: its CassandraConfig, read by the ingestion's ReadRows); an object over
+    the byte cap (or one that cannot be read) is an Image with its error and no bytes."""
 
-    def __init__(self, storage: Storage, source: str, max_bytes: int):
+    def __init__(self, storage: Storage, source: str, max_bytes: int, cassandra=None):
         super().__init__()
-        self.storage, self.source, self.max_bytes = storage, source, max_bytes
+        self.storage, self.source, self.max_bytes, self.cassandra = storage, source, max_bytes, cassandra
 
     def expand(self, pbegin):
+        if self.cassandra:
+            return (pbegin | "ReadRows" >> ReadRows(self.cassandra)
+                           | "AsImages" >> beam.Map(row_image, self.max_bytes))
         files, unread = pbegin | "List" >> ListAllFiles(self.storage, self.source, (), self.max_bytes)
         images = (files | "LeaveOutLabelFiles" >> beam.Filter(lambda f: not f[0].lower().endswith(NOT_IMAGES))
                         | "Spread" >> beam.Reshuffle()          # (key, (url, size)): keys only, no bytes
                         | "Read" >> beam.ParDo(ReadBytes(self.storage, self.max_bytes)))
         refused = unread | "Refused" >> beam.Map(lambda e: Image(e["id"], e["source"], None, e["reason"]))
         return (images, refused) | "AllImages" >> beam.Flatten()
+
+
+def row_image(row: dict, max_bytes: int) -> Image:
+    """A Cassandra row (pipeline/sources/rows.py's shape) as an Image; over the cap, its error."""
+    if len(row["image"]) > max_bytes:
+        return Image(row["id"], row["source"], None, f"image is {len(row['image']):,} bytes, over "
+                                                      f"--max_image_bytes {max_bytes:,}; not scored")
+    return Image(row["id"], row["source"], row["image"])
 
 
 class ReadBytes(beam.DoFn):
