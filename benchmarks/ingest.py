@@ -9,6 +9,10 @@
 
     python benchmarks/ingest.py [--images 12000] [--size 128] [--workers 2] [--repeats 3]
     python benchmarks/ingest.py --runner portable [--images 40000] [--size 256]
+    python benchmarks/ingest.py --runner index [--images 12000]
+
+--runner index times the job with its Parquet index (the default) against the same job with
+--no_index: the index's share of the job (goal <= 5 %).
 
 --runner portable times the job through Beam's job service with --workers SDK workers from a
 worker pool (infra/local/beam_cluster.py, started once before the runs, as a cluster is up before
@@ -75,10 +79,10 @@ def naive_loop(paths: list[str], output: str) -> float:
     return time.perf_counter() - started
 
 
-def beam_job(source: str, output: str, workers: int) -> float:
+def beam_job(source: str, output: str, workers: int, *flags: str) -> float:
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pipeline", "--source", source, "--output", output,
-                    "--num_readers", "2", "--direct_num_workers", str(workers)],
+                    "--num_readers", "2", "--direct_num_workers", str(workers), *flags],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "PYTHONPATH": ROOT})
     return time.perf_counter() - started
@@ -133,11 +137,13 @@ def tfds_writer(paths: list[str], output: str, workers: int) -> float:
 
 VARIANTS = {"naive loop": lambda paths, source, out, workers, flags: naive_loop(paths, out + ".tfrecord"),
             "beam (ours)": lambda paths, source, out, workers, flags: beam_job(source, out, workers),
+            "beam no index": lambda paths, source, out, workers, flags: beam_job(source, out, workers, "--no_index"),
             "beam portable": lambda paths, source, out, workers, flags: portable_job(source, out, workers, flags),
             "bytes shuffled": lambda paths, source, out, workers, flags: bytes_through_shuffle(paths, out, workers),
             "tfds writer": lambda paths, source, out, workers, flags: tfds_writer(paths, out, workers)}
 COMPARED = {"direct": ["naive loop", "beam (ours)", "bytes shuffled", "tfds writer"],
-            "portable": ["naive loop", "beam (ours)", "beam portable"]}
+            "portable": ["naive loop", "beam (ours)", "beam portable"],
+            "index": ["beam (ours)", "beam no index"]}
 
 
 def run_variant(name: str, source: str, out: str, workers: int, flags: list[str]) -> float:
@@ -165,7 +171,8 @@ def main() -> None:
     parser.add_argument("--runner", choices=COMPARED, default="direct",
                         help="direct: our job on the DirectRunner against the naive loop, the "
                         "bytes-through-GroupByKey design and TFDS's writer; portable: our job through "
-                        "Beam's job service against the DirectRunner and the naive loop")
+                        "Beam's job service against the DirectRunner and the naive loop; index: our job "
+                        "with its Parquet index against --no_index")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)    # one run, in a child
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -216,6 +223,10 @@ def report(seconds: dict, args) -> None:
     for name, value in median.items():
         print(f"median {name:15s}: {value:6.1f} s  {args.images / value:7.0f} images/s")
     ours = median["beam (ours)"]
+    if args.runner == "index":
+        print(f"ratio with index / without: {ours / median['beam no index']:.3f}x: the index costs "
+              f"{(ours / median['beam no index'] - 1) * 100:.1f} % of the job (goal <= 5 %)")
+        return
     if args.runner == "portable":
         portable = median["beam portable"]
         print(f"ratio portable / naive: {median['naive loop'] / portable:.2f}x (goal >= 1.5 at 256 px); "

@@ -44,10 +44,11 @@ class CheckRow(beam.DoFn):
                 raise ValueError(f"missing label: no attribute {space.primary!r} in its file")
             return str(values[space.primary][0]), {a: v for a, (v, _) in values.items()}
         label = row["label"]
+        where = f" ({row['labels_at']})" if row.get("labels_at") else ""     # a Parquet table's row
         if not label:
-            raise ValueError("missing label: the row has no label")
+            raise ValueError(f"missing label: the row has no label{where}")
         if label not in space.classes:
-            raise ValueError(f"unknown label: {label!r} is not in the class list")
+            raise ValueError(f"unknown label: {label!r} is not in the class list{where}")
         return label, {}
 
 

@@ -4,8 +4,9 @@ Each shard writer reports (sha256 of the source bytes, (id, source, shard file))
 small tuples by hash finds the duplicates; only the shards that hold a dropped record are read
 back and written again, so the common case (no duplicates) costs one small shuffle.
 
-The new copy is a new file (`deduped/<shard file>` in staging, its ShardInfo's `staged` name); the
-writer's file is never rewritten in place, so a retried or speculative WriteShard that puts the
+The new copy is a new file (`deduped/<shard file>` in staging, its ShardInfo's `staged` name; its
+index file beside it, renumbered, each record keeping its source and span from the writer's
+index); the writer's files are never rewritten in place, so a retried or speculative WriteShard that puts the
 pre-dedupe bytes back under the writer's name cannot change what is published.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import tempfile
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 
 from pipeline import images
 from pipeline.dataset import quarantine, records, tfrecord
@@ -54,7 +56,8 @@ class RewriteShard(beam.DoFn):
 
     def _rewrite(self, info: ShardInfo, drop: set[str], space: LabelSpace) -> ShardInfo:
         url = join(self.staging_url, info.file)
-        shard = ShardBuilder(space)
+        sources, span = self._sources(info)
+        shard = ShardBuilder(space, info.split, span, index=info.index_file is not None)
         with tempfile.TemporaryDirectory(prefix="dedupe-") as tmp:
             local = os.path.join(tmp, "shard.tfrecord")
             self.storage.download(url, local)
@@ -65,11 +68,21 @@ class RewriteShard(beam.DoFn):
                         # EXIF read again only where the writer read it (not under --ignore_orientation)
                         prepared = images.prepare_image(record.image, self.max_pixels,
                                                         orientation=record.orientation != 1)
-                        shard.add(prepared, record.id,
-                                  record.label, record.label_name, record.attributes)
-        staged = deduped(info.file)
-        return shard.write(self.storage, join(self.staging_url, staged), info.split, info.index,
-                           info.shards, info.file, staged=staged)
+                        shard.add(prepared, record.id, record.label, record.label_name, record.attributes,
+                                  sources.get(record.id, ""))
+        return shard.write(self.storage, self.staging_url, info.split, info.index,
+                           info.shards, info.file, staged=deduped(info.file))
+
+    def _sources(self, info: ShardInfo) -> tuple[dict[str, str], str | None]:
+        """({id: source}, span) from the writer's index file (empty without an index)."""
+        if info.index_file is None:
+            return {}, None
+        with tempfile.TemporaryDirectory(prefix="dedupe-") as tmp:
+            local = os.path.join(tmp, "index.parquet")
+            self.storage.download(join(self.staging_url, info.index_file.staged_file), local)
+            table = pq.read_table(local, columns=["id", "source", "span"])
+        spans = table.column("span").to_pylist()
+        return dict(zip(table.column("id").to_pylist(), table.column("source").to_pylist())), (spans or [None])[0]
 
 
 class DropDuplicates(beam.PTransform):

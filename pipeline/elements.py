@@ -2,7 +2,8 @@
 
     LabelSpace          LabelSpace -> CheckRows, WriteShards, DropDuplicates, Publish (a singleton)
     Candidate           CheckRows -> WriteShards: a row that passed the label check
-    ShardInfo           WriteShards -> DropDuplicates -> Publish: one written shard file
+    ShardInfo           WriteShards -> DropDuplicates -> Publish: one written shard file (and
+                        its index file's IndexFileInfo)
     QuarantineFileInfo  WriteQuarantine -> Publish: one written quarantine file
     Decoding            the plan -> Publish: how images were read (max pixels, EXIF orientation)
     PublishRequest      Publish -> the launcher's commit, staged as publish.json
@@ -73,6 +74,20 @@ class PixelSums:
     squares: tuple[float, ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class IndexFileInfo:
+    """A shard's index file as written into staging (pipeline/dataset/index.py)."""
+    file: str                               # its name in the dataset
+    rows: int
+    bytes: int
+    sha256: str
+    staged: str | None = None               # its name in staging when not `file` (a deduped copy)
+
+    @property
+    def staged_file(self) -> str:
+        return self.staged or self.file
+
+
 BY_INT_VALUE = ("heights", "widths", "channel_counts", "orientations")     # counts keyed by an int: str keys in JSON
 
 
@@ -95,6 +110,7 @@ class ShardInfo:
     channel_counts: dict[int, int]
     staged: str | None = None               # its name in staging when not `file` (a deduped copy)
     orientations: dict[int, int] = dataclasses.field(default_factory=dict)   # {EXIF 2-8: images}
+    index_file: IndexFileInfo | None = None     # None: --no_index
 
     @property
     def staged_file(self) -> str:
@@ -109,6 +125,10 @@ class ShardInfo:
                    **{key: {str(v): n for v, n in getattr(self, key).items()} for key in BY_INT_VALUE})
         if self.staged is None:
             del doc["staged"]
+        if self.index_file is None:
+            del doc["index_file"]
+        elif self.index_file.staged is None:
+            del doc["index_file"]["staged"]
         return doc
 
     @classmethod
@@ -118,7 +138,8 @@ class ShardInfo:
             attribute_counts={a: tuple(c) for a, c in doc["attribute_counts"].items()},
             pixel_stats={int(c): PixelSums(p["pixels"], tuple(p["sums"]), tuple(p["squares"]))
                          for c, p in doc["pixel_stats"].items()},
-            **{key: {int(v): n for v, n in doc.get(key, {}).items()} for key in BY_INT_VALUE}))
+            **{key: {int(v): n for v, n in doc.get(key, {}).items()} for key in BY_INT_VALUE},
+            index_file=IndexFileInfo(**doc["index_file"]) if doc.get("index_file") else None))
 
 
 @dataclasses.dataclass(frozen=True)

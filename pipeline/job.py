@@ -32,7 +32,8 @@ def build(p: beam.Pipeline, plan: Plan, storage: Storage) -> None:
     space = rows | "LabelSpace" >> FindLabelSpace(plan.layout, plan.classes, plan.label_attribute)
     candidates, unlabelled = rows | "CheckRows" >> CheckRows(plan.ratios, space)
     writer = WriteShard(storage, plan.staging, plan.name, plan.max_pixels, plan.channels,
-                        plan.resize, plan.fetch_threads, plan.orientation, plan.worker_memory)
+                        plan.resize, plan.fetch_threads, plan.orientation, plan.worker_memory,
+                        plan.span, plan.index)
     infos, unreadable, hashes = candidates | "WriteShards" >> WriteShards(
         writer, space, plan.num_shards, plan.num_readers, plan.target_shard_bytes)
     infos, duplicates = (infos, hashes) | "DropDuplicates" >> DropDuplicates(
@@ -50,7 +51,7 @@ def read_source(plan: Plan, storage: Storage) -> beam.PTransform:
     """PBegin -> (rows, quarantine): a Cassandra table, or files in one of their layouts."""
     if plan.cassandra:
         return ReadCassandra(plan.cassandra)
-    return ReadFileRows(storage, plan.source, plan.layout, plan.labels, plan.max_image_bytes)
+    return ReadFileRows(storage, plan.source, plan.layout, plan.labels, plan.max_image_bytes, plan.columns)
 
 
 class ReadCassandra(beam.PTransform):

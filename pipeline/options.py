@@ -52,9 +52,16 @@ def _source_flags(parser) -> None:
                         "name.csv with rows \"attribute\", value, number_of_values). auto: a "
                         "labels file if there is one, else attributes if .csv files are "
                         "there, else folders (default: %(default)s)")
-    parser.add_argument("--labels_file", help="CSV with header key,label[,split] "
-                        "or JSONL with {\"key\", \"label\"[, \"split\"]}; key is the object "
-                        "path relative to --source (default: <source>/labels.csv or .jsonl)")
+    parser.add_argument("--labels_file", help="CSV with header key,label[,split], "
+                        "JSONL with {\"key\", \"label\"[, \"split\"]} or a Parquet table (.parquet) "
+                        "with those columns; key is the object path relative to --source "
+                        "(default: <source>/labels.csv, .jsonl or .parquet)")
+    parser.add_argument("--key_column", default="key", help="the labels file's column of object "
+                        "keys (default: %(default)s)")
+    parser.add_argument("--label_column", default="label", help="the labels file's column of labels "
+                        "(a Parquet table: strings or integers) (default: %(default)s)")
+    parser.add_argument("--split_column", default="split", help="the labels file's column of splits, "
+                        "if it has one (default: %(default)s)")
 
 
 def _label_flags(parser) -> None:
@@ -84,6 +91,9 @@ def _output_flags(parser) -> None:
                         help="publish a new version over a dataset already published at "
                         "--output; the old version is retired only afterwards (see "
                         "--keep_versions)")
+    parser.add_argument("--no_index", action="store_true",
+                        help="publish no Parquet index beside the shards (index-<split>-<i>-of-<n>.parquet: "
+                        "one row per record, for pipeline.dataset.load_index)")
     parser.add_argument("--keep_versions", type=int, default=2,
                         help="published versions kept at --output, the new one included, so "
                         "a trainer still reading the previous one finishes (default: "

@@ -18,6 +18,7 @@ from pipeline.sources.cassandra import config as cassandra_config
 from pipeline.sources.cassandra.config import CassandraConfig, CassandraSourceError
 from pipeline.sources.cassandra.connection import check
 from pipeline.sources.files import LayoutError, detect_layout
+from pipeline.sources.label_columns import LabelColumns
 from pipeline.splits import parse_ratios
 
 
@@ -118,7 +119,8 @@ class Plan:
         self.source = self._in_span(o.source).rstrip("/")
         self.output = join(o.output.rstrip("/"), self.span) if self.span else o.output.rstrip("/")
         self.name = o.name or posixpath.basename(o.output.rstrip("/"))
-        self.label_attribute = o.label_attribute
+        self.label_attribute, self.index = o.label_attribute, not o.no_index
+        self.columns = LabelColumns(o.key_column, o.label_column, o.split_column)
         self.channels, self.resize = o.channels, self._size(o.resize)
         self.num_readers, self.num_shards = o.num_readers, o.num_shards
         self.target_shard_bytes = int(o.target_shard_mb * 2**20)
@@ -213,7 +215,7 @@ class Plan:
         if self.labels and not storage.exists(self.labels):
             raise UsageError(f"labels file {self.labels} does not exist (pass --labels_file)")
         if self.labels:
-            preflight.check_labels_file(storage, self.labels)
+            preflight.check_labels_file(storage, self.labels, self.columns)
         self._check_output(storage)
 
     def _check_output(self, storage: Storage):

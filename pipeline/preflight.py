@@ -8,6 +8,8 @@ import itertools
 
 from pipeline.dataset.naming import probe as probe_name
 from pipeline.dataset.storage import Storage, StorageError, join
+from pipeline.sources import parquet_labels
+from pipeline.sources.label_columns import LabelColumns, labels_format
 from pipeline.sources.labels import LabelsFileError, parse_labels
 
 LABELS_HEAD_BYTES = 1 << 20      # the rows checked up front: the first MiB, however big the file
@@ -33,8 +35,15 @@ def check_output_writable(storage: Storage, output: str, run_id: str) -> None:
                              f"{e.strerror or e}{where}") from None
 
 
-def check_labels_file(storage: Storage, url: str) -> None:
-    """The labels file is UTF-8 CSV/JSONL with the required columns, judged by its first rows."""
+def check_labels_file(storage: Storage, url: str, columns: LabelColumns = LabelColumns()) -> None:
+    """The labels file is UTF-8 CSV/JSONL with the required columns, judged by its first rows,
+    or a Parquet table whose schema has them, typed as they must be, and whose first row group
+    reads."""
+    if labels_format(url) == "parquet":
+        try:
+            return parquet_labels.check(storage, url, columns)
+        except LabelsFileError as e:
+            raise PreflightError(str(e)) from None
     head = storage.read_head(url, LABELS_HEAD_BYTES)
     if len(head) == LABELS_HEAD_BYTES:           # a longer file: check whole lines only
         head = head[:head.rfind(b"\n") + 1]
@@ -48,7 +57,7 @@ def check_labels_file(storage: Storage, url: str) -> None:
         raise PreflightError(f"labels file {url} holds binary data (a NUL byte); expected CSV "
                              "with a key,label[,split] header or JSONL")
     try:
-        for _ in itertools.islice(parse_labels(text, url), LABELS_ROWS_CHECKED):
+        for _ in itertools.islice(parse_labels(text, url, columns=columns), LABELS_ROWS_CHECKED):
             pass
     except LabelsFileError as e:
         raise PreflightError(str(e)) from None

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import apache_beam as beam
 
 from pipeline import quarantine_files, versions
-from pipeline.dataset.manifest import SPLITS, Manifest, Shard, Split, write_manifest
+from pipeline.dataset.manifest import SPLITS, IndexFile, Manifest, Shard, Split, write_manifest
 from pipeline.dataset.naming import MANIFEST_NAME, REQUEST_NAME, shard_files, version_folder
 from pipeline.dataset.storage import Storage, WriteConflict, join
 from pipeline.elements import (Decoding, LabelSpace, PixelSums, PublishRequest, QuarantineFileInfo,
@@ -117,7 +117,9 @@ def place(storage: Storage, staging_url: str, version_url: str, request: Publish
     if storage.exists(join(version_url, MANIFEST_NAME)):
         return
     moves = ([(join(staging_url, i.staged_file), join(version_url, i.file)) for i in request.shards]
-             + [(join(staging_url, i.file), join(version_url, i.file)) for i in request.quarantine])
+             + [(join(staging_url, i.file), join(version_url, i.file)) for i in request.quarantine]
+             + [(join(staging_url, i.index_file.staged_file), join(version_url, i.index_file.file))
+                for i in request.shards if i.index_file])
     if moves:
         move_staged(storage, *moves[0])
         pause_for_test("placing")
@@ -171,8 +173,9 @@ def fill_empty_shards(storage: Storage, staging_url: str, name: str, space: Labe
         for index in range(shards):
             if (split, index) not in present:
                 file_name = shard_files(name, split).name(index, shards)
-                filled.append(ShardBuilder(space).write(
-                    storage, join(staging_url, file_name), split, index, shards, file_name))
+                with_index = any(i.index_file for i in shard_infos)
+                filled.append(ShardBuilder(space, split, index=with_index).write(
+                    storage, staging_url, split, index, shards, file_name))
     return tuple(sorted(filled, key=lambda i: (SPLITS.index(i.split), i.index)))
 
 
@@ -185,6 +188,8 @@ def build_manifest(request: PublishRequest) -> Manifest:
         mean, std = pixel_statistics([i.pixel_stats for i in infos])
         splits[split] = Split(
             shards=[Shard(file=i.file, records=i.records, bytes=i.bytes, sha256=i.sha256) for i in infos],
+            index=[IndexFile(file=x.file, rows=x.rows, bytes=x.bytes, sha256=x.sha256)
+                   for x in (i.index_file for i in infos) if x],
             class_counts=[sum(i.class_counts[c] for i in infos) for c in range(len(space.classes))],
             pixel_mean=mean, pixel_std=std, image_sizes=image_sizes(infos),
             attribute_counts={a: [sum(i.attribute_counts[a][c] for i in infos) for c in range(len(names))]

@@ -24,7 +24,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from pipeline import decode_budget, images, progress, sharding
 from pipeline.dataset import naming, quarantine
 from pipeline.dataset.backends.s3_faults import backoff
-from pipeline.dataset.storage import Storage, StorageError, TransientStorageError, join
+from pipeline.dataset.storage import Storage, StorageError, TransientStorageError
 from pipeline.elements import Candidate, LabelSpace
 from pipeline.shard_file import ShardBuilder
 from pipeline.sources.rows import QUARANTINE
@@ -76,8 +76,10 @@ class WriteShard(beam.DoFn):
 
     def __init__(self, storage: Storage, staging_url: str, name: str, max_pixels: int,
                  channels: int = 0, size: tuple[int, int] | None = None, fetch_threads: int = 16,
-                 orientation: bool = True, worker_memory: int = decode_budget.DEFAULT_WORKER_MEMORY_GB * 2**30):
+                 orientation: bool = True, worker_memory: int = decode_budget.DEFAULT_WORKER_MEMORY_GB * 2**30,
+                 span: str | None = None, index: bool = True):
         self.storage, self.staging_url, self.name = storage, staging_url, name
+        self.span, self.index = span, index           # the index file beside each shard
         self.max_pixels, self.channels, self.size = max_pixels, channels, size
         self.fetch_threads, self.orientation, self.worker_memory = fetch_threads, orientation, int(worker_memory)
         self.written = Metrics.counter("ingest", "images_written")
@@ -111,16 +113,17 @@ class WriteShard(beam.DoFn):
         (split, index, shards), batches = element
         candidates = [candidate for batch in batches for candidate in batch]
         file_name = naming.shard_files(self.name, split).name(index, shards)
-        shard, outputs = ShardBuilder(space), []
+        shard, outputs = ShardBuilder(space, split, self.span, self.index), []
         for candidate, prepared, digest, problem in self._prepared(unique_ids(candidates, shard), first_try):
             if problem:
                 outputs.append(beam.pvalue.TaggedOutput(QUARANTINE, quarantine.entry(
                     candidate.id, candidate.source, problem)))
                 continue
-            shard.add(prepared, candidate.id, candidate.label, candidate.label_name, candidate.attributes)
+            shard.add(prepared, candidate.id, candidate.label, candidate.label_name, candidate.attributes,
+                      candidate.source)
             outputs.append(beam.pvalue.TaggedOutput(HASHES, (digest, (candidate.id, candidate.source, file_name))))
         outputs += [beam.pvalue.TaggedOutput(QUARANTINE, entry) for entry in shard.duplicate_ids]
-        info = shard.write(self.storage, join(self.staging_url, file_name), split, index, shards, file_name)
+        info = shard.write(self.storage, self.staging_url, split, index, shards, file_name)
         bad = sum(1 for o in outputs if o.tag == QUARANTINE) - len(shard.duplicate_ids)
         self.written.inc(shard.count)
         self.bad.inc(bad)

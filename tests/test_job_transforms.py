@@ -139,7 +139,7 @@ def shard(staging, index: int, ids: list[str], seeds: list[int]):
     for record_id, seed in zip(ids, seeds):
         builder.add(prepare_image(png(8, 8, 1, seed=seed)), record_id, 0, "cat", {})
     file = naming.shard_files("t", "train").name(index, 2)
-    return builder.write(Storage(), str(staging / file), "train", index, 2, file)
+    return builder.write(Storage(), str(staging), "train", index, 2, file)
 
 
 def test_a_second_copy_of_the_same_bytes_is_dropped_from_a_new_copy_of_its_shard(tmp_path):

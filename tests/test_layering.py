@@ -1,7 +1,8 @@
 """The one-way arrows of DESIGN.md: infra -> trainer -> pipeline.dataset <- pipeline.
 
-pipeline.dataset (the contract) imports no Beam, no trainer, no infra, and TensorFlow only in its
-reader modules (load.py, crops.py, headers.py), which the job never imports; the trainer imports
+pipeline.dataset (the contract) imports no Beam, no trainer, no infra, TensorFlow only in its
+reader modules (load.py, crops.py, headers.py), which the job never imports, and pyarrow only in
+index.py; the trainer imports
 nothing of pipeline/ but pipeline.dataset; pipeline/ never imports the trainer; sources never
 import the job's steps; nothing outside infra/, tests/ and benchmarks/ imports infra. Inside the
 trainer, input/ and model/ never import runtime/ or results/ (what trains and what is trained on
@@ -72,10 +73,29 @@ def test_the_contract_imports_tensorflow_only_in_its_two_reader_modules():
     assert importers == TENSORFLOW_READERS
 
 
+PYARROW_MODULES = {"pipeline/dataset/index.py"}    # issue 27: the index as Parquet, load_index
+
+
+def test_the_contract_imports_pyarrow_only_in_its_index_module():
+    importers = {str(path.relative_to(ROOT)) for path in (ROOT / "pipeline" / "dataset").rglob("*.py")
+                 if any(top(m) == "pyarrow" for m in imports(path, when_imported=True))}
+    assert importers == PYARROW_MODULES
+
+
+SCORING_MODEL = "pipeline/score/transforms.py"     # issue 27: batch scoring runs a SavedModel
+
+
 def test_the_job_never_imports_tensorflow_or_the_reader_modules():
+    """Batch scoring loads TensorFlow where it applies the model, inside its DoFn; the ingestion
+    job never imports batch scoring."""
     readers = {"pipeline.dataset.load", "pipeline.dataset.crops", "pipeline.dataset.headers"}
     bad = offending("pipeline", lambda m: top(m) != "tensorflow" and not any(within(m, r) for r in readers))
-    assert not {path: found for path, found in bad.items() if not path.startswith("pipeline/dataset/")}
+    assert not {path: found for path, found in bad.items()
+                if not path.startswith("pipeline/dataset/") and path != SCORING_MODEL}
+    assert bad[SCORING_MODEL] == {"tensorflow"}
+    assert not any(top(m) == "tensorflow" for m in imports(ROOT / SCORING_MODEL, when_imported=True))
+    assert not {path: found for path, found in offending("pipeline", lambda m: not within(m, "pipeline.score")).items()
+                if not path.startswith("pipeline/score/")}
 
 
 def test_trainer_imports_only_the_contract_from_pipeline():

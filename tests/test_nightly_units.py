@@ -37,6 +37,10 @@ GOOD = {"name": "m", "root": "s3://bucket", "ingest": {"source": "s3://raw/x", "
      "ingest.args holds --s3_secret_access_key: a credential on a command line"),
     ({"ingest": {"args": ["--s3_session_token=SENTINEL"]}}, "ingest.args holds --s3_session_token"),
     ({"train": {"timeout_seconds": 0}}, "train.timeout_seconds must be a positive integer"),
+    ({"score": {"output": "s3://b/s"}}, "score must be null or a mapping with a source"),
+    ({"score": {"source": "s3://in/{date}", "timeout_seconds": -1}}, "score.timeout_seconds must be a positive"),
+    ({"score": {"source": "s3://in/{date}", "args": ["--s3_access_key_id=SENTINEL"]}},
+     "score.args holds --s3_access_key_id"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, change, message):
     body = nightly_config.merge(GOOD, change)

@@ -56,4 +56,4 @@ def test_a_plot_that_cannot_be_made_leaves_the_run_and_its_report(tmp_path):
     assert "warning: plot confusion_matrix not made" in result.stdout
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["test"]["examples"] == 16 and report["plots"] == {}
-    assert set(report["plot_errors"]) == {"training_curves", "confusion_matrix"}
+    assert set(report["plot_errors"]) == {"training_curves", "confusion_matrix", "precision_recall", "mistakes"}

@@ -8,6 +8,8 @@ import os
 import re
 
 import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 from PIL import Image
@@ -16,6 +18,7 @@ from pipeline.dataset.manifest import Manifest, Split, read_manifest
 from pipeline.dataset.storage import join
 from tests.conftest import run_cli
 from tests.test_cli_errors import one_clear_line
+from tests.test_predictions import agrees_with
 from trainer.errors import UsageError
 from trainer.model import heads, objective
 from trainer.model.models import build_model
@@ -106,8 +109,13 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
     assert report["test"]["accuracy"] == pytest.approx(np.mean([m["accuracy"] for m in tested.values()]))
     last = report["history"][-1]
     assert {"head_color_accuracy", "head_bar_loss", "val_head_noise_accuracy", "accuracy"} <= set(last)
-    for name in ("training_curves", "confusion_matrix_color", "confusion_matrix_bar", "roc_pr_bar"):
+    for name in ("training_curves", "confusion_matrix_color", "confusion_matrix_bar", "roc_pr_bar",
+                 "mistakes_color", "precision_recall_noise"):
+        assert name in report["plots"], report.get("plot_errors")
         assert storage.read_bytes(report["plots"][name])[:8] == b"\x89PNG\r\n\x1a\n"
+    table = pq.read_table(io.BytesIO(storage.read_bytes(report["predictions"])))    # issue 27: every head
+    for attribute, metrics in tested.items():
+        agrees_with(table.filter(pc.equal(table["head"], attribute)), metrics, manifest.label_attributes[attribute])
 
     serve = load_signature(storage, report["model_dir"], tmp_path / "model")
     rng = np.random.default_rng(99)

@@ -128,8 +128,8 @@ def run_rank(config: TrainConfig, held: contextlib.ExitStack) -> dict | None:
     print(f"rank {hvd.rank()} weights sha256 {weights_digest(model)}", flush=True)
     if hvd.rank() != 0:        # Horovod: rank 0 alone exports the model and writes the report
         return None
-    report = {"dataset": config.inputs.dataset, "model": config.model.name, "world_size": hvd.size(),
-              "elastic": elastic, "epochs": config.epochs, "resumed_from": latest,
+    report = {"dataset": config.inputs.dataset, "dataset_version": manifest.version, "model": config.model.name,
+              "world_size": hvd.size(), "elastic": elastic, "epochs": config.epochs, "resumed_from": latest,
               "steps_per_epoch": batches.steps_per_epoch, "global_batch": batches.global_batch,
               "updates_per_epoch": batches.updates_per_epoch, "device": device,
               "loss_scale": precision.loss_scale(optimizer), "history": run.history, "samples": run.samples,

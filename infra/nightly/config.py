@@ -31,6 +31,8 @@
                                          # new < best promoted so far - tolerance
     lock:
       ttl_seconds: 900                   # a crashed run's lock expires this long after its last heartbeat
+    score:                               # after a promotion, score new images (scoring.py); null: off
+      source: s3://incoming/fashion/{date}/
     mpijob:                              # only for launcher: mpijob
       namespace: ml
       template: /etc/nightly/mpijob-trainer.yaml
@@ -52,6 +54,7 @@ DEFAULTS = {
                    "max_record_count_change": 0.5},
     "promotion": {"tolerance": 0.005},
     "lock": {"ttl_seconds": 900},
+    "score": None,
     "mpijob": {"namespace": "default", "template": "/etc/nightly/mpijob-trainer.yaml",
                "timeout_seconds": 21600, "poll_seconds": 10},
 }
@@ -160,7 +163,8 @@ def check(config: NightlyConfig) -> None:
                               f"got {value!r}")
     if not isinstance(config.get("train.warm_start"), bool):
         raise ConfigError(f"{where}: train.warm_start must be true or false, got {config.get('train.warm_start')!r}")
-    for key in ("ingest.args", "train.args"):
+    check_score(config)
+    for key in ("ingest.args", "train.args") + (("score.args",) if config.get("score") else ()):
         if not isinstance(config.get(key), list):
             raise ConfigError(f"{where}: {key} must be a list of flags, got {config.get(key)!r}")
         secret = next((a for a in map(str, config.get(key)) if a.split("=", 1)[0] in SECRET_FLAGS), None)
@@ -189,6 +193,19 @@ def check_trainer_flags(config: NightlyConfig) -> None:
         raise ConfigError(f"{config.path}: train.args: {e} (see python -m trainer --help)") from None
     except UsageError as e:
         raise ConfigError(f"{config.path}: train: {e}") from None
+
+
+def check_score(config: NightlyConfig) -> None:
+    """`score:` is off (null) or names a source; its args and time limit have defaults."""
+    score = config.get("score")
+    if score is None:
+        return
+    if not isinstance(score, dict) or not score.get("source"):
+        raise ConfigError(f"{config.path}: score must be null or a mapping with a source, got {score!r}")
+    config.raw["score"] = {"args": [], "timeout_seconds": 21600, **score}
+    limit = config.get("score.timeout_seconds")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0:
+        raise ConfigError(f"{config.path}: score.timeout_seconds must be a positive integer, got {limit!r}")
 
 
 def choice(key: str, allowed: tuple, config: NightlyConfig) -> None:

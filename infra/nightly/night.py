@@ -1,5 +1,6 @@
-"""One night of one model: the steps (ingest, check data, train, evaluate, promote), each
-recorded in the run report; exit codes and the report's status."""
+"""One night of one model: the steps (ingest, check data, train, evaluate, promote; after a
+promotion, score when configured), each recorded in the run report; exit codes and the
+report's status."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import time
 import uuid
 
-from infra.nightly import datacheck, evaluate, launch, promote, supervise
+from infra.nightly import datacheck, evaluate, launch, promote, scoring, supervise
 from infra.nightly.lock import LockLost, NightlyLock
 from pipeline.dataset.manifest import DatasetNotFound, read_manifest
 from pipeline.dataset.naming import MANIFEST_NAME
@@ -49,7 +50,7 @@ class Night:
             return fn(*args)
         except (StepFailed, LockLost, promote.PointerMoved):
             raise
-        except (StorageError, OSError, ValueError, launch.TrainingFailed) as e:
+        except (StorageError, OSError, ValueError, launch.TrainingFailed, scoring.ScoringFailed) as e:
             raise StepFailed(f"{step}: {e}") from None
         except Exception as e:            # anything else still ends as a failed night with a report
             raise StepFailed(f"{step}: {type(e).__name__}: {e}") from e
@@ -123,15 +124,18 @@ class Night:
         models = {"new": model_dir}
         if promoted and promoted["model_dir"] != model_dir:
             models["promoted"] = promoted["model_dir"]
+        # Each model's predictions.parquet beside this night's report (runs/<date>/).
         scores = evaluate.score(self.storage, models, evaluation["dataset"], evaluation["split"],
-                                    self.cache_dir)
+                                self.cache_dir, self.report_url.removesuffix(".json"))
         metric = evaluation["metric"]
-        summary = {label: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "examples": s["examples"]}
-                   for label, s in scores.items()}
+        summary = {label: {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"], "examples": s["examples"],
+                           "predictions": s["predictions"]} for label, s in scores.items()}
         self.report["evaluation"] = {"dataset": evaluation["dataset"], "split": evaluation["split"],
                                      "metric": metric, "new": summary["new"],
                                      "promoted": summary.get("promoted"),
-                                     "promoted_version": promoted["version"] if promoted else None}
+                                     "promoted_version": promoted["version"] if promoted else None,
+                                     # per class: images one model got right and the other wrong
+                                     "right_where_other_wrong": evaluate.compared(scores, self.cache_dir)}
         old = summary["promoted"][metric] if "promoted" in summary else None
         say(f"{metric} on {evaluation['dataset']} [{evaluation['split']}]: new {summary['new'][metric]:.4f}"
             + (f", promoted ({promoted['version']}) {old:.4f}" if old is not None else ", no promoted model"))
@@ -196,7 +200,11 @@ class Night:
             return BAD_DATA                                       # trains nothing
         model_dir = self.timed("train", self.train, promoted_before)
         new, old = self.timed("evaluate", self.evaluate, model_dir, promoted_before)
-        return self.timed("promote", self.promote, lock, promoted, token, model_dir, new, old)
+        code = self.timed("promote", self.promote, lock, promoted, token, model_dir, new, old)
+        if code == PROMOTED and self.config.raw["score"]:      # the promoted model on new images
+            self.report["score"] = self.timed("score", scoring.run, self.storage, self.config, self.date,
+                                              model_dir, say)
+        return code
 
     def write_report(self, code: int, local_path: str | None, error: str | None = None) -> None:
         self.report.update(status=STATUS[code], exit_code=code, finished=now())

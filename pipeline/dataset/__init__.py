@@ -4,6 +4,8 @@
     example_proto.py  tf.train.Example's wire format, declared without TensorFlow
     tfrecord.py       the TFRecord file framing, written and read without TensorFlow
     manifest.py       manifest.json: the shard list with sha256s, classes, statistics (the commit point)
+    index.py          the Parquet index of a version: one row per record; load_index(url) (pyarrow)
+    ranged_file.py    a stored file as a seekable Python file read by ranged GETs (Parquet's reads)
     naming.py         every file and folder name of a dataset and of a run's staging, built and parsed
     quarantine.py     what a quarantine entry holds and how its reasons are counted
     image_sizes.py    each split's image sizes, formats and channels (the manifest's image_sizes)
@@ -24,3 +26,14 @@ This package imports neither Beam nor the trainer, and TensorFlow only in crops.
 (tests/test_layering.py checks these arrows). The trainer and the nightly import nothing else from
 pipeline/.
 """
+
+__all__ = ["load_index"]
+
+
+def __getattr__(name: str):
+    """`pipeline.dataset.load_index`, imported when first asked for: pyarrow is loaded by the
+    readers that use the index, never by every importer of the contract."""
+    if name == "load_index":
+        from pipeline.dataset.index import load_index
+        return load_index
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -88,12 +88,14 @@ def serialized(files: list[str] | RankShare, shard_records: tuple[int, int] | No
 def decoded(files: list[str] | RankShare, shape, shard_records: tuple[int, int] | None = None,
             deterministic: bool = False, outputs: dict[str, str] | None = None,
             sizing: ResizeCrop | None = None, epoch=-1, seed: int = 0,
-            max_pixels: int = MAX_PIXELS) -> tf.data.Dataset:
+            max_pixels: int = MAX_PIXELS, with_ids: bool = False) -> tf.data.Dataset:
     """(image, label) per record, decoded in parallel, upright: uint8 padded or cropped to
     `shape`, or with `sizing` (photos) float32 center crops. With `outputs` ({model output name:
-    attribute}, several heads) the label is a dict of the records' attribute labels by output."""
-    return encoded_records(files, shard_records, deterministic, outputs, epoch, seed).map(
-        lambda stored, label: (decode_image(stored[0], shape, sizing, stored[4], max_pixels), label),
+    attribute}, several heads) the label is a dict of the records' attribute labels by output.
+    `with_ids`: (image, label, record id)."""
+    return encoded_records(files, shard_records, deterministic, outputs, epoch, seed, with_ids).map(
+        lambda stored, label, *record_id: (decode_image(stored[0], shape, sizing, stored[4], max_pixels), label,
+                                           *record_id),
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
@@ -145,18 +147,18 @@ def decode_image(encoded: tf.Tensor, shape, sizing: ResizeCrop | None = None, or
 
 def encoded_records(files: list[str] | RankShare, shard_records: tuple[int, int] | None = None,
                     deterministic: bool = False, outputs: dict[str, str] | None = None, epoch=-1,
-                    seed: int = 0) -> tf.data.Dataset:
+                    seed: int = 0, with_ids: bool = False) -> tf.data.Dataset:
     """((encoded image, format, height, width, orientation), label) per record, not yet decoded
-    (height and width as stored)."""
+    (height and width as stored); `with_ids`: the record's id third."""
     spec = records.parse_spec(list((outputs or {}).values()))
 
     def parse(serialized_record):
         f = tf.io.parse_single_example(serialized_record, spec)
         stored = (f[records.IMAGE], f[records.IMAGE_FORMAT], f[records.HEIGHT], f[records.WIDTH],
                   f[records.ORIENTATION])
-        if outputs:
-            return stored, {name: f[records.attribute_key(a)] for name, a in outputs.items()}
-        return stored, f[records.LABEL]
+        label = ({name: f[records.attribute_key(a)] for name, a in outputs.items()} if outputs
+                 else f[records.LABEL])
+        return (stored, label, f[records.ID]) if with_ids else (stored, label)
 
     return serialized(files, shard_records, deterministic, epoch, seed).map(
         parse, num_parallel_calls=AUTOTUNE, deterministic=deterministic)

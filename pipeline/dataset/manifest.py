@@ -15,6 +15,7 @@ published by the current job keeps each version in its own folder, named by the 
     <dataset>/v-<id>/manifest.json     the same version on its own (files relative to v-<id>/)
     <dataset>/v-<id>/PUBLISHED.json    when it was committed (orders versions for retiring)
     <dataset>/v-<id>/<shard files>, quarantine-<i>-of-<n>.jsonl (older: quarantine.jsonl)
+    <dataset>/v-<id>/index-<split>-<i>-of-<n>.parquet   one per shard: its records (index.py)
 
 Older datasets keep their files beside the manifest ("flat"); readers handle both alike, since
 they only ever join the dataset URL with a shard's relative name.
@@ -47,6 +48,15 @@ class Shard:
 
 
 @dataclasses.dataclass
+class IndexFile:
+    """One shard's index file (pipeline/dataset/index.py), listed beside the shards."""
+    file: str       # relative to the dataset directory
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclasses.dataclass
 class Split:
     shards: list[Shard]
     class_counts: list[int]
@@ -57,6 +67,7 @@ class Split:
     pixel_std: list[float] | None = None
     attribute_counts: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     image_sizes: ImageSizes | None = None      # None in manifests older than variable sizes
+    index: list[IndexFile] = dataclasses.field(default_factory=list)   # in shard order; [] before the index
 
     @property
     def num_records(self) -> int:
@@ -99,7 +110,8 @@ class Manifest:
                        "class_counts": s.class_counts, "pixel_mean": s.pixel_mean,
                        "pixel_std": s.pixel_std, "attribute_counts": s.attribute_counts,
                        "shards": [dataclasses.asdict(x) for x in s.shards],
-                       **({"image_sizes": s.image_sizes.to_json()} if s.image_sizes else {})}
+                       **({"image_sizes": s.image_sizes.to_json()} if s.image_sizes else {}),
+                       **({"index": [dataclasses.asdict(x) for x in s.index]} if s.index else {})}
                 for name, s in self.splits.items()
             },
             "quarantine": self.quarantine,
@@ -125,7 +137,8 @@ class Manifest:
                               class_counts=s["class_counts"], pixel_mean=s.get("pixel_mean"),
                               pixel_std=s.get("pixel_std"),
                               attribute_counts=s.get("attribute_counts", {}),
-                              image_sizes=ImageSizes.from_json(s.get("image_sizes")))
+                              image_sizes=ImageSizes.from_json(s.get("image_sizes")),
+                              index=[IndexFile(**x) for x in s.get("index", [])])
                   for name, s in doc["splits"].items()}
         return cls(name=doc["name"], classes=doc["classes"], image_shape=doc["image_shape"],
                    splits=splits, quarantine=doc["quarantine"], source=doc["source"],
@@ -157,14 +170,17 @@ class Manifest:
 
 
     def files(self) -> list[str]:
-        """Every file it names, relative to the dataset directory (shards, then the quarantine)."""
+        """Every file it names, relative to the dataset directory (shards, the quarantine, the index)."""
         shards = [s.file for split in self.splits.values() for s in split.shards]
-        return shards + quarantine_files(self.quarantine)
+        index = [x.file for split in self.splits.values() for x in split.index]
+        return shards + quarantine_files(self.quarantine) + index
 
     def under(self, folder: str) -> "Manifest":
         """The same manifest seen from the parent of `folder`: every file is `folder/<file>`."""
         splits = {name: dataclasses.replace(s, shards=[dataclasses.replace(x, file=f"{folder}/{x.file}")
-                                                       for x in s.shards])
+                                                       for x in s.shards],
+                                            index=[dataclasses.replace(x, file=f"{folder}/{x.file}")
+                                                   for x in s.index])
                   for name, s in self.splits.items()}
         moved = dict(self.quarantine)
         if moved.get("file"):

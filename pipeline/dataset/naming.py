@@ -7,6 +7,7 @@
     <output>/v-<id>/PUBLISHED.json                  PUBLISHED_NAME: the version was current once
     <output>/v-<id>/<name>-<split>.tfrecord-00003-of-00064     shard_files(name, split)
     <output>/v-<id>/quarantine-00000-of-00001.jsonl QUARANTINE_FILES (before: quarantine.jsonl)
+    <output>/v-<id>/index-<split>-00003-of-00064.parquet      index_files(split): shard 3's records
     <output>/.staging-<run id>/                     staging_folder(run_id), is_staging_folder(name)
     <staging>/publish.json                          REQUEST_NAME: what the launcher commits
     <staging>/LEASE.json                            LEASE_NAME: until when the run is alive
@@ -23,7 +24,7 @@ import dataclasses
 import re
 
 __all__ = ["DEDUPED", "FLAT_MANIFEST", "LEASE_NAME", "MANIFEST_NAME", "PROGRESS_FOLDER", "PUBLISHED_NAME",
-           "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "is_progress_file",
+           "QUARANTINE_FILES", "REQUEST_NAME", "ShardedFileTemplate", "deduped", "index_files", "is_progress_file",
            "is_staging_folder", "is_version_folder", "is_version_id", "probe", "progress_file", "refused_folder",
            "shard_files", "staging_folder", "version_folder"]
 
@@ -60,6 +61,12 @@ QUARANTINE_FILES = ShardedFileTemplate("quarantine-", ".jsonl")
 def shard_files(dataset: str, split: str) -> ShardedFileTemplate:
     """The shard files of one split of a dataset: `<dataset>-<split>.tfrecord-00003-of-00064`."""
     return ShardedFileTemplate(f"{dataset}-{split}.tfrecord-")
+
+
+def index_files(split: str) -> ShardedFileTemplate:
+    """The index files of one split, one per shard and numbered as the shards are:
+    `index-<split>-00003-of-00064.parquet` holds the records of shard 3 of 64."""
+    return ShardedFileTemplate(f"index-{split}-", ".parquet")
 
 
 def version_folder(manifest_sha256: str) -> str:

@@ -17,6 +17,33 @@ class CorruptRecord(ValueError):
     pass
 
 
+HEADER_BYTES = 12        # the length and its checksum
+FOOTER_BYTES = 4         # the data's checksum
+
+
+def framed_size(length: int) -> int:
+    """Bytes a record of `length` bytes takes in a file."""
+    return HEADER_BYTES + length + FOOTER_BYTES
+
+
+def frame_length(header: bytes, where: str = "") -> int:
+    """The data length a record's header announces (its checksum checked)."""
+    if len(header) < HEADER_BYTES:
+        raise CorruptRecord(f"{where}: truncated record header")
+    length, crc = struct.unpack("<QI", header[:HEADER_BYTES])
+    if masked_crc(header[:8]) != crc:
+        raise CorruptRecord(f"{where}: bad length checksum")
+    return length
+
+
+def checked_data(body: bytes, length: int, where: str = "") -> bytes:
+    """A record's data from its data and footer bytes, its checksum checked."""
+    data, footer = body[:length], body[length:length + FOOTER_BYTES]
+    if len(data) < length or len(footer) < 4 or struct.unpack("<I", footer)[0] != masked_crc(data):
+        raise CorruptRecord(f"{where}: truncated or corrupt record")
+    return data
+
+
 def masked_crc(data: bytes) -> int:
     crc = _crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -31,15 +58,8 @@ def write_records(f: BinaryIO, records: Iterable[bytes]) -> None:
 
 def read_records(f: BinaryIO, where: str = "") -> Iterator[bytes]:
     while True:
-        header = f.read(12)
+        header = f.read(HEADER_BYTES)
         if not header:
             return
-        if len(header) < 12:
-            raise CorruptRecord(f"{where}: truncated record header")
-        length, crc = struct.unpack("<QI", header)
-        if masked_crc(header[:8]) != crc:
-            raise CorruptRecord(f"{where}: bad length checksum")
-        data, footer = f.read(length), f.read(4)
-        if len(data) < length or len(footer) < 4 or struct.unpack("<I", footer)[0] != masked_crc(data):
-            raise CorruptRecord(f"{where}: truncated or corrupt record")
-        yield data
+        length = frame_length(header, where)
+        yield checked_data(f.read(length + FOOTER_BYTES), length, where)

@@ -1,6 +1,7 @@
 """The `labels` layout: images anywhere under the prefix plus a labels file, CSV
-(`key,label[,split]`, extra columns ignored) or JSONL (`{"key": ..., "label": ..., "split": ...}`);
-the key is the object path relative to the prefix.
+(`key,label[,split]`, extra columns ignored), JSONL (`{"key": ..., "label": ..., "split": ...}`)
+or Parquet (parquet_labels.py); the key is the object path relative to the prefix. The columns
+are named by LabelColumns (--key_column, --label_column, --split_column).
 
 The file is read in parts of RANGE_BYTES by many workers (ranged reads), as Beam's text sources
 split files: a part's rows are the lines that begin in it, so a labels file of 10^9 rows (~50 GB)
@@ -22,14 +23,11 @@ import apache_beam as beam
 
 from pipeline.dataset import quarantine
 from pipeline.dataset.storage import Storage
+from pipeline.sources import parquet_labels
+from pipeline.sources.label_columns import LabelColumns, LabelsFileError, labels_format
 from pipeline.sources.rows import QUARANTINE, image_row
 
-REQUIRED_COLUMNS = ("key", "label")
-
-
-class LabelsFileError(ValueError):
-    pass
-
+DEFAULT_COLUMNS = LabelColumns()
 
 RANGE_BYTES = 64 * 2**20          # one worker's part of the labels file
 HEADER_BYTES = 2**20              # where the CSV header line must end
@@ -38,11 +36,12 @@ READ_BYTES = 2**20                # what a part reads at a time past its end, to
 
 
 def is_jsonl(url: str) -> bool:
-    return url.endswith((".jsonl", ".json"))
+    return labels_format(url) == "jsonl"
 
 
 def parse_labels(text: str, where: str, header: list[str] | None = None,
-                 offset: int = 0, bad: list | None = None) -> Iterator[tuple[str, dict]]:
+                 offset: int = 0, bad: list | None = None,
+                 columns: LabelColumns = DEFAULT_COLUMNS) -> Iterator[tuple[str, dict]]:
     """Yield (key, {"label": ..., "split": ...}) per row of a labels file (CSV or JSONL), or
     of a part of one that starts at byte `offset` (a CSV part after the first gets the header).
     A bad row raises LabelsFileError, or with a `bad` list is appended to it as (where in the
@@ -53,17 +52,18 @@ def parse_labels(text: str, where: str, header: list[str] | None = None,
             raise LabelsFileError(f"labels file {where} {at} {problem}")
         bad.append((at, problem))
 
-    rows = _jsonl_rows(text, refuse) if is_jsonl(where) else _csv_rows(text, where, header, refuse)
+    rows = (_jsonl_rows(text, refuse, columns) if is_jsonl(where)
+            else _csv_rows(text, where, header, refuse, columns))
     for row in rows:
-        key = str(row.get("key") or "").strip()
+        key = str(row.get(columns.key) or "").strip()
         if key:
-            yield key, {"label": str(row.get("label") or "").strip(),
-                        "split": str(row.get("split") or "").strip()}
+            yield key, {"label": str(row.get(columns.label) or "").strip(),
+                        "split": str(row.get(columns.split) or "").strip()}
 
 
-def _csv_rows(text: str, where: str, header: list[str] | None, refuse) -> Iterator[dict]:
+def _csv_rows(text: str, where: str, header: list[str] | None, refuse, columns: LabelColumns) -> Iterator[dict]:
     reader = csv.DictReader(io.StringIO(text), fieldnames=header)
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    missing = columns.missing(reader.fieldnames)
     if missing:
         raise LabelsFileError(f"labels file {where} has no column(s) {', '.join(missing)} "
                               f"in its header (found: {reader.fieldnames})")
@@ -82,7 +82,7 @@ def _csv_rows(text: str, where: str, header: list[str] | None, refuse) -> Iterat
             yield row
 
 
-def _jsonl_rows(text: str, refuse) -> Iterator[dict]:
+def _jsonl_rows(text: str, refuse, columns: LabelColumns) -> Iterator[dict]:
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -95,8 +95,8 @@ def _jsonl_rows(text: str, refuse) -> Iterator[dict]:
         except json.JSONDecodeError as e:
             refuse(number, f"is not JSON: {e}")
             continue
-        if not isinstance(row, dict) or "key" not in row:
-            refuse(number, "has no \"key\"")
+        if not isinstance(row, dict) or columns.key not in row:
+            refuse(number, f"has no \"{columns.key}\"")
             continue
         yield row
 
@@ -113,10 +113,10 @@ def _row_problem(fields) -> str | None:
     return None
 
 
-def csv_header(storage: Storage, url: str) -> list[str]:
+def csv_header(storage: Storage, url: str, columns: LabelColumns = DEFAULT_COLUMNS) -> list[str]:
     head = storage.read_head(url, HEADER_BYTES).decode("utf-8-sig", errors="replace")
     header = next(csv.reader(io.StringIO(head.split("\n", 1)[0])), [])
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    missing = columns.missing(header)
     if missing:
         raise LabelsFileError(f"labels file {url} has no column(s) {', '.join(missing)} "
                               f"in its header (found: {header})")
@@ -154,12 +154,12 @@ def lines_in(storage: Storage, url: str, start: int, end: int,
 class SplitLabelsFile(beam.DoFn):
     """labels URL -> its parts (url, start, end, CSV header or None), for many readers."""
 
-    def __init__(self, storage: Storage, range_bytes: int = RANGE_BYTES):
-        self.storage, self.range_bytes = storage, range_bytes
+    def __init__(self, storage: Storage, range_bytes: int = RANGE_BYTES, columns: LabelColumns = DEFAULT_COLUMNS):
+        self.storage, self.range_bytes, self.columns = storage, range_bytes, columns
 
     def process(self, url: str):
         size = self.storage.size(url)
-        header = None if is_jsonl(url) else csv_header(self.storage, url)
+        header = None if is_jsonl(url) else csv_header(self.storage, url, self.columns)
         for start in range(0, size, self.range_bytes):
             yield url, start, min(start + self.range_bytes, size), header
 
@@ -168,8 +168,8 @@ class ReadLabelsPart(beam.DoFn):
     """(url, start, end, header) -> (key, {"label", "split"}) for the rows that begin there; a
     bad row as a quarantine entry (QUARANTINE) naming its line."""
 
-    def __init__(self, storage: Storage):
-        self.storage = storage
+    def __init__(self, storage: Storage, columns: LabelColumns = DEFAULT_COLUMNS):
+        self.storage, self.columns = storage, columns
 
     def process(self, part):
         url, start, end, header = part
@@ -177,7 +177,7 @@ class ReadLabelsPart(beam.DoFn):
         # Bytes that are not UTF-8 stay in the text as surrogates: only their rows are bad.
         text = data.decode("utf-8-sig" if start == 0 else "utf-8", errors="surrogateescape")
         bad = []
-        for row in parse_labels(text, url, None if start == 0 else header, start, bad):
+        for row in parse_labels(text, url, None if start == 0 else header, start, bad, self.columns):
             yield from self.rejected(url, bad)
             yield row
         yield from self.rejected(url, bad)
@@ -213,21 +213,31 @@ class JoinLabels(beam.DoFn):
                 key, found[0][0] if found else key, problem))
             return
         (url, size), row = found[0], rows[0]
-        yield image_row(key, url, size, row["label"] or None, row["split"])
+        yield image_row(key, url, size, row["label"] or None, row["split"], labels_at=row.get("at"))
+
+
+def part_readers(storage: Storage, url: str, columns: LabelColumns, range_bytes: int) -> tuple[beam.DoFn, beam.DoFn]:
+    """(what cuts the labels file into parts, what reads one part) for its format: byte ranges
+    of a text file, row groups of a Parquet table."""
+    if labels_format(url) == "parquet":
+        return parquet_labels.SplitParquetFile(storage, columns), parquet_labels.ReadRowGroup(storage, columns)
+    return SplitLabelsFile(storage, range_bytes, columns), ReadLabelsPart(storage, columns)
 
 
 class LabelRows(beam.PTransform):
     """files (key, (url, size)) + the labels file at `labels_url` -> (rows, quarantine)."""
 
-    def __init__(self, storage: Storage, labels_url: str, range_bytes: int = RANGE_BYTES):
+    def __init__(self, storage: Storage, labels_url: str, range_bytes: int = RANGE_BYTES,
+                 columns: LabelColumns = DEFAULT_COLUMNS):
         super().__init__()
-        self.storage, self.labels_url, self.range_bytes = storage, labels_url, range_bytes
+        self.storage, self.labels_url, self.range_bytes, self.columns = storage, labels_url, range_bytes, columns
 
     def expand(self, files):
+        split, read = part_readers(self.storage, self.labels_url, self.columns, self.range_bytes)
         labels = (files.pipeline | "LabelsFile" >> beam.Create([self.labels_url])
-                                 | "SplitLabelsFile" >> beam.ParDo(SplitLabelsFile(self.storage, self.range_bytes))
+                                 | "SplitLabelsFile" >> beam.ParDo(split)     # (url, where a part starts, ...)
                                  | "SpreadParts" >> beam.Reshuffle()
-                                 | "ReadLabels" >> beam.ParDo(ReadLabelsPart(self.storage))
+                                 | "ReadLabels" >> beam.ParDo(read)           # (key, {"label", "split"})
                                  .with_outputs(QUARANTINE, main="rows"))
         rows = ({"images": files, "labels": labels.rows}
                 | "JoinByKey" >> beam.CoGroupByKey()

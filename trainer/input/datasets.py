@@ -176,9 +176,11 @@ def streamed(files, shape, plan: EpochPlan, start, augmentation, shard_records, 
 def eval_dataset(files, shape, *, batch_size: int, threads: int, shard_records=None,
                  repeat: bool = False, standardize: Standardize | None = None,
                  outputs: dict[str, str] | None = None, deterministic: bool = False,
-                 sizing: ResizeCrop | None = None) -> tf.data.Dataset:
-    ds = decoded(files, shape, shard_records, deterministic, outputs=outputs, sizing=sizing).map(
-        standardize or Standardize(), num_parallel_calls=AUTOTUNE)
+                 sizing: ResizeCrop | None = None, with_ids: bool = False) -> tf.data.Dataset:
+    """Batches of (image, label), or with `with_ids` (image, label, record id)."""
+    standardize = standardize or Standardize()
+    ds = decoded(files, shape, shard_records, deterministic, outputs=outputs, sizing=sizing, with_ids=with_ids).map(
+        lambda image, label, *record_id: (*standardize(image, label), *record_id), num_parallel_calls=AUTOTUNE)
     if repeat:
         ds = ds.repeat()
     return with_threads(ds.batch(batch_size).prefetch(AUTOTUNE), threads)

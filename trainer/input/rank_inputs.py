@@ -77,8 +77,9 @@ class RankInputs:
         are used, and a resumed run must average the same ones as an uninterrupted run."""
         return self.evaluation("train", self.batch_size, repeat=True, deterministic=True)
 
-    def test(self):
-        return self.evaluation("test", 256)
+    def test(self, with_ids: bool = False):
+        """Batches of the test split (with each record's id third: predictions.parquet)."""
+        return self.evaluation("test", 256, with_ids=with_ids)
 
     def batch_ids(self, epoch: int, batch: int) -> list[str]:
         share = self.splits["train"]

@@ -57,22 +57,25 @@ def captions(labels, classes: list[str]) -> list[str]:
     return [classes[int(i)] if 0 <= int(i) < len(classes) else str(int(i)) for i in np.asarray(labels).reshape(-1)]
 
 
-def grid(images: np.ndarray, texts: list[str]):
-    """A PIL image: up to TILES tiles in rows of up to 8, each captioned."""
+def grid(images: np.ndarray, texts: list[str], lines: int = 1):
+    """A PIL image: up to TILES tiles in rows of up to 8, each captioned (`lines` lines of text
+    under each tile: a caption's lines are separated by newlines)."""
     from PIL import Image, ImageDraw
 
     images = images[:TILES]
     count, height, width, channels = images.shape
     scale = max(1, -(-MIN_SIDE // min(height, width)))
     tile_h, tile_w = height * scale, width * scale
+    caption = CAPTION * lines
     columns = min(8, count)
     rows = -(-count // columns)
-    sheet = Image.new("RGB", (columns * (tile_w + 2), rows * (tile_h + CAPTION + 2)), "white")
+    sheet = Image.new("RGB", (columns * (tile_w + 2), rows * (tile_h + caption + 2)), "white")
     draw = ImageDraw.Draw(sheet)
     for k, (image, text) in enumerate(zip(images, texts)):
         pixels = image[..., 0] if channels == 1 else image[..., :3]
         tile = Image.fromarray(pixels, "L" if channels == 1 else "RGB").convert("RGB")
-        left, top = (k % columns) * (tile_w + 2), (k // columns) * (tile_h + CAPTION + 2)
+        left, top = (k % columns) * (tile_w + 2), (k // columns) * (tile_h + caption + 2)
         sheet.paste(tile.resize((tile_w, tile_h), Image.NEAREST), (left, top))
-        draw.text((left + 2, top + tile_h + 1), text[: max(4, tile_w // 6)], fill="black")
+        for n, line in enumerate(text.split("\n")[:lines]):
+            draw.text((left + 2, top + tile_h + 1 + n * CAPTION), line[: max(4, tile_w // 6)], fill="black")
     return sheet

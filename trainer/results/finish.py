@@ -8,7 +8,7 @@ import time
 
 from trainer.input.model_input import ModelInput
 from trainer.model import heads as heads_lib
-from trainer.results import batch_grid, metrics, plots, scores
+from trainer.results import batch_grid, metrics, mistakes, plots, predictions, scores
 from trainer.results.export import export_model
 
 
@@ -28,7 +28,12 @@ def finish(storage, config, model, scored: dict, heads: list, model_input: Model
               "wall_seconds": round(time.monotonic() - started, 1)}
     # The report first: a plot that runs out of memory or fails leaves the scores written.
     storage.write_text(report_url, json.dumps(report, indent=2))
-    plotted, failed = write_plots(storage, report, scored, heads, result, report_url, config.local_dir(0, "plots"))
+    # Every rank uploaded its part before the scores were summed (trainer/results/predictions.py).
+    report["predictions"], predicted = predictions.combine(storage, report_url, report["world_size"],
+                                                           config.local_dir(0, "predictions"))
+    plotted, failed = write_plots(storage, report, scored, heads, result, report_url,
+                                  config.local_dir(0, "plots"), predicted)
+    os.remove(predicted)
     report = {**report, "plots": plotted, **({"plot_errors": failed} if failed else {})}
     storage.write_text(report_url, json.dumps(report, indent=2))
     print_result(result, scored, heads)
@@ -46,11 +51,12 @@ def print_result(result: dict, scored: dict, heads: list) -> None:
         print(metrics.format_confusion(scored[h.name][0], h.classes))
 
 
-def write_plots(storage, report, scored, heads, result, report_url, local_dir) -> tuple[dict, dict]:
-    """PNG files beside the report: training curves, and per head its confusion matrix (and
-    ROC/PR for two classes); named confusion_matrix.png for one head on `label`,
-    confusion_matrix_<attribute>.png for several. Returns ({name: url}, {name: why it failed}):
-    a plot never fails the run."""
+def write_plots(storage, report, scored, heads, result, report_url, local_dir, predicted: str) -> tuple[dict, dict]:
+    """PNG files beside the report: training curves, and per head its confusion matrix,
+    precision and recall per class, the most confident mistakes (from the local copy of
+    predictions.parquet, `predicted`) and ROC/PR for two classes; named confusion_matrix.png
+    for one head on `label`, confusion_matrix_<attribute>.png for several. Returns ({name: url},
+    {name: why it failed}): a plot never fails the run."""
     wanted = {}
     if report["history"]:
         wanted["training_curves"] = lambda path: plots.training_curves(
@@ -58,6 +64,11 @@ def write_plots(storage, report, scored, heads, result, report_url, local_dir) -
     for h in heads:
         suffix = h.prefix and f"_{h.attribute}"
         wanted[f"confusion_matrix{suffix}"] = lambda path, h=h: plots.confusion_matrix(scored[h.name][0], h.classes, path)
+        per_class = scores.head_result(result, heads, h)["per_class"]
+        wanted[f"precision_recall{suffix}"] = lambda path, per_class=per_class: plots.precision_recall(per_class, path)
+        wanted[f"mistakes{suffix}"] = lambda path, h=h: mistakes.mistakes_png(
+            storage, predicted, predictions.head_name(h), report["dataset"], report.get("dataset_version"), path,
+            os.path.join(os.path.dirname(predicted), "index"))
         binary = scores.head_result(result, heads, h).get("binary")
         if binary:
             wanted[f"roc_pr{suffix}"] = lambda path, binary=binary: plots.roc_pr(binary, path)

@@ -1,4 +1,5 @@
-"""The end-of-run pictures: training curves, the confusion matrix, ROC/PR for binary tasks (PNG).
+"""The end-of-run pictures: training curves, the confusion matrix, precision and recall per
+class, ROC/PR for binary tasks (PNG); the mistakes are in mistakes.py.
 
 Bounded whatever the data: a confusion matrix shows at most MAX_CLASSES classes (for a larger
 label set, those most confused), so the figure stays the same size for 300 classes as for 30
@@ -83,6 +84,26 @@ def confusion_matrix(matrix: np.ndarray, classes: list[str], path: str) -> str:
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
                 color="white" if value > 0.5 * max(rows[i, 0], 1) else "black")
+    return _save(fig, plt, path)
+
+
+def precision_recall(per_class: dict, path: str) -> str:
+    """Per class its precision and recall as bars (metrics.metrics' per_class): where a model
+    is good and where it fails, class by class. Over MAX_CLASSES classes, those of lowest F1."""
+    plt = _pyplot()
+    names = list(per_class)
+    title = "precision and recall per class"
+    if len(names) > MAX_CLASSES:
+        names = sorted(sorted(names, key=lambda n: (per_class[n]["f1"], n))[:MAX_CLASSES], key=list(per_class).index)
+        title = f"precision and recall: the {MAX_CLASSES} classes of lowest F1 of {len(per_class)}"
+    y = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(8, max(3, 0.35 * len(names) + 1.5)))
+    ax.barh(y - 0.2, [per_class[n]["precision"] for n in names], 0.4, label="precision")
+    ax.barh(y + 0.2, [per_class[n]["recall"] for n in names], 0.4, label="recall")
+    ax.set_yticks(y, [f"{plain(n)} ({per_class[n]['support']})" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1), ax.set_xlabel("(support in brackets)"), ax.set_title(title)
+    ax.legend(loc="lower right"), ax.grid(axis="x", alpha=0.3)
     return _save(fig, plt, path)
 
 

@@ -8,14 +8,21 @@ from trainer.model.heads import HEAD, Head, by_head, single
 from trainer.results import metrics
 
 
-def score(model, dataset, heads: list[Head], allreduce) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def score(model, dataset, heads: list[Head], allreduce, predictions=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Every rank scores its part of the split; per head, the confusion matrices and score
-    histograms of all ranks are summed with `allreduce(array, name)` (a collective)."""
+    histograms of all ranks are summed with `allreduce(array, name)` (a collective).
+    `predictions` (a predictions.PartWriter; the dataset then yields record ids third) gets every
+    row from the same logits, and is uploaded before the collective."""
     sums = {h.name: metrics.empty_scores(len(h.classes)) for h in heads}
-    for images, labels in dataset:
+    for images, labels, *ids in dataset:
         logits, labels = by_head(heads, model(images, training=False)), by_head(heads, labels)
         for h in heads:
-            metrics.add_scores(*sums[h.name], labels[h.name].numpy(), logits[h.name].numpy())
+            truth, scores_ = labels[h.name].numpy(), logits[h.name].numpy()
+            metrics.add_scores(*sums[h.name], truth, scores_)
+            if predictions is not None:
+                predictions.add(h, ids[0].numpy(), truth, scores_)
+    if predictions is not None:
+        predictions.close()
     return {name: tuple(np.asarray(allreduce(part, f"test_{kind}_{name}")).astype(np.int64)
                         for kind, part in zip(("confusion", "scores"), parts))
             for name, parts in sums.items()}

@@ -19,7 +19,7 @@ from trainer.input.model_input import ModelInput
 from trainer.input.rank_inputs import RankInputs
 from trainer.keras import keras
 from trainer.model import heads as heads_lib, precise_bn, precision
-from trainer.results import batch_grid, scores
+from trainer.results import batch_grid, predictions, scores
 from trainer.runtime import faults
 from trainer.runtime.callbacks import (AverageNonTrainable, Checkpointing, CommitState, Position, ProgressLogger,
                               UploadDirectory)
@@ -148,9 +148,13 @@ def fit_and_score(run: Run, start: tuple[int, int], extra_callbacks=None) -> dic
                       steps_per_epoch=run.steps, callbacks=callbacks, verbose=0,
                       **run.fit_options(inputs))
     precise_statistics(run, inputs)
-    # Horovod: each rank scores its own test files; the counts are added over ranks (allreduce).
-    return scores.score(run.model, inputs.test(), run.heads, lambda v, name: hvd_tf.allreduce(
-        v, op=hvd_tf.Sum, name=name).numpy())
+    # Horovod: each rank scores its own test files and uploads its rows of predictions.parquet;
+    # the counts are added over ranks (allreduce), after which every part is there for rank 0.
+    report_url = run.config.outputs.report_url()
+    part = predictions.PartWriter(run.storage, run.config.local_dir(rank, "predictions"),
+                                  predictions.part_url(report_url, rank, size))
+    return scores.score(run.model, inputs.test(with_ids=True), run.heads, lambda v, name: hvd_tf.allreduce(
+        v, op=hvd_tf.Sum, name=name).numpy(), part)
 
 
 def precise_statistics(run: Run, inputs: RankInputs) -> None:
