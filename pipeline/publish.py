@@ -94,8 +94,10 @@ def publish(storage: Storage, staging_url: str, output_url: str, request: Publis
     pause_for_test("retiring")
     retired = versions.retire(storage, output_url, published, keep_versions)
     storage.delete_prefix(staging_url)
-    log.info("published %s at %s%s", published.version, output_url,      # the summary line says it
-             f"; retired {', '.join(retired)}" if retired else "", extra=FILE_ONLY)
+    log.info("published %s at %s", published.version, output_url, extra=FILE_ONLY)   # the summary says it
+    if retired:                                                                      # the summary does not
+        log.info("retired %s (older than the %d versions kept: --keep_versions)", ", ".join(retired),
+                 keep_versions)
     return published
 
 

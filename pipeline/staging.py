@@ -112,7 +112,7 @@ def staging_folders(storage: Storage, output_url: str) -> list[str]:
     try:
         return [url for url, size in storage.list_children(output_url)
                 if size is None and naming.is_staging_folder(posixpath.basename(url))]
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # no output yet (or a file: preflight says so)
         return []
 
 

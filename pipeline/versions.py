@@ -51,7 +51,7 @@ def children(storage: Storage, output_url: str) -> list[str]:
     """Names of the version folders under the output (v-<id>)."""
     try:
         entries = list(storage.list_children(output_url))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):   # no output yet (or a file: preflight says so)
         return []
     return [posixpath.basename(url) for url, size in entries
             if size is None and is_version_folder(posixpath.basename(url))]

@@ -33,7 +33,8 @@ def calls(trace: str) -> list[tuple[str, tuple[str, ...]]]:
         pid, _, rest = line.rstrip("\n").partition(" ")
         rest = rest.strip()
         if rest.endswith("<unfinished ...>"):
-            pending[pid] = rest[:-len("<unfinished ...>")]
+            # "fsync(11</path> <unfinished ...>": the space before the marker is not part of the call
+            pending[pid] = rest[:-len("<unfinished ...>")].rstrip()
             continue
         resumed = re.match(r"<\.\.\. (\w+) resumed>(.*)", rest)
         if resumed:

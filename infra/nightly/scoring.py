@@ -18,6 +18,7 @@ import sys
 from infra.nightly import supervise
 from pipeline.dataset.storage import Storage, join
 
+
 class ScoringFailed(Exception):
     """pipeline.score exited non-zero or ran past its limit; the message says which."""
 

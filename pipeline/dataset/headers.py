@@ -152,8 +152,20 @@ def upright(image: tf.Tensor, orientation) -> tf.Tensor:
     """Decoded pixels [height, width, channels] turned as EXIF `orientation` says, as
     PIL.ImageOps.exif_transpose does: 5-8 transpose first, then the flips."""
     orientation = tf.cast(orientation, tf.int64)
-    image = tf.cond(orientation >= 5, lambda: tf.transpose(image, [1, 0, 2]), lambda: image)
+    image = tf.cond(orientation >= 5, lambda: transposed(image), lambda: image)
     flip_columns = tf.reduce_any(tf.equal(orientation, [2, 3, 6, 7]))
     flip_rows = tf.reduce_any(tf.equal(orientation, [3, 4, 7, 8]))
     image = tf.cond(flip_columns, lambda: tf.reverse(image, [1]), lambda: image)
     return tf.cond(flip_rows, lambda: tf.reverse(image, [0]), lambda: image)
+
+
+def transposed(image: tf.Tensor) -> tf.Tensor:
+    """[height, width, channels] -> [width, height, channels] as a gather of pixels: a Transpose of
+    uint8 pixels inside tf.data makes TensorFlow 2.21 print two error lines per process
+    (grappler's "remapper failed" and oneDNN's "supports DT_UINT8 only on platforms with
+    AVX-512"), harmless but on every user's terminal; a gather prints nothing."""
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    order = tf.reshape(tf.range(height)[None, :] * width + tf.range(width)[:, None], [-1])
+    return tf.reshape(tf.gather(tf.reshape(image, tf.stack([height * width, shape[2]])), order),
+                      tf.stack([width, height, shape[2]]))
