@@ -34,7 +34,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export TF_USE_LEGACY_KERAS := 1
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv cassandra mnist demo test clean-venv
+.PHONY: setup system venv cassandra mnist demo test test-all clean-venv
 setup: system venv cassandra mnist
 
 system:
@@ -54,7 +54,11 @@ mnist: system
 demo: setup
 	$(PY) -m infra.demo $(DEMO_ARGS)
 
+# The tests but the few marked slow (minutes of training each, pytest.ini); test-all runs them too.
 test: setup
+	$(PY) -m pytest $(or $(PYTEST_ARGS),tests -m "not slow")
+
+test-all: setup
 	$(PY) -m pytest $(or $(PYTEST_ARGS),tests)
 
 clean-venv:

@@ -64,6 +64,7 @@ def test_marker_lists_what_was_uploaded_and_restore_falls_back(storage, tmp_path
         latest_position(store, say=lambda *a, **k: None)
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_relaunch_after_damage_resumes_from_the_previous_committed_checkpoint(dataset, storage, tmp_path):
     checkpoints = "s3://fmnist/runs/damaged-newest"
     first = run_cli(horovod(dataset, checkpoints, tmp_path / "a", 3), timeout=600)

@@ -159,6 +159,7 @@ class Output:
         raise AssertionError(f"never printed {text!r}:\n" + "".join(self.lines[-40:]))
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_crash_mid_run_then_worse_night_is_not_promoted(storage, fmnist, dataset, first_night):
     tmp = first_night["tmp"]
     # Deliberately worse: from scratch with a learning rate too small to learn anything. (A huge

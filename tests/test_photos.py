@@ -115,10 +115,12 @@ def test_pictures_of_what_the_model_sees_are_written_beside_the_report(cnn_run):
 
 
 @pytest.mark.parametrize("name, extra", [
-    ("mobilenet_v2", ()), ("efficientnet_b0", ()), ("resnet50", ()),
+    ("mobilenet_v2", ()),     # one backbone in `make test`; the others in `make test-all`
+    pytest.param("efficientnet_b0", (), marks=pytest.mark.slow),
+    pytest.param("resnet50", (), marks=pytest.mark.slow),
     # VGG16 has no batch norm: at the default rate (0.025 x 2 ranks) its validation loss became
     # NaN in epoch 1 here and the divergence guard stopped the run (exit 3).
-    ("vgg16", ("--lr", "0.001"))])
+    pytest.param("vgg16", ("--lr", "0.001"), marks=pytest.mark.slow)])
 def test_two_ranks_train_a_backbone_on_photos(dataset, tmp_path, name, extra):
     """Each backbone, 64x64 random-resized crops of the photos, about 10 steps (measured here:
     resnet50 37 s, vgg16 19 s per run)."""

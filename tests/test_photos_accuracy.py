@@ -7,6 +7,8 @@ smaller and off-centre). The bar keeps five points of margin."""
 import json
 import re
 
+import pytest
+
 from infra.local import photos
 from pipeline.dataset.storage import Storage
 from tests.conftest import ingest_folders, run_cli
@@ -14,6 +16,7 @@ from tests.conftest import ingest_folders, run_cli
 BAR = 0.75
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_fashion_mnist_as_variable_size_jpegs_reaches_the_bar(tmp_path):
     raw, dataset, run = tmp_path / "raw", str(tmp_path / "dataset"), tmp_path / "run"
     photos.write(Storage(), str(raw), photos.pasted_fashion(7500))

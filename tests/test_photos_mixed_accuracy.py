@@ -10,6 +10,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
@@ -26,6 +27,7 @@ BAR = 0.74
 GROUP_BAR = 0.70
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_mixed_grey_colour_and_turned_photos_train_and_serve(tmp_path):
     raw, dataset, run = tmp_path / "raw", str(tmp_path / "dataset"), tmp_path / "run"
     written = photos.write(Storage(), str(raw), photos.pasted_fashion(7500, colour=0.5, turned=0.1))

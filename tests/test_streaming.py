@@ -115,6 +115,7 @@ def digest(output: str, rank: int) -> str:
     return re.search(rf"rank {rank} weights sha256 ([0-9a-f]+)", output).group(1)
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_the_trainer_streams_within_the_limit_and_resumes_exactly(storage, dataset, tmp_path):
     url, largest = dataset
     limit_gb = 2 * largest / 2**30              # two of its four shards per rank

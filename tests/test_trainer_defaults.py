@@ -40,6 +40,7 @@ def train_with_defaults(dataset, checkpoints, storage, cache_dir):
     return result, json.loads(storage.read_text(join(checkpoints, "report.json")))
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_fashion_mnist_with_default_flags_reaches_the_target_in_3_epochs(fmnist_5k, storage, tmp_path):
     result, report = train_with_defaults(fmnist_5k, "s3://fmnist-5k/runs/defaults", storage, tmp_path)
     accuracy = report["test"]["accuracy"]
@@ -49,6 +50,7 @@ def test_fashion_mnist_with_default_flags_reaches_the_target_in_3_epochs(fmnist_
     assert accuracy >= BAR, result.stdout[-2000:]
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_mnist_digits_with_default_flags_reach_the_target_in_3_epochs(mnist_6k, storage, tmp_path):
     result, report = train_with_defaults(mnist_6k, "s3://mnist-6k/runs/defaults", storage, tmp_path)
     accuracy, examples = report["test"]["accuracy"], report["test"]["examples"]

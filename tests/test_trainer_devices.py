@@ -95,6 +95,7 @@ def test_bad_numeric_combinations_are_one_line(flags, words):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_the_gpu_check_script_runs_its_cpu_fallback(dataset):
     """benchmarks/gpu_check.py on CPU slots (no GPU here): real horovodrun -np 1 and -np 2, synthetic
     and real shards; only that the script works is checked, its figures mean nothing for a GPU."""

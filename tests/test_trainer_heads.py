@@ -136,6 +136,7 @@ def test_one_network_learns_every_attribute_and_serves_each(storage, cartoons, t
     assert warmstart.transfer(reloaded, target)["new"] == {}
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_init_from_a_run_with_heads_restores_the_chosen_heads(storage, cartoons, trained, tmp_path):
     """A checkpoint of a --heads run is rebuilt with its heads (the marker names them), so a
     later run on some of the attributes starts from the trained body and heads; that run then

@@ -31,7 +31,7 @@ def trained(result, storage, checkpoints) -> dict:
     return json.loads(storage.read_text(f"{checkpoints}/report.json"))
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("precision", [pytest.param("mixed_float16", marks=pytest.mark.slow), "mixed_bfloat16"])
 def test_mixed_precision_trains_two_ranks_alike(precision, dataset, storage, tmp_path):
     checkpoints = f"s3://fmnist/runs/precision-{precision}"
     result = run_cli(horovod(dataset, checkpoints, tmp_path, "--precision", precision, epochs=3))
@@ -75,7 +75,8 @@ def test_a_float16_overflow_is_skipped_on_both_ranks_and_the_scale_survives_a_ki
     assert float(restored.group(1)) == marker["loss_scale"] < 32768      # lowered by the skip
 
 
-@pytest.mark.parametrize("flag", ["--xla", "--fp16-allreduce"])
+@pytest.mark.parametrize("flag", [pytest.param("--xla", marks=pytest.mark.slow),
+                                  pytest.param("--fp16-allreduce", marks=pytest.mark.slow)])
 def test_xla_and_fp16_allreduce_train_two_ranks_alike(flag, dataset, storage, tmp_path):
     checkpoints = f"s3://fmnist/runs/flag{flag}"
     env = {"TF_CPP_MIN_LOG_LEVEL": "0"} if flag == "--xla" else {}
