@@ -25,10 +25,12 @@ def parquet_bytes(table: pa.Table, row_group_size: int) -> bytes:
 
 
 def in_version(splits: dict) -> dict:
-    """Each split with its shards named inside their version folder (whose id differs: the
-    manifest names its labels file)."""
-    return {name: dataclasses.replace(split, shards=[dataclasses.replace(s, file=s.file.split("/", 1)[1])
-                                                     for s in split.shards])
+    """Each split with its shards and index files named inside their version folder (whose id
+    differs: the manifest names its labels file)."""
+    def inside(files: list) -> list:
+        return [dataclasses.replace(f, file=f.file.split("/", 1)[1]) for f in files]
+
+    return {name: dataclasses.replace(split, shards=inside(split.shards), index=inside(split.index))
             for name, split in splits.items()}
 
 
