@@ -225,6 +225,7 @@ def test_failed_step_reports_and_exits_1(storage, fmnist, dataset, tmp_path):
     assert not storage.exists("s3://nightly-test/models/broken/LOCK")          # released on failure
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_next_good_night_warm_starts_from_the_promoted_model(storage, first_night):
     promoted = json.loads(storage.read_text(POINTER))
     assert promoted["version"] == "2026-01-01"                     # night 2 did not move it

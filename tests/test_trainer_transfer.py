@@ -46,6 +46,7 @@ def local_model(storage, url, where):
     return tf.keras.models.load_model(str(where), compile=False)
 
 
+@pytest.mark.slow        # minutes of end-to-end training: `make test-all` runs it (README)
 def test_new_head_on_a_frozen_pretrained_body(storage, pretrained, binary_dataset, tmp_path):
     run = "s3://fmnist/runs/transfer"
     result = run_cli(horovod(binary_dataset, run, tmp_path / "cache", "--init-from", pretrained,
